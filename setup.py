@@ -1,0 +1,44 @@
+"""Installs mamkpd-jax.
+
+The repository keeps `kernels/` and `data_pipelines/` at its top level (the project
+layout), but PyPI already has unrelated packages called `kernels` and
+`data-pipelines`, so they are installed as `mamkpd_jax.kernels` and
+`mamkpd_jax.data_pipelines` through `package_dir`. Nothing here claims a top-level
+name other than `mamkpd_jax`. Configs are loaded by path and scripts run as files.
+"""
+
+import setuptools
+
+# Each later issue adds what it needs (grain, pycocotools, ...), with the reason.
+INSTALL_REQUIRES = [
+    "absl-py>=2.1",
+    "flax>=0.12",
+    "jax>=0.10",
+    "ml-collections>=1.0",
+    "numpy>=1.26",
+]
+DEV_REQUIRES = [
+    "pytest>=8",
+]
+
+setuptools.setup(
+    name="mamkpd-jax",
+    version="0.1.0",
+    description="MamKPD (Mamba keypoint detection) in JAX/Flax NNX with a Pallas selective scan.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=[
+        "mamkpd_jax",
+        "mamkpd_jax.models",
+        "mamkpd_jax.kernels",
+        "mamkpd_jax.data_pipelines",
+    ],
+    package_dir={
+        "mamkpd_jax": "mamkpd_jax",
+        "mamkpd_jax.kernels": "kernels",
+        "mamkpd_jax.data_pipelines": "data_pipelines",
+    },
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"dev": DEV_REQUIRES},
+)

@@ -1,0 +1,50 @@
+"""Shared fixtures: models are built (and their forward passes compiled) once per session."""
+
+import dataclasses
+import functools
+
+import jax
+import pytest
+from flax import nnx
+
+from mamkpd_jax.models import ModelConfig, build_model, model_config
+
+
+def make_config(variant="tiny", **overrides):
+  config = model_config(variant)
+  for key, value in overrides.items():
+    config[key] = value
+  return ModelConfig.from_config(config)
+
+
+@functools.lru_cache(maxsize=None)
+def cached_model(variant, **overrides):
+  """An eval-mode model per (variant, overrides), built once per test session."""
+  model = build_model(make_config(variant, **overrides), seed=0)
+  model.eval()
+  return model
+
+
+def with_dtype(model, dtype):
+  """The same parameters in a model whose computation dtype is `dtype`."""
+  config = dataclasses.replace(model.config, dtype=dtype)
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: type(model)(config, rngs=nnx.Rngs(0))))
+  other = nnx.merge(graphdef, nnx.state(model))
+  other.eval()
+  return other
+
+
+@functools.lru_cache(maxsize=None)
+def jitted_forward():
+  """One jitted `model(images)`, shared so equal structures reuse the compilation."""
+  return nnx.jit(lambda model, images: model(images))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+  return cached_model("tiny")
+
+
+@pytest.fixture(scope="session")
+def key():
+  return jax.random.key(0)
