@@ -5,7 +5,7 @@
 Any config field can be overridden: `--config.model.dtype=bfloat16`.
 
 Status: training and evaluation arrive with issue #5. Until then this parses the flags,
-validates the config, builds the model, logs its size, and exits with status 2 and a
+validates the config, builds the model, logs its size, and exits non-zero with a
 message saying what is missing; it never pretends to train.
 """
 
