@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
 ]
 DEV_REQUIRES = [
+    "optax>=0.2",      # the tests' training steps (also a dependency of flax)
     "pytest>=8",
 ]
 

@@ -1,10 +1,15 @@
 """Scan kernels for MamKPD, installed as `mamkpd_jax.kernels`.
 
-`selective_scan` dispatches by name to an implementation with one shared signature
-(`SCAN_IMPLS`); `cross_scan` / `cross_merge` are SS2D's four-direction token orders.
-Each fused kernel keeps a readable pure-JAX reference beside it.
+`selective_scan` and `cross_selective_scan` (SS2D's four-direction scan of a map)
+dispatch by name to an implementation (`SCAN_IMPLS`): "reference", pure JAX, or
+"pallas", the Pallas kernels. Each fused kernel keeps a readable reference beside it.
 """
 
-from mamkpd_jax.kernels.cross_scan import NUM_DIRECTIONS, cross_merge, cross_scan
-from mamkpd_jax.kernels.selective_scan import SCAN_IMPLS, selective_scan
+from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, cross_merge, cross_scan,
+                                           cross_selective_scan_reference,
+                                           direction_tokens)
+from mamkpd_jax.kernels.selective_scan import (SCAN_IMPLS, cross_selective_scan,
+                                               selective_scan)
+from mamkpd_jax.kernels.selective_scan_pallas import (cross_selective_scan_pallas,
+                                                      selective_scan_pallas)
 from mamkpd_jax.kernels.selective_scan_ref import selective_scan_reference

@@ -8,21 +8,30 @@ A (batch, H, W, D) map is read as four token sequences of length L = H*W:
     k=3  reverse of k=1
 
 `cross_merge` maps each direction's outputs back to row-major order and sums the four,
-so `cross_merge(cross_scan(x)) == 4 * x`. The fused Pallas op (issue 3) visits these
-orders inside the kernel; these functions are its reference.
+so `cross_merge(cross_scan(x)) == 4 * x`. `cross_selective_scan_reference` composes
+cross-scan -> selective scan -> cross-merge: the reference of the fused Pallas op.
 """
 
 import jax.numpy as jnp
 
+from mamkpd_jax.kernels.selective_scan_ref import selective_scan_reference
+
 NUM_DIRECTIONS = 4
+
+
+def direction_tokens(x, direction):
+  """(batch, H, W, D) -> (batch, L, D): the tokens in the order direction k visits them."""
+  batch, height, width, dim = x.shape
+  if direction % 2 == 0:
+    tokens = x.reshape(batch, height * width, dim)                     # row-major
+  else:
+    tokens = x.transpose(0, 2, 1, 3).reshape(batch, width * height, dim)  # column-major
+  return tokens[:, ::-1] if direction >= 2 else tokens
 
 
 def cross_scan(x):
   """(batch, H, W, D) -> (batch, L, K=4, D), directions stacked on axis 2."""
-  batch, height, width, dim = x.shape
-  row_major = x.reshape(batch, height * width, dim)                         # (b, L, D)
-  col_major = x.transpose(0, 2, 1, 3).reshape(batch, width * height, dim)   # (b, L, D)
-  return jnp.stack([row_major, col_major, row_major[:, ::-1], col_major[:, ::-1]], axis=2)
+  return jnp.stack([direction_tokens(x, k) for k in range(NUM_DIRECTIONS)], axis=2)
 
 
 def cross_merge(ys, height, width):
@@ -34,3 +43,31 @@ def cross_merge(ys, height, width):
   col_major = ys[:, :, 1] + ys[:, ::-1, 3]                                  # (b, L, D), w*H+h
   col_as_rows = col_major.reshape(batch, width, height, dim).transpose(0, 2, 1, 3)
   return row_major.reshape(batch, height, width, dim) + col_as_rows
+
+
+def _per_direction(t):
+  """(batch, H, W, K, X) -> (batch, L, K, X): direction k's slice in direction k's order."""
+  return jnp.stack([direction_tokens(t[:, :, :, k], k) for k in range(NUM_DIRECTIONS)],
+                   axis=2)
+
+
+def cross_selective_scan_reference(x, delta, A, B, C, D, delta_bias, *,
+                                   delta_softplus=True):
+  """SS2D's scan of a map, unfused: cross-scan, one grouped selective scan, merge.
+
+  Args:
+    x: (batch, H, W, P) the map (u of every direction).
+    delta: (batch, H, W, K, P) per-token step sizes of each direction (before bias).
+    A: (K*P, N); B, C: (batch, H, W, K, N); D, delta_bias: (K*P,).
+      Direction k owns channels k*P .. (k+1)*P - 1 (group k).
+  Returns:
+    (batch, H, W, P) float32, the four directions' outputs summed in row-major order.
+  """
+  batch, height, width, per_group = x.shape
+  length, channels = height * width, NUM_DIRECTIONS * per_group
+  ys = selective_scan_reference(
+      cross_scan(x).reshape(batch, length, channels),                 # u (b, L, K*P)
+      _per_direction(delta).reshape(batch, length, channels),
+      A, _per_direction(B), _per_direction(C), D, delta_bias,
+      delta_softplus=delta_softplus)                                  # (b, L, K*P)
+  return cross_merge(ys.reshape(batch, length, NUM_DIRECTIONS, per_group), height, width)

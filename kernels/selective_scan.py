@@ -1,47 +1,81 @@
-"""`selective_scan`: one entry point, the implementation chosen by name.
+"""`selective_scan` and `cross_selective_scan`: one entry point each, implementation by name.
 
-The Pallas kernel (issue 3) registers itself in `SCAN_IMPLS` under "pallas" with the same
-signature; until then only "reference" exists. An unknown name is an error, never a
-silent fallback to another implementation.
+`SCAN_IMPLS` maps a name to the pair of functions; "reference" is pure JAX, "pallas" the
+Pallas kernels (interpreted on CPU). An unknown name is an error, never a silent
+fallback to another implementation.
 """
 
-from mamkpd_jax.kernels import selective_scan_ref
+import typing
+
+from mamkpd_jax.kernels.cross_scan import NUM_DIRECTIONS, cross_selective_scan_reference
+from mamkpd_jax.kernels.selective_scan_pallas import (cross_selective_scan_pallas,
+                                                      selective_scan_pallas)
+from mamkpd_jax.kernels.selective_scan_ref import selective_scan_reference
+
+
+class ScanImpl(typing.NamedTuple):
+  selective_scan: typing.Callable
+  cross_selective_scan: typing.Callable
+  takes_interpret: bool
+
 
 SCAN_IMPLS = {
-    "reference": selective_scan_ref.selective_scan_reference,
+    "reference": ScanImpl(selective_scan_reference, cross_selective_scan_reference, False),
+    "pallas": ScanImpl(selective_scan_pallas, cross_selective_scan_pallas, True),
 }
+
+
+def _expect(name, array, shape, context):
+  if tuple(array.shape) != tuple(shape):
+    raise ValueError(f"{context}: {name} has shape {tuple(array.shape)}, expected "
+                     f"{tuple(shape)}")
 
 
 def _check_shapes(u, delta, A, B, C, D, delta_bias):
   """Raises ValueError naming the argument whose shape does not fit the others."""
   if u.ndim != 3:
-    raise ValueError(f"u must be (batch, L, channels); got shape {u.shape}")
+    raise ValueError(f"selective_scan: u must be (batch, L, channels); got {u.shape}")
   batch, length, channels = u.shape
   if B.ndim != 4:
-    raise ValueError(f"B must be (batch, L, G, N); got shape {B.shape}")
+    raise ValueError(f"selective_scan: B must be (batch, L, G, N); got {B.shape}")
   groups, d_state = B.shape[2], B.shape[3]
-  expected = {
-      "delta": (batch, length, channels),
-      "A": (channels, d_state),
-      "B": (batch, length, groups, d_state),
-      "C": (batch, length, groups, d_state),
-      "D": (channels,),
-      "delta_bias": (channels,),
-  }
-  given = {"delta": delta, "A": A, "B": B, "C": C, "D": D, "delta_bias": delta_bias}
-  for name, shape in expected.items():
-    if tuple(given[name].shape) != shape:
-      raise ValueError(
-          f"selective_scan: {name} has shape {tuple(given[name].shape)}, expected {shape} "
-          f"for u of shape {u.shape} and B of shape {B.shape}")
+  context = f"selective_scan (u {u.shape}, B {B.shape})"
+  for name, array, shape in [("delta", delta, u.shape), ("A", A, (channels, d_state)),
+                             ("B", B, (batch, length, groups, d_state)),
+                             ("C", C, (batch, length, groups, d_state)),
+                             ("D", D, (channels,)), ("delta_bias", delta_bias, (channels,))]:
+    _expect(name, array, shape, context)
   if groups < 1 or channels % groups:
-    raise ValueError(
-        f"selective_scan: channels ({channels}) must be divisible by the number of "
-        f"B/C groups G ({groups})")
+    raise ValueError(f"selective_scan: channels ({channels}) must be divisible by the "
+                     f"number of B/C groups G ({groups})")
+
+
+def _check_cross_shapes(x, delta, A, B, C, D, delta_bias):
+  if x.ndim != 4:
+    raise ValueError(f"cross_selective_scan: x must be (batch, H, W, P); got {x.shape}")
+  batch, height, width, per_group = x.shape
+  if B.ndim != 5 or B.shape[3] != NUM_DIRECTIONS:
+    raise ValueError(f"cross_selective_scan: B must be (batch, H, W, 4, N); got {B.shape}")
+  k, d_state = NUM_DIRECTIONS, B.shape[4]
+  context = f"cross_selective_scan (x {x.shape}, B {B.shape})"
+  for name, array, shape in [("delta", delta, (batch, height, width, k, per_group)),
+                             ("A", A, (k * per_group, d_state)),
+                             ("C", C, B.shape), ("D", D, (k * per_group,)),
+                             ("delta_bias", delta_bias, (k * per_group,))]:
+    _expect(name, array, shape, context)
+
+
+def _impl(impl, interpret):
+  if impl not in SCAN_IMPLS:
+    raise ValueError(f"unknown impl {impl!r}; available: {sorted(SCAN_IMPLS)}")
+  chosen = SCAN_IMPLS[impl]
+  if interpret is not None and not chosen.takes_interpret:
+    raise ValueError(f"interpret={interpret} applies to impl='pallas' only, not {impl!r}")
+  return chosen, ({} if interpret is None else {"interpret": interpret})
 
 
 def selective_scan(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
-                   impl="reference"):
+                   impl="reference", interpret=None):
   """Runs the selective scan (math in `selective_scan_ref`).
 
   Args:
@@ -51,12 +85,21 @@ def selective_scan(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
     D, delta_bias: (channels,) float32.
     delta_softplus: apply softplus to delta + delta_bias.
     impl: a key of `SCAN_IMPLS`.
+    interpret: impl="pallas" only; None interprets when the default backend is the CPU.
 
   Returns:
     (batch, L, channels) float32.
   """
-  if impl not in SCAN_IMPLS:
-    raise ValueError(
-        f"selective_scan: unknown impl {impl!r}; available: {sorted(SCAN_IMPLS)}")
+  chosen, kwargs = _impl(impl, interpret)
   _check_shapes(u, delta, A, B, C, D, delta_bias)
-  return SCAN_IMPLS[impl](u, delta, A, B, C, D, delta_bias, delta_softplus=delta_softplus)
+  return chosen.selective_scan(u, delta, A, B, C, D, delta_bias,
+                               delta_softplus=delta_softplus, **kwargs)
+
+
+def cross_selective_scan(x, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
+                         impl="reference", interpret=None):
+  """SS2D's four-direction scan of a map (args in `cross_selective_scan_reference`)."""
+  chosen, kwargs = _impl(impl, interpret)
+  _check_cross_shapes(x, delta, A, B, C, D, delta_bias)
+  return chosen.cross_selective_scan(x, delta, A, B, C, D, delta_bias,
+                                     delta_softplus=delta_softplus, **kwargs)

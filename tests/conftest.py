@@ -4,6 +4,7 @@ import dataclasses
 import functools
 
 import jax
+import jax.numpy as jnp
 import pytest
 from flax import nnx
 
@@ -25,13 +26,18 @@ def cached_model(variant, **overrides):
   return model
 
 
-def with_dtype(model, dtype):
-  """The same parameters in a model whose computation dtype is `dtype`."""
-  config = dataclasses.replace(model.config, dtype=dtype)
+def with_config(model, **changes):
+  """A copy of `model` (same parameters and state) with `changes` to its ModelConfig."""
+  config = dataclasses.replace(model.config, **changes)
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: type(model)(config, rngs=nnx.Rngs(0))))
-  other = nnx.merge(graphdef, nnx.state(model))
+  other = nnx.merge(graphdef, jax.tree.map(jnp.copy, nnx.state(model)))
   other.eval()
   return other
+
+
+def with_dtype(model, dtype):
+  """The same parameters in a model whose computation dtype is `dtype`."""
+  return with_config(model, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=None)

@@ -3,11 +3,12 @@
     x (N, H, W, d)
       -> in_proj            Dense d -> d_inner (x2 with the z gate), no bias
       -> conv2d             3x3 depth-wise (+bias), SiLU
-      -> cross_scan         4 token orders, (N, L, K=4, d_inner)
-      -> x_proj_weight[k]   per token: dt (R), B (N_s), C (N_s)
+      -> x_proj_weight[k]   per token, for each direction k: dt (R), B (N_s), C (N_s)
       -> dt_projs_weight[k] dt (R) -> delta (d_inner), + dt_projs_bias[k] inside the scan
-      -> selective_scan     channels = K * d_inner, G = K groups share B, C
-      -> cross_merge        back to (N, H, W, d_inner), the four directions summed
+      -> cross_selective_scan   direction k visits the tokens in its order (row-major,
+                            column-major, and both reversed), runs the selective scan
+                            with its own B, C, and the four outputs are summed back
+                            in row-major order: (N, H, W, d_inner) float32
       -> out_norm           LayerNorm(d_inner); x SiLU(z) if gated
       -> out_proj           Dense d_inner -> d, no bias
 
@@ -67,24 +68,23 @@ class SS2D(nnx.Module):
     self.out_proj = common.dense(d_inner, dim, dtype, rngs, use_bias=False)
 
   def _scan(self, x):
-    """(N, H, W, d_inner) after conv -> (N, H, W, d_inner) float32 merged scan output."""
-    batch, height, width, _ = x.shape
-    length = height * width
-    xs = kernels.cross_scan(x)                                        # (N, L, K, Di)
-    x_dbl = jnp.einsum("blkd,kcd->blkc", xs,
-                       self.x_proj_weight[...].astype(self.dtype))   # (N, L, K, R+2Ns)
+    """(N, H, W, d_inner) after conv -> (N, H, W, d_inner) float32 merged scan output.
+
+    x_proj and dt_proj act per token, so they are applied in row-major order for all
+    four directions at once; the scan op visits each direction's order itself.
+    """
+    x_dbl = jnp.einsum("bhwd,kcd->bhwkc", x,
+                       self.x_proj_weight[...].astype(self.dtype))    # (N, H, W, K, R+2Ns)
     dts, B, C = jnp.split(x_dbl, [self.dt_rank, self.dt_rank + self.d_state], axis=-1)
-    delta = jnp.einsum("blkr,kdr->blkd", dts,
-                       self.dt_projs_weight[...].astype(self.dtype))  # (N, L, K, Di)
-    ys = kernels.selective_scan(
-        xs.reshape(batch, length, K * self.d_inner),                  # u (N, L, K*Di)
-        delta.reshape(batch, length, K * self.d_inner),
-        -jnp.exp(self.A_logs[...]),                                  # A (K*Di, Ns)
-        B, C,                                                         # (N, L, G=K, Ns)
+    delta = jnp.einsum("bhwkr,kdr->bhwkd", dts,
+                       self.dt_projs_weight[...].astype(self.dtype))  # (N, H, W, K, Di)
+    return kernels.cross_selective_scan(
+        x, delta,
+        -jnp.exp(self.A_logs[...]),                                   # A (K*Di, Ns)
+        B, C,                                                         # (N, H, W, K, Ns)
         self.Ds[...],
         self.dt_projs_bias[...].reshape(K * self.d_inner),
-        delta_softplus=True, impl=self.scan_impl)                     # (N, L, K*Di) f32
-    return kernels.cross_merge(ys.reshape(batch, length, K, self.d_inner), height, width)
+        delta_softplus=True, impl=self.scan_impl)                     # (N, H, W, Di) f32
 
   def __call__(self, x):
     """(N, H, W, dim) -> (N, H, W, dim) in the compute dtype."""

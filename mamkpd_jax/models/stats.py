@@ -49,34 +49,36 @@ def param_counts(model):
 
 
 def scan_shapes(model_config: ModelConfig, height, width):
-  """[(L, channels, number of SS2D blocks)] per stage for an (H, W) input."""
+  """[(map height, map width, d_inner, number of SS2D blocks)] per stage."""
   shapes = []
   for i, (dim, depth) in enumerate(zip(model_config.dims, model_config.depths)):
     stride = 4 * 2 ** i
-    length = (height // stride) * (width // stride)
-    shapes.append((length, K * model_config.d_inner(dim), depth))
+    shapes.append((height // stride, width // stride, model_config.d_inner(dim), depth))
   return shapes
 
 
 def scan_macs(model_config: ModelConfig, height, width, batch=1):
   """VMamba's hand count of the selective scans of one forward pass (multiply-adds)."""
   n = model_config.d_state
-  return sum(depth * (9 * batch * length * channels * n + batch * length * channels)
-             for length, channels, depth in scan_shapes(model_config, height, width))
+  total = 0
+  for map_h, map_w, d_inner, depth in scan_shapes(model_config, height, width):
+    tokens, channels = batch * map_h * map_w, K * d_inner
+    total += depth * (9 * tokens * channels * n + tokens * channels)
+  return total
 
 
-def _scan_xla_flops(model_config, length, channels, batch):
-  """What XLA's cost analysis counts for one reference scan call of this shape."""
-  n, groups = model_config.d_state, K
-  act = jnp.dtype(model_config.dtype)
-  args = (jax.ShapeDtypeStruct((batch, length, channels), act),
-          jax.ShapeDtypeStruct((batch, length, channels), act),
+def _scan_xla_flops(model_config, batch, map_h, map_w, d_inner):
+  """What XLA's cost analysis counts for one SS2D scan op of this shape."""
+  n, act = model_config.d_state, jnp.dtype(model_config.dtype)
+  channels = K * d_inner
+  args = (jax.ShapeDtypeStruct((batch, map_h, map_w, d_inner), act),
+          jax.ShapeDtypeStruct((batch, map_h, map_w, K, d_inner), act),
           jax.ShapeDtypeStruct((channels, n), jnp.float32),
-          jax.ShapeDtypeStruct((batch, length, groups, n), act),
-          jax.ShapeDtypeStruct((batch, length, groups, n), act),
+          jax.ShapeDtypeStruct((batch, map_h, map_w, K, n), act),
+          jax.ShapeDtypeStruct((batch, map_h, map_w, K, n), act),
           jax.ShapeDtypeStruct((channels,), jnp.float32),
           jax.ShapeDtypeStruct((channels,), jnp.float32))
-  fn = lambda *a: kernels.selective_scan(*a, impl=model_config.scan_impl)
+  fn = lambda *a: kernels.cross_selective_scan(*a, impl=model_config.scan_impl)
   return jax.jit(fn).lower(*args).cost_analysis()["flops"]
 
 
@@ -87,8 +89,8 @@ def forward_flops(model, height, width, batch=1):
   images = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
   forward = lambda state, x: nnx.merge(graphdef, state)(x)
   total = jax.jit(forward).lower(state, images).cost_analysis()["flops"]
-  scan_in_xla = sum(depth * _scan_xla_flops(cfg, length, channels, batch)
-                    for length, channels, depth in scan_shapes(cfg, height, width))
+  scan_in_xla = sum(depth * _scan_xla_flops(cfg, batch, map_h, map_w, d_inner)
+                    for map_h, map_w, d_inner, depth in scan_shapes(cfg, height, width))
   scan = scan_macs(cfg, height, width, batch)
   return {
       "xla_gflops": (total - scan_in_xla + 2 * scan) / 1e9,

@@ -1,0 +1,164 @@
+"""The Pallas selective-scan kernels (interpret mode on CPU) against the pure-JAX reference.
+
+Outputs and the gradients of every input are compared; the GPU lowering of the kernels
+is checked from this CPU host so that a change that breaks it fails CI.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mamkpd_jax import kernels
+from mamkpd_jax.kernels import backend
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+
+
+def scan_inputs(seed, batch, length, channels, groups, d_state, dtype=jnp.float32):
+  """Inputs in SS2D's ranges; u, delta, B, C in `dtype`, the rest float32."""
+  rng = np.random.default_rng(seed)
+  normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+  return dict(
+      u=jnp.asarray(normal(batch, length, channels), dtype),
+      delta=jnp.asarray(0.5 * normal(batch, length, channels), dtype),
+      A=jnp.asarray(-np.exp(0.5 * normal(channels, d_state))),
+      B=jnp.asarray(normal(batch, length, groups, d_state), dtype),
+      C=jnp.asarray(normal(batch, length, groups, d_state), dtype),
+      D=jnp.asarray(normal(channels)),
+      delta_bias=jnp.asarray(0.5 * normal(channels)),
+  )
+
+
+def values_and_grads(fn, inputs, seed=7):
+  """fn(**inputs) and the gradient of sum(w * fn) for every input (w fixed, random)."""
+  args = [inputs[n] for n in inputs]
+  y = fn(*args)
+  weights = jnp.asarray(np.random.default_rng(seed).standard_normal(y.shape), jnp.float32)
+  grads = jax.grad(lambda *a: jnp.sum(weights * fn(*a)), argnums=tuple(range(len(args))))(*args)
+  return y, dict(zip(inputs, grads))
+
+
+def assert_close(got, want, rtol, name=""):
+  got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+  np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(np.abs(want).max(), 1e-6),
+                             err_msg=name)
+
+
+# (batch, L, channels, G, N, dtype). Tiles hold 64 channels (32 when N > 4) per group.
+CASES = [
+    (2, 1, 8, 1, 1, jnp.float32),        # one token: a single, padded chunk
+    (1, 7, 12, 4, 3, jnp.float32),       # L < chunk; 3 channels a group; N padded 3 -> 4
+    (2, 48, 8, 4, 16, jnp.float32),      # 3 whole chunks, d_state 16
+    (1, 768, 96, 1, 1, jnp.float32),     # 48 chunks; 96 channels: 2 tiles, second padded
+    (1, 768, 40, 4, 3, jnp.float32),     # 4 groups of 10 channels, many chunks
+    (2, 50, 100, 4, 16, jnp.float32),    # 25 channels a group: padded to a 32 tile
+    (2, 48, 8, 4, 1, jnp.bfloat16),      # bfloat16 u, delta, B, C; MamKPD's N = 1
+    (1, 100, 72, 1, 16, jnp.bfloat16),   # bfloat16, 3 tiles of 32 (last padded), N 16
+]
+# Both sides compute in float32 from the same inputs, so outputs agree to f32 round-off;
+# bfloat16 gradients are rounded to bfloat16 on both sides (relative step 2^-8).
+RTOL = {jnp.float32: 2e-5, jnp.bfloat16: 2e-2}
+
+
+@pytest.mark.parametrize("batch,length,channels,groups,d_state,dtype", CASES)
+def test_kernel_matches_reference(batch, length, channels, groups, d_state, dtype):
+  inputs = scan_inputs(length + channels, batch, length, channels, groups, d_state, dtype)
+  run = lambda impl: values_and_grads(
+      lambda *a: kernels.selective_scan(*a, impl=impl), inputs)
+  y, grads = run("pallas")
+  y_ref, grads_ref = run("reference")
+  assert y.dtype == jnp.float32 and y.shape == (batch, length, channels)
+  assert_close(y, y_ref, 2e-5, "y")
+  for name in NAMES:
+    assert grads[name].dtype == inputs[name].dtype, name
+    assert_close(grads[name], grads_ref[name], RTOL[dtype], name)
+
+
+def test_kernel_without_softplus():
+  inputs = scan_inputs(0, 1, 20, 8, 2, 2)
+  inputs["delta"] = jnp.abs(inputs["delta"])
+  inputs["delta_bias"] = jnp.abs(inputs["delta_bias"])
+  run = lambda impl: values_and_grads(
+      lambda *a: kernels.selective_scan(*a, delta_softplus=False, impl=impl), inputs)
+  (y, grads), (y_ref, grads_ref) = run("pallas"), run("reference")
+  assert_close(y, y_ref, 2e-5)
+  for name in NAMES:
+    assert_close(grads[name], grads_ref[name], 2e-5, name)
+
+
+def cross_inputs(seed, batch, height, width, per_group, d_state, dtype=jnp.float32):
+  rng = np.random.default_rng(seed)
+  normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+  channels = 4 * per_group
+  return dict(
+      x=jnp.asarray(normal(batch, height, width, per_group), dtype),
+      delta=jnp.asarray(0.5 * normal(batch, height, width, 4, per_group), dtype),
+      A=jnp.asarray(-np.exp(0.5 * normal(channels, d_state))),
+      B=jnp.asarray(normal(batch, height, width, 4, d_state), dtype),
+      C=jnp.asarray(normal(batch, height, width, 4, d_state), dtype),
+      D=jnp.asarray(normal(channels)),
+      delta_bias=jnp.asarray(0.5 * normal(channels)),
+  )
+
+
+# (batch, H, W, P, N): the fused SS2D op against cross-scan -> scan -> merge.
+CROSS_CASES = [
+    (2, 5, 7, 6, 3),      # odd map, L = 35 padded to 48, channels padded 6 -> 8
+    (1, 16, 12, 32, 1),   # the tiny model's stage 1 at 64x48 input
+    (1, 4, 4, 70, 16),    # square map, 3 tiles of 32, N 16
+]
+
+
+@pytest.mark.parametrize("batch,height,width,per_group,d_state", CROSS_CASES)
+def test_fused_cross_scan_matches_reference(batch, height, width, per_group, d_state):
+  inputs = cross_inputs(height * width, batch, height, width, per_group, d_state)
+  run = lambda impl: values_and_grads(
+      lambda *a: kernels.cross_selective_scan(*a, impl=impl), inputs)
+  (y, grads), (y_ref, grads_ref) = run("pallas"), run("reference")
+  assert y.shape == (batch, height, width, per_group) and y.dtype == jnp.float32
+  assert_close(y, y_ref, 2e-5, "y")
+  for name in inputs:
+    assert_close(grads[name], grads_ref[name], 2e-5, name)
+
+
+def _lower_for_gpu(fn, inputs):
+  """Lowers fn and its gradient for CUDA from this host (no GPU needed); returns text."""
+  args = list(inputs.values())
+  grad = jax.grad(lambda *a: jnp.sum(fn(*a)), argnums=tuple(range(len(args))))
+  return [jax.jit(f).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+          for f in (fn, grad)]
+
+
+@pytest.mark.parametrize("dtype,d_state", [(jnp.float32, 16), (jnp.bfloat16, 1)])
+def test_kernels_lower_for_gpu(dtype, d_state):
+  scan = lambda *a: kernels.selective_scan(*a, impl="pallas", interpret=False)
+  cross = lambda *a: kernels.cross_selective_scan(*a, impl="pallas", interpret=False)
+  texts = (_lower_for_gpu(scan, scan_inputs(0, 2, 100, 200, 4, d_state, dtype))
+           + _lower_for_gpu(cross, cross_inputs(0, 2, 16, 12, 96, d_state, dtype)))
+  for forward, backward in (texts[:2], texts[2:]):
+    assert forward.count(backend.NAME) >= 1          # the forward kernel
+    assert backward.count(backend.NAME) >= 2         # forward with states + backward
+
+
+def test_interpret_defaults_to_cpu():
+  assert backend.resolve_interpret(None) == (jax.default_backend() == "cpu")
+  assert backend.resolve_interpret(False) is False
+
+
+def test_d_state_beyond_kernel_is_an_error():
+  inputs = scan_inputs(0, 1, 8, 4, 1, backend.MAX_D_STATE + 1)
+  with pytest.raises(ValueError, match="d_state 1 to 16"):
+    kernels.selective_scan(**inputs, impl="pallas")
+
+
+def test_interpret_flag_only_for_pallas():
+  with pytest.raises(ValueError, match="impl='pallas' only"):
+    kernels.selective_scan(**scan_inputs(0, 1, 8, 4, 1, 1), interpret=True)
+
+
+def test_cross_scan_bad_shape_names_argument():
+  inputs = cross_inputs(0, 1, 4, 4, 8, 1)
+  inputs["delta"] = inputs["delta"][:, :, :, :2]
+  with pytest.raises(ValueError, match="delta has shape"):
+    kernels.cross_selective_scan(*inputs.values(), impl="pallas")
