@@ -4,7 +4,7 @@ Model section only for now; data and training arrive with issues #4 and #5.
 
     python scripts/model_stats.py --config=configs/coco_large.py
 
-Expected (measured 2026-11-22, CPU): 12.47M parameters, 4.48 GFLOPs (multiply-adds).
+Expected (measured 2026-11-22, CPU): 12.47M parameters, 4.47 GFLOPs (multiply-adds).
 """
 
 from mamkpd_jax import config_lib
