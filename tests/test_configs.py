@@ -37,7 +37,7 @@ def test_model_config_round_trips_every_field():
 
 # (field, bad value, words the error must contain)
 BAD_FIELDS = [
-    ("scan_impl", "pallas", "available implementations"),
+    ("scan_impl", "triton", "available implementations"),
     ("dims", (96, 192), "three stages"),
     ("depths", (2, 0, 6), "block"),
     ("d_state", 0, ">= 1"),

@@ -11,23 +11,9 @@ import pytest
 
 from mamkpd_jax import kernels
 from mamkpd_jax.kernels import backend
+from scan_inputs import cross_inputs, scan_inputs
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
-
-
-def scan_inputs(seed, batch, length, channels, groups, d_state, dtype=jnp.float32):
-  """Inputs in SS2D's ranges; u, delta, B, C in `dtype`, the rest float32."""
-  rng = np.random.default_rng(seed)
-  normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
-  return dict(
-      u=jnp.asarray(normal(batch, length, channels), dtype),
-      delta=jnp.asarray(0.5 * normal(batch, length, channels), dtype),
-      A=jnp.asarray(-np.exp(0.5 * normal(channels, d_state))),
-      B=jnp.asarray(normal(batch, length, groups, d_state), dtype),
-      C=jnp.asarray(normal(batch, length, groups, d_state), dtype),
-      D=jnp.asarray(normal(channels)),
-      delta_bias=jnp.asarray(0.5 * normal(channels)),
-  )
 
 
 def values_and_grads(fn, inputs, seed=7):
@@ -85,21 +71,6 @@ def test_kernel_without_softplus():
   assert_close(y, y_ref, 2e-5)
   for name in NAMES:
     assert_close(grads[name], grads_ref[name], 2e-5, name)
-
-
-def cross_inputs(seed, batch, height, width, per_group, d_state, dtype=jnp.float32):
-  rng = np.random.default_rng(seed)
-  normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
-  channels = 4 * per_group
-  return dict(
-      x=jnp.asarray(normal(batch, height, width, per_group), dtype),
-      delta=jnp.asarray(0.5 * normal(batch, height, width, 4, per_group), dtype),
-      A=jnp.asarray(-np.exp(0.5 * normal(channels, d_state))),
-      B=jnp.asarray(normal(batch, height, width, 4, d_state), dtype),
-      C=jnp.asarray(normal(batch, height, width, 4, d_state), dtype),
-      D=jnp.asarray(normal(channels)),
-      delta_bias=jnp.asarray(0.5 * normal(channels)),
-  )
 
 
 # (batch, H, W, P, N): the fused SS2D op against cross-scan -> scan -> merge.

@@ -6,21 +6,8 @@ import numpy as np
 import pytest
 
 import numpy_refs
+from scan_inputs import scan_inputs
 from mamkpd_jax.kernels import selective_scan, selective_scan_reference
-
-
-def random_inputs(seed, batch, length, channels, groups, d_state):
-  """Inputs in the ranges SS2D produces: A < 0, delta around softplus's knee."""
-  rng = np.random.default_rng(seed)
-  return dict(
-      u=rng.standard_normal((batch, length, channels)).astype(np.float32),
-      delta=(0.5 * rng.standard_normal((batch, length, channels))).astype(np.float32),
-      A=-np.exp(0.5 * rng.standard_normal((channels, d_state))).astype(np.float32),
-      B=rng.standard_normal((batch, length, groups, d_state)).astype(np.float32),
-      C=rng.standard_normal((batch, length, groups, d_state)).astype(np.float32),
-      D=rng.standard_normal(channels).astype(np.float32),
-      delta_bias=(0.5 * rng.standard_normal(channels)).astype(np.float32),
-  )
 
 
 # (batch, L, channels, G, N, chunk_size)
@@ -40,9 +27,9 @@ TOLERANCE = {jnp.float32: 2e-5, jnp.bfloat16: 5e-5}
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("batch,length,channels,groups,d_state,chunk", CASES)
 def test_matches_numpy_loop(batch, length, channels, groups, d_state, chunk, dtype):
-  inputs = random_inputs(length, batch, length, channels, groups, d_state)
-  for name in ("u", "delta"):
-    inputs[name] = jnp.asarray(inputs[name], dtype)
+  inputs = scan_inputs(length, batch, length, channels, groups, d_state)
+  for name in ("u", "delta"):  # bfloat16 u and delta only, as SS2D passes them
+    inputs[name] = inputs[name].astype(dtype)
   fn = jax.jit(lambda kw: selective_scan_reference(**kw, chunk_size=chunk))
   y = fn(inputs)
   assert y.dtype == jnp.float32 and y.shape == (batch, length, channels)
@@ -54,7 +41,7 @@ def test_matches_numpy_loop(batch, length, channels, groups, d_state, chunk, dty
 
 
 def test_without_softplus():
-  inputs = random_inputs(1, 2, 20, 4, 2, 2)
+  inputs = scan_inputs(1, 2, 20, 4, 2, 2)
   inputs["delta"] = np.abs(inputs["delta"])
   inputs["delta_bias"] = np.abs(inputs["delta_bias"])
   y = selective_scan(**inputs, delta_softplus=False)
@@ -64,7 +51,7 @@ def test_without_softplus():
 
 def test_gradients_match_finite_differences():
   """d(sum(w * y))/d(input) for every input: JAX autodiff (f32) vs central FD (f64)."""
-  inputs = random_inputs(3, 1, 6, 4, 2, 3)
+  inputs = scan_inputs(3, 1, 6, 4, 2, 3)
   weights = np.random.default_rng(4).standard_normal((1, 6, 4))
   names = list(inputs)
 
@@ -105,7 +92,7 @@ def _largest_intermediate(jaxpr):
 def test_memory_no_full_state_tensor():
   """Forward and backward never hold a (batch, L, channels, N) tensor."""
   batch, length, channels, groups, d_state = 1, 1024, 8, 1, 4
-  inputs = random_inputs(0, batch, length, channels, groups, d_state)
+  inputs = scan_inputs(0, batch, length, channels, groups, d_state)
   loss = lambda kw: jnp.sum(selective_scan_reference(**kw))
   jaxpr = jax.make_jaxpr(jax.value_and_grad(loss))(inputs)
   full_state = batch * length * channels * d_state
@@ -118,18 +105,18 @@ def test_memory_no_full_state_tensor():
     ("D", (4, 1), "D has shape"),
 ])
 def test_bad_shapes_name_the_argument(name, shape, message):
-  inputs = random_inputs(0, 1, 8, 4, 2, 2)
+  inputs = scan_inputs(0, 1, 8, 4, 2, 2)
   inputs[name] = np.zeros(shape, np.float32)
   with pytest.raises(ValueError, match=message):
     selective_scan(**inputs)
 
 
 def test_groups_must_divide_channels():
-  inputs = random_inputs(0, 1, 8, 6, 4, 2)
+  inputs = scan_inputs(0, 1, 8, 6, 4, 2)
   with pytest.raises(ValueError, match="divisible"):
     selective_scan(**inputs)
 
 
 def test_unknown_impl_is_an_error_not_a_fallback():
   with pytest.raises(ValueError, match="unknown impl 'triton'.*reference"):
-    selective_scan(**random_inputs(0, 1, 8, 4, 2, 2), impl="triton")
+    selective_scan(**scan_inputs(0, 1, 8, 4, 2, 2), impl="triton")
