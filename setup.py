@@ -9,13 +9,17 @@ name other than `mamkpd_jax`. Configs are loaded by path and scripts run as file
 
 import setuptools
 
-# Each later issue adds what it needs (grain, pycocotools, ...), with the reason.
 INSTALL_REQUIRES = [
     "absl-py>=2.1",
     "flax>=0.12",
+    "grain>=0.2.10",                  # input pipelines (data_pipelines/transforms.py)
     "jax>=0.10",
     "ml-collections>=1.0",
     "numpy>=1.26",
+    # Image decoding and the affine crop warp: cv2.warpAffine is what mmpose uses, so
+    # crops match it pixel for pixel; one library does both.
+    "opencv-python-headless>=4.8",
+    "pycocotools>=2.0.7",             # COCO-format annotations and the COCO metrics
 ]
 DEV_REQUIRES = [
     "optax>=0.2",      # the tests' training steps (also a dependency of flax)
