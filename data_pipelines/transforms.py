@@ -83,23 +83,33 @@ def truncated_normal(rng, size):
   return samples
 
 
-def decode_image(path):
-  """Reads an image file as uint8 RGB (H, W, 3); a ValueError names a bad path."""
-  if not os.path.isfile(path):
-    raise ValueError(f"image_path {path!r}: no such file")
-  data = np.fromfile(path, dtype=np.uint8)
+def decode_image_bytes(data, path):
+  """Encoded JPEG/PNG bytes -> uint8 RGB (H, W, 3); a ValueError names `path`."""
+  data = np.frombuffer(data, dtype=np.uint8)
   image_bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
   if image_bgr is None:
     raise ValueError(f"image_path {path!r}: not a readable image (empty or corrupt file)")
   return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
 
 
+def decode_image(path):
+  """Reads an image file as uint8 RGB (H, W, 3); a ValueError names a bad path."""
+  if not os.path.isfile(path):
+    raise ValueError(f"image_path {path!r}: no such file")
+  return decode_image_bytes(np.fromfile(path, dtype=np.uint8).tobytes(), path)
+
+
 class DecodeImage(grain.transforms.Map):
-  """Adds "image" (H, W, 3) uint8 RGB read from element["image_path"]."""
+  """Adds "image" (H, W, 3) uint8 RGB: from element["image_bytes"] when the source
+  carries the encoded file (ArrayRecord), else read from element["image_path"]."""
 
   def map(self, element):
     element = dict(element)
-    element["image"] = decode_image(str(_field(element, "image_path", "DecodeImage")))
+    path = str(_field(element, "image_path", "DecodeImage"))
+    if "image_bytes" in element:
+      element["image"] = decode_image_bytes(element.pop("image_bytes"), path)
+    else:
+      element["image"] = decode_image(path)
     return element
 
 

@@ -29,6 +29,13 @@ def test_coco_configs(name, variant):
   assert (config.data.input_height, config.data.input_width) == (256, 192)
 
 
+@pytest.mark.parametrize("name,num_keypoints", [("sample_coco", 17), ("custom_coco", 4)])
+def test_sample_configs_validate(name, num_keypoints):
+  config = load_config(name)
+  assert ModelConfig.from_config(config.model).num_keypoints == num_keypoints
+  assert (CONFIG_DIR.parent / config.data.root / config.data.train_ann).is_file()
+
+
 def test_model_config_round_trips_every_field():
   config = model_config("large")
   assert ModelConfig.from_config(config).decoder_dims == (256, 128)

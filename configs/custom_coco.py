@@ -1,0 +1,30 @@
+"""Any COCO-format keypoint dataset; the bundled mouse open-field set as the example.
+
+Keypoint names and the skeleton come from the json's category; give flip pairs (names or
+indices) and OKS sigmas when you have them (without: no flip augmentation or flip test,
+and sigma 0.05 for every keypoint, said once in the log). Half-body augmentation needs
+upper/lower-body ids, which a custom layout does not have, so it is off.
+
+    python scripts/visualize_pipeline.py --config=configs/custom_coco.py \
+        --config.data.root=/path/to/data --config.data.train_ann=train.json ...
+
+Fields: data.root, data.train_ann, data.val_ann (json paths relative to root),
+data.train_images, data.val_images (image folders relative to root; empty when
+file_name already holds the path), data.flip_pairs, data.sigmas, and
+data.contiguous_split (> 0: hold out the last frames of train_ann instead of val_ann).
+"""
+
+from mamkpd_jax import config_lib
+
+
+def get_config():
+  config = config_lib.coco("base")
+  config.batch_size = 16
+  config.data = config_lib.data_config(
+      "custom", f"{config_lib.SAMPLES}/dlc-openfield", "openfield_coco.json",
+      "openfield_coco.json", "", "")
+  config.data.contiguous_split = 0.8   # one video: first 80% of frames train, rest held out
+  config.data.flip_pairs = (("leftear", "rightear"),)
+  config.data.half_body_prob = 0.0
+  config.model.num_keypoints = 4    # must equal the json's keypoint count (checked)
+  return config

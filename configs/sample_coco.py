@@ -1,0 +1,19 @@
+"""The bundled COCO-MINI sample: train on its train images, evaluate on its val images.
+
+86 training instances and 68 evaluation instances with keypoints (data/samples/
+coco-mini, copied unmodified from COCO 2017; licences in data/samples/NOTICE.md), GT
+boxes, 256x192, UDP codec. The model is the small test-size MamKPD so that a CPU run
+finishes in minutes; it shows the pipeline working, not the paper's accuracy.
+
+    python scripts/codec_upper_bound.py --config=configs/sample_coco.py --json
+    python scripts/visualize_pipeline.py --config=configs/sample_coco.py --output=crops.png
+"""
+
+from mamkpd_jax import config_lib
+
+
+def get_config():
+  config = config_lib.coco("tiny")
+  config.batch_size = 16
+  config.data.root = f"{config_lib.SAMPLES}/coco-mini"
+  return config

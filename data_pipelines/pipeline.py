@@ -1,0 +1,200 @@
+"""`create_datasets(config)`: the top-down training iterator and evaluation dataset.
+
+    annotations --sources--> instances (one per person/animal box)
+      train: DecodeImage -> BoxToCenterScale -> RandomFlip -> RandomHalfBody
+             -> RandomBBoxTransform -> TopdownAffine -> Normalize -> GenerateTarget
+             -> {"image" (H, W, 3) f32, "heatmaps" (h, w, K) f32, "keypoint_weights" (K,)}
+             batched by a grain.DataLoader: worker processes, sharded per JAX process,
+             deterministic for config.seed and data.num_workers (each worker batches
+             its own share of records), iterator state checkpointable.
+      eval:  DecodeImage -> BoxToCenterScale -> TopdownAffine -> Normalize
+             -> {"image", "center", "scale", "bbox_score", "image_id", "instance_id",
+                 "category_id"}: what maps predictions back to the image
+             (geometry.crop_to_image), as an unbatched grain.MapDataset.
+
+Images are normalised here (ImageNet mean/std) so the model sees what it is trained on
+whatever runs the pipeline; heatmaps are (input / 4).
+"""
+
+import dataclasses
+import os
+
+import grain
+import numpy as np
+from absl import logging
+
+from mamkpd_jax.data_pipelines import codecs, metadata, sources, transforms
+
+HEATMAP_STRIDE = 4
+TRAIN_KEYS = ("image", "heatmaps", "keypoint_weights")
+EVAL_KEYS = ("image", "center", "scale", "bbox_score", "image_id", "instance_id",
+             "category_id")
+
+
+@dataclasses.dataclass
+class Datasets:
+  """What `create_datasets` returns."""
+
+  train: grain.DataLoader             # iterate: batches of TRAIN_KEYS
+  eval: grain.MapDataset              # eval[i]: one instance with EVAL_KEYS
+  eval_instances: list                # the source instances behind `eval`, same order
+  info: metadata.DatasetInfo          # keypoint names, flip indices, sigmas, ...
+  codec: object                       # encodes targets, decodes predictions
+
+
+class InstanceSource(grain.sources.RandomAccessDataSource):
+  """Random access over a list of instance dicts (copies, so transforms cannot alter it)."""
+
+  def __init__(self, instances):
+    self._instances = list(instances)
+
+  def __len__(self):
+    return len(self._instances)
+
+  def __getitem__(self, index):
+    return {key: np.copy(value) if isinstance(value, np.ndarray) else value
+            for key, value in self._instances[index].items()}
+
+
+class SelectKeys(grain.transforms.Map):
+  """Keeps only `keys` (all must be present): batches hold arrays, not paths."""
+
+  def __init__(self, keys):
+    self.keys = tuple(keys)
+
+  def map(self, element):
+    missing = [k for k in self.keys if k not in element]
+    if missing:
+      raise ValueError(f"pipeline element lacks {missing}; has {sorted(element)}")
+    return {k: np.asarray(element[k]) for k in self.keys}
+
+
+def _path(data, relative):
+  return relative if os.path.isabs(relative) else os.path.join(data.root, relative)
+
+
+def input_size(config):
+  return config.data.input_height, config.data.input_width
+
+
+def make_codec(config):
+  height, width = input_size(config)
+  return codecs.make_codec(config.data.codec, (height, width),
+                           (height // HEATMAP_STRIDE, width // HEATMAP_STRIDE),
+                           config.data.sigma)
+
+
+def dataset_info(config):
+  """Keypoint metadata: a built-in table, or the custom json's category."""
+  data = config.data
+  if data.dataset == "custom":
+    category = sources.load_coco_category(_path(data, data.train_ann))
+    info = metadata.from_coco_category(category, flip_pairs=tuple(data.flip_pairs) or None,
+                                       sigmas=tuple(data.sigmas) or None)
+  else:
+    info = metadata.get(data.dataset)
+  if config.model.num_keypoints != info.num_keypoints:
+    raise ValueError(f"config.model.num_keypoints={config.model.num_keypoints} but the "
+                     f"{info.name} keypoints number {info.num_keypoints}")
+  return info
+
+
+def load_instances(config, info, split):
+  """Instances of `split` ('train' | 'val'); val uses det_file boxes when one is set.
+
+  With data.contiguous_split > 0, train_ann alone is read and split by frame order.
+  """
+  data = config.data
+  if data.contiguous_split > 0:
+    instances = sources.load_coco_instances(
+        _path(data, data.train_ann), _path(data, data.train_images),
+        num_keypoints=info.num_keypoints, on_bad=data.on_bad)
+    train, held_out = sources.split_contiguous_frames(instances, data.contiguous_split)
+    return train if split == "train" else held_out
+  ann = _path(data, data.train_ann if split == "train" else data.val_ann)
+  images = _path(data, data.train_images if split == "train" else data.val_images)
+  kwargs = dict(num_keypoints=info.num_keypoints, on_bad=data.on_bad)
+  if data.dataset == "mpii":
+    return sources.load_mpii_instances(ann, images, **kwargs)
+  if split == "val" and data.det_file:
+    return sources.load_coco_detections(ann, _path(data, data.det_file), images,
+                                        score_threshold=data.bbox_score_threshold, **kwargs)
+  return sources.load_coco_instances(ann, images, **kwargs)
+
+
+def train_transforms(config, info, codec):
+  data = config.data
+  height, width = input_size(config)
+  aspect = width / height
+  steps = [transforms.DecodeImage(), transforms.BoxToCenterScale(aspect)]
+  if data.flip_prob > 0 and list(info.flip_indices) != list(range(info.num_keypoints)):
+    steps.append(transforms.RandomFlip(info.flip_indices, prob=data.flip_prob))
+  if data.half_body_prob > 0:
+    if not (info.upper_body_ids and info.lower_body_ids):
+      raise ValueError(f"config.data.half_body_prob={data.half_body_prob}: the {info.name} "
+                       "keypoints have no upper/lower-body ids; set it to 0")
+    steps.append(transforms.RandomHalfBody(info.upper_body_ids, info.lower_body_ids,
+                                           aspect_ratio=aspect, prob=data.half_body_prob))
+  steps += [
+      transforms.RandomBBoxTransform(
+          shift_factor=data.shift_factor, shift_prob=data.shift_prob,
+          scale_factor=tuple(data.scale_factor), rotate_factor=data.rotate_factor,
+          rotate_prob=data.rotate_prob),
+      transforms.TopdownAffine((height, width), use_udp=data.codec == "udp"),
+      transforms.Normalize(),
+      transforms.GenerateTarget(codec),
+      SelectKeys(TRAIN_KEYS),
+  ]
+  return steps
+
+
+def eval_transforms(config):
+  data = config.data
+  height, width = input_size(config)
+  return [
+      transforms.DecodeImage(),
+      # mmpose clips GT boxes to the image but not detector boxes.
+      transforms.BoxToCenterScale(width / height, clip_to_image=not data.det_file),
+      transforms.TopdownAffine((height, width), use_udp=data.codec == "udp"),
+      transforms.Normalize(),
+      SelectKeys(EVAL_KEYS),
+  ]
+
+
+def per_process_batch_size(config):
+  processes = grain.sharding.ShardByJaxProcess().shard_count
+  if config.batch_size % processes:
+    raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
+                     f"{processes} JAX processes")
+  return config.batch_size // processes
+
+
+def train_loader(config, source, operations):
+  """An endless, shuffled, per-process-sharded DataLoader over `source`."""
+  sampler = grain.samplers.IndexSampler(
+      num_records=len(source),
+      shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
+      shuffle=True, num_epochs=None, seed=config.seed)
+  batch = grain.transforms.Batch(per_process_batch_size(config), drop_remainder=True)
+  return grain.DataLoader(data_source=source, sampler=sampler,
+                          operations=[*operations, batch],
+                          worker_count=config.data.num_workers)
+
+
+def create_datasets(config):
+  """The training DataLoader and the evaluation dataset of `config` (module docstring)."""
+  info = dataset_info(config)
+  codec = make_codec(config)
+  train_instances = load_instances(config, info, "train")
+  eval_instances = load_instances(config, info, "val")
+  if not train_instances:
+    raise ValueError(f"no training instances in {_path(config.data, config.data.train_ann)}")
+  logging.info("%s: %d training, %d evaluation instances; codec %s, input %dx%d",
+               info.name, len(train_instances), len(eval_instances), config.data.codec,
+               *input_size(config))
+  train = train_loader(config, InstanceSource(train_instances),
+                       train_transforms(config, info, codec))
+  evaluation = grain.MapDataset.source(InstanceSource(eval_instances))
+  for step in eval_transforms(config):
+    evaluation = evaluation.map(step)
+  return Datasets(train, evaluation, list(eval_instances), info, codec)
