@@ -21,9 +21,18 @@ INSTALL_REQUIRES = [
     "opencv-python-headless>=4.8",
     "pycocotools>=2.0.7",             # COCO-format annotations and the COCO metrics
 ]
+# Optional: pack COCO-format data into ArrayRecord (data_pipelines/tfds_builder.py).
+# No TensorFlow needed. importlib_resources: tensorflow-datasets 4.9.10 uses it on every
+# Python but declares it only below 3.9 (tensorflow/datasets#11212).
+TFDS_REQUIRES = [
+    "array-record>=0.5.0",
+    "importlib_resources",
+    "tensorflow-datasets>=4.9.10",
+]
 DEV_REQUIRES = [
     "optax>=0.2",      # the tests' training steps (also a dependency of flax)
     "pytest>=8",
+    *TFDS_REQUIRES,    # so the suite tests the ArrayRecord builder too
 ]
 
 setuptools.setup(
@@ -45,5 +54,5 @@ setuptools.setup(
         "mamkpd_jax.data_pipelines": "data_pipelines",
     },
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": DEV_REQUIRES},
+    extras_require={"dev": DEV_REQUIRES, "tfds": TFDS_REQUIRES},
 )
