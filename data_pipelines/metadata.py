@@ -211,7 +211,7 @@ AP10K = DatasetInfo(
 
 DATASETS = {info.name: info for info in (COCO, MPII, AP10K)}
 
-# dlc-openfield (data/dlc-openfield/openfield_coco.json, a custom COCO-format layout):
+# dlc-openfield (data/samples/dlc-openfield/openfield_coco.json, a custom COCO-format layout):
 # the flip pair SOURCES.md gives. Use with `from_coco_category`.
 OPENFIELD_FLIP_PAIRS = (("leftear", "rightear"),)
 

@@ -2,18 +2,19 @@
 
     annotations --sources--> instances (one per person/animal box)
       train: DecodeImage -> BoxToCenterScale -> RandomFlip -> RandomHalfBody
-             -> RandomBBoxTransform -> TopdownAffine -> Normalize -> GenerateTarget
-             -> {"image" (H, W, 3) f32, "heatmaps" (h, w, K) f32, "keypoint_weights" (K,)}
+             -> RandomBBoxTransform -> TopdownAffine -> GenerateTarget
+             -> {"image" (H, W, 3) uint8, "heatmaps" (h, w, K) f32, "keypoint_weights" (K,)}
              batched by a grain.DataLoader: worker processes, sharded per JAX process,
              deterministic for config.seed and data.num_workers (each worker batches
              its own share of records), iterator state checkpointable.
-      eval:  DecodeImage -> BoxToCenterScale -> TopdownAffine -> Normalize
+      eval:  DecodeImage -> BoxToCenterScale -> TopdownAffine
              -> {"image", "center", "scale", "bbox_score", "image_id", "instance_id",
                  "category_id"}: what maps predictions back to the image
              (geometry.crop_to_image), as an unbatched grain.MapDataset.
 
-Images are normalised here (ImageNet mean/std) so the model sees what it is trained on
-whatever runs the pipeline; heatmaps are (input / 4).
+Images stay uint8 RGB: the model normalises its own input on the device (as mmpose's
+data_preprocessor), so batches move 4x fewer bytes between processes; heatmaps are
+(input / 4).
 """
 
 import dataclasses
@@ -69,7 +70,8 @@ class SelectKeys(grain.transforms.Map):
     return {k: np.asarray(element[k]) for k in self.keys}
 
 
-def _path(data, relative):
+def resolve_path(data, relative):
+  """A config path: absolute as given, else relative to data.root."""
   return relative if os.path.isabs(relative) else os.path.join(data.root, relative)
 
 
@@ -88,7 +90,7 @@ def dataset_info(config):
   """Keypoint metadata: a built-in table, or the custom json's category."""
   data = config.data
   if data.dataset == "custom":
-    category = sources.load_coco_category(_path(data, data.train_ann))
+    category = sources.load_coco_category(resolve_path(data, data.train_ann))
     info = metadata.from_coco_category(category, flip_pairs=tuple(data.flip_pairs) or None,
                                        sigmas=tuple(data.sigmas) or None)
   else:
@@ -107,17 +109,17 @@ def load_instances(config, info, split):
   data = config.data
   if data.contiguous_split > 0:
     instances = sources.load_coco_instances(
-        _path(data, data.train_ann), _path(data, data.train_images),
+        resolve_path(data, data.train_ann), resolve_path(data, data.train_images),
         num_keypoints=info.num_keypoints, on_bad=data.on_bad)
     train, held_out = sources.split_contiguous_frames(instances, data.contiguous_split)
     return train if split == "train" else held_out
-  ann = _path(data, data.train_ann if split == "train" else data.val_ann)
-  images = _path(data, data.train_images if split == "train" else data.val_images)
+  ann = resolve_path(data, data.train_ann if split == "train" else data.val_ann)
+  images = resolve_path(data, data.train_images if split == "train" else data.val_images)
   kwargs = dict(num_keypoints=info.num_keypoints, on_bad=data.on_bad)
   if data.dataset == "mpii":
     return sources.load_mpii_instances(ann, images, **kwargs)
   if split == "val" and data.det_file:
-    return sources.load_coco_detections(ann, _path(data, data.det_file), images,
+    return sources.load_coco_detections(ann, resolve_path(data, data.det_file), images,
                                         score_threshold=data.bbox_score_threshold, **kwargs)
   return sources.load_coco_instances(ann, images, **kwargs)
 
@@ -141,7 +143,6 @@ def train_transforms(config, info, codec):
           scale_factor=tuple(data.scale_factor), rotate_factor=data.rotate_factor,
           rotate_prob=data.rotate_prob),
       transforms.TopdownAffine((height, width), use_udp=data.codec == "udp"),
-      transforms.Normalize(),
       transforms.GenerateTarget(codec),
       SelectKeys(TRAIN_KEYS),
   ]
@@ -156,7 +157,6 @@ def eval_transforms(config):
       # mmpose clips GT boxes to the image but not detector boxes.
       transforms.BoxToCenterScale(width / height, clip_to_image=not data.det_file),
       transforms.TopdownAffine((height, width), use_udp=data.codec == "udp"),
-      transforms.Normalize(),
       SelectKeys(EVAL_KEYS),
   ]
 
@@ -188,7 +188,7 @@ def create_datasets(config):
   train_instances = load_instances(config, info, "train")
   eval_instances = load_instances(config, info, "val")
   if not train_instances:
-    raise ValueError(f"no training instances in {_path(config.data, config.data.train_ann)}")
+    raise ValueError(f"no training instances in {resolve_path(config.data, config.data.train_ann)}")
   logging.info("%s: %d training, %d evaluation instances; codec %s, input %dx%d",
                info.name, len(train_instances), len(eval_instances), config.data.codec,
                *input_size(config))

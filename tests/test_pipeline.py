@@ -40,12 +40,11 @@ def first_batches(loader, count=2):
 def test_training_batches_have_model_shapes():
   datasets = pipeline.create_datasets(load_config("sample_coco"))
   batch = first_batches(datasets.train, 1)[0]
-  assert batch["image"].shape == (4, 256, 192, 3) and batch["image"].dtype == np.float32
+  assert batch["image"].shape == (4, 256, 192, 3) and batch["image"].dtype == np.uint8
   assert batch["heatmaps"].shape == (4, 64, 48, 17) and batch["heatmaps"].dtype == np.float32
   assert batch["keypoint_weights"].shape == (4, 17)
   assert 0 < batch["heatmaps"].max() <= 1.0
-  # normalised with ImageNet statistics: roughly zero-mean, unit-scale pixels
-  assert -3 < batch["image"].mean() < 3 and batch["image"].std() < 3
+  assert batch["image"].max() > 100          # RGB 0-255 crops; the model normalises them
 
 
 @pytest.mark.parametrize("workers", [0, 2])

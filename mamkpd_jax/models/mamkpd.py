@@ -3,8 +3,11 @@
     images (N, H, W, 3) -> Stem (/2, optional) -> Encoder (/16) -> Decoder (x4)
                         -> heatmaps (N, H/4, W/4, K), float32
 
-H and W must be multiples of 16. Parameters are float32; activations use
-`model_config.dtype`; the scan state is always float32.
+Input: RGB images on the 0-255 scale (uint8 or float), which the model normalises
+itself with the ImageNet statistics (mmpose's data_preprocessor, on the device): the
+input pipeline ships uint8 crops (4x less host traffic than float32) and no caller can
+forget the normalisation. H and W must be multiples of 16. Parameters are float32;
+activations use `model_config.dtype`; the scan state is always float32.
 """
 
 import jax
@@ -16,6 +19,16 @@ from mamkpd_jax.models.decoder import HeatmapDecoder
 from mamkpd_jax.models.encoder import Encoder
 from mamkpd_jax.models.stem import Stem
 from mamkpd_jax.models.variants import ENCODER_STRIDE, ModelConfig
+
+# ImageNet statistics, RGB on the 0-255 scale (mmpose, SPEC §3).
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+def normalize_images(images):
+  """(N, H, W, 3) RGB 0-255, any real dtype -> float32 (images - mean) / std."""
+  mean = jnp.asarray(PIXEL_MEAN, jnp.float32)
+  return (images.astype(jnp.float32) - mean) * (1.0 / jnp.asarray(PIXEL_STD, jnp.float32))
 
 
 class MamKPD(nnx.Module):
@@ -32,14 +45,14 @@ class MamKPD(nnx.Module):
                                   dtype=dtype, rngs=rngs)
 
   def __call__(self, images):
-    """(N, H, W, 3) normalised images -> (N, H/4, W/4, K) float32 heatmaps."""
+    """(N, H, W, 3) RGB 0-255 images (uint8 or float) -> (N, H/4, W/4, K) f32 heatmaps."""
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"MamKPD expects (N, H, W, 3) images; got shape {images.shape}")
     height, width = images.shape[1:3]
     if height % ENCODER_STRIDE or width % ENCODER_STRIDE:
       raise ValueError(f"MamKPD input height and width must be multiples of "
                        f"{ENCODER_STRIDE}; got {height}x{width}")
-    x = images.astype(common.compute_dtype(self.config.dtype))
+    x = normalize_images(images).astype(common.compute_dtype(self.config.dtype))
     if self.stem is not None:
       x = self.stem(x)                     # (N, H/2, W/2, d_s)
     x = self.encoder(x)                    # (N, H/16, W/16, C3)
