@@ -9,7 +9,7 @@ import pytest
 
 from mamkpd_jax.data_pipelines import metadata
 
-DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "samples"
 
 # SPEC §3, copied by hand: (info, K, names, flip indices, upper body, sigmas or None).
 SPEC_TABLES = [

@@ -12,7 +12,7 @@ import pytest
 
 from mamkpd_jax.data_pipelines import sources
 
-DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "samples"
 COCO_JSON = DATA / "coco/test_coco.json"
 COCO_DETS = DATA / "coco/test_coco_det_AP_H_56.json"
 MINI = DATA / "coco-mini"
