@@ -128,7 +128,8 @@ def train_transforms(config, info, codec):
   data = config.data
   height, width = input_size(config)
   aspect = width / height
-  steps = [transforms.DecodeImage(), transforms.BoxToCenterScale(aspect)]
+  steps = [transforms.DecodeImage(data.on_bad), transforms.DropUndecoded(),
+           transforms.BoxToCenterScale(aspect)]
   if data.flip_prob > 0 and list(info.flip_indices) != list(range(info.num_keypoints)):
     steps.append(transforms.RandomFlip(info.flip_indices, prob=data.flip_prob))
   if data.half_body_prob > 0:
@@ -152,6 +153,7 @@ def train_transforms(config, info, codec):
 def eval_transforms(config):
   data = config.data
   height, width = input_size(config)
+  # Evaluation must account for every instance: an unreadable image is an error.
   return [
       transforms.DecodeImage(),
       # mmpose clips GT boxes to the image but not detector boxes.

@@ -27,6 +27,7 @@ import os
 import cv2
 import grain
 import numpy as np
+from absl import logging
 
 from mamkpd_jax.data_pipelines import geometry, metadata
 
@@ -99,16 +100,38 @@ def decode_image(path):
 
 class DecodeImage(grain.transforms.Map):
   """Adds "image" (H, W, 3) uint8 RGB: from element["image_bytes"] when the source
-  carries the encoded file (ArrayRecord), else read from element["image_path"]."""
+  carries the encoded file (ArrayRecord), else read from element["image_path"].
+
+  A missing or corrupt image raises a ValueError naming the path, or with
+  on_bad="skip" is logged and gets image None, which `DropUndecoded` then removes.
+  """
+
+  def __init__(self, on_bad="error"):
+    if on_bad not in ("error", "skip"):
+      raise ValueError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
+    self.on_bad = on_bad
 
   def map(self, element):
     element = dict(element)
     path = str(_field(element, "image_path", "DecodeImage"))
-    if "image_bytes" in element:
-      element["image"] = decode_image_bytes(element.pop("image_bytes"), path)
-    else:
-      element["image"] = decode_image(path)
+    try:
+      if "image_bytes" in element:
+        element["image"] = decode_image_bytes(element.pop("image_bytes"), path)
+      else:
+        element["image"] = decode_image(path)
+    except ValueError as error:
+      if self.on_bad == "error":
+        raise
+      logging.warning("skipping instance %s: %s", element.get("instance_id"), error)
+      element["image"] = None
     return element
+
+
+class DropUndecoded(grain.transforms.Filter):
+  """Removes the elements whose image `DecodeImage(on_bad="skip")` could not read."""
+
+  def filter(self, element):
+    return element.get("image") is not None
 
 
 class BoxToCenterScale(grain.transforms.Map):

@@ -86,6 +86,8 @@ def instance_dataset(config, split, seed):
   for step in visual_transforms(config, info, codec, split):
     if isinstance(step, grain.transforms.RandomMap):
       dataset = dataset.random_map(step)
+    elif isinstance(step, grain.transforms.Filter):
+      dataset = dataset.filter(step)            # a dropped element reads back as None
     else:
       dataset = dataset.map(step)
   return dataset, info
@@ -171,7 +173,13 @@ def render(config, num, split, seed, columns):
   count = min(num, len(dataset))
   if count < num:
     logging.warning("The %s split has only %d instances; drawing %d", split, count, count)
-  tiles = [tile_pair(dataset[i], info, i) for i in range(count)]
+  tiles = []
+  for index in range(len(dataset)):
+    if len(tiles) == count:
+      break
+    element = dataset[index]                    # None: dropped (unreadable image)
+    if element is not None:
+      tiles.append(tile_pair(element, info, len(tiles)))
   return grid(tiles, columns), count
 
 

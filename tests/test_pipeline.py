@@ -119,3 +119,29 @@ def test_half_body_without_body_ids_is_named():
 def test_missing_annotation_file_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="nowhere.json"):
     pipeline.create_datasets(load_config("sample_coco", train_ann=str(tmp_path / "nowhere.json")))
+
+
+def corrupt_sample(tmp_path):
+  """The mmpose COCO sample with one image replaced by garbage bytes (sources accept it:
+  the file exists; only decoding finds it unreadable)."""
+  sample = REPO / "data" / "samples" / "coco"
+  for path in sample.iterdir():
+    (tmp_path / path.name).write_bytes(path.read_bytes())
+  (tmp_path / "000000000785.jpg").write_bytes(b"not a jpeg" * 100)
+  return dict(root=str(tmp_path), train_ann="test_coco.json", val_ann="test_coco.json",
+              train_images="", val_images="")
+
+
+def test_corrupt_image_is_a_clear_error(tmp_path):
+  config = load_config("sample_coco", **corrupt_sample(tmp_path))
+  iterator = iter(pipeline.create_datasets(config).train)
+  with pytest.raises(ValueError, match="000000000785.jpg.*not a readable image"):
+    for _ in range(10):
+      next(iterator)
+
+
+def test_corrupt_image_skipped_when_asked(tmp_path):
+  config = load_config("sample_coco", on_bad="skip", **corrupt_sample(tmp_path))
+  iterator = iter(pipeline.create_datasets(config).train)
+  for _ in range(10):                             # 12 instances, 1 image (1 person) bad
+    assert next(iterator)["image"].shape == (4, 256, 192, 3)
