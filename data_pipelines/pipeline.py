@@ -124,6 +124,15 @@ def load_instances(config, info, split):
   return sources.load_coco_instances(ann, images, **kwargs)
 
 
+def with_gt_boxes(config):
+  """A copy of `config` whose evaluation instances use GT boxes (det_file cleared)."""
+  config = config.copy_and_resolve_references()
+  if config.data.det_file:
+    logging.info("using GT boxes: ignoring config.data.det_file=%s", config.data.det_file)
+    config.data.det_file = ""
+  return config
+
+
 def train_transforms(config, info, codec):
   data = config.data
   height, width = input_size(config)

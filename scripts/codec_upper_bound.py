@@ -66,17 +66,7 @@ def gt_annotation_file(config):
     raise ValueError("config.data.dataset='mpii': COCO AP needs a COCO-format annotation "
                      "file (MPII is scored by PCKh)")
   ann = data.train_ann if data.contiguous_split > 0 else data.val_ann
-  return pipeline.resolve_path(data, ann)  # pylint: disable=protected-access
-
-
-def gt_boxes_config(config):
-  """A copy of `config` whose evaluation uses GT boxes (det_file cleared)."""
-  config = config.copy_and_resolve_references()
-  if config.data.det_file:
-    logging.info("Ignoring config.data.det_file=%s: the upper bound uses GT boxes",
-                 config.data.det_file)
-    config.data.det_file = ""
-  return config
+  return pipeline.resolve_path(data, ann)
 
 
 def load_gt(ann_file):
@@ -196,7 +186,7 @@ def upper_bound(config, codec_names):
   (their Gaussian misses the heatmap), which decode to nothing useful.
   """
   codec_names = check_codec_names(codec_names)
-  config = gt_boxes_config(config)
+  config = pipeline.with_gt_boxes(config)
   info = pipeline.dataset_info(config)
   ann_file = gt_annotation_file(config)
   instances = pipeline.load_instances(config, info, "val")

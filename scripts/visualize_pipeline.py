@@ -63,20 +63,10 @@ def visual_transforms(config, info, codec, split):
       transforms.GenerateTarget(codec)]
 
 
-def gt_boxes_config(config):
-  """A copy of `config` whose evaluation instances are GT boxes with GT keypoints."""
-  config = config.copy_and_resolve_references()
-  if config.data.det_file:
-    logging.info("--split=eval draws GT boxes: ignoring config.data.det_file=%s",
-                 config.data.det_file)
-    config.data.det_file = ""
-  return config
-
-
 def instance_dataset(config, split, seed):
   """A seeded, shuffled grain.MapDataset of the split's transformed instances."""
   if split == "eval":
-    config = gt_boxes_config(config)
+    config = pipeline.with_gt_boxes(config)
   info = pipeline.dataset_info(config)
   codec = pipeline.make_codec(config)
   instances = pipeline.load_instances(config, info, "train" if split == "train" else "val")
