@@ -440,7 +440,7 @@ def _mpii_box(center, scale):
   return center - 1, side                         # MATLAB 1-based -> 0-based
 
 
-def _parse_mpii_entry(index, entry, image_root, num_keypoints, bad, image_ids):
+def _parse_mpii_entry(index, entry, image_root, num_keypoints, bad, image_ids, image_sizes):
   """One instance dict from an MPII json entry, or None after reporting bad input."""
   entry = entry if isinstance(entry, dict) else {}
   where = f"entry #{index} (image {entry.get('image')!r})"
@@ -462,7 +462,10 @@ def _parse_mpii_entry(index, entry, image_root, num_keypoints, bad, image_ids):
   if image_path is None:
     return bad("path_outside_image_root", where, f"image {entry['image']!r} resolves "
                f"outside {image_root}")
-  size = read_image_size(image_path) if os.path.isfile(image_path) else None
+  if image_path not in image_sizes:   # one header read per image, not per person
+    image_sizes[image_path] = (read_image_size(image_path) if os.path.isfile(image_path)
+                               else None)
+  size = image_sizes[image_path]
   if size is None:
     return bad("missing_image", where, f"image file not found or unreadable: {image_path}")
   keypoints = np.stack(points)                                   # (K, 2)
@@ -501,9 +504,10 @@ def load_mpii_instances(ann_file: str, image_root: str, *, num_keypoints: int = 
   if not isinstance(entries, list):
     raise AnnotationError(f"{ann_file}: an MPII file must hold a json list, got "
                           f"{type(entries).__name__}")
-  instances, image_ids = InstanceList(), {}
+  instances, image_ids, image_sizes = InstanceList(), {}, {}
   for index, entry in enumerate(entries):
-    instance = _parse_mpii_entry(index, entry, image_root, num_keypoints, bad, image_ids)
+    instance = _parse_mpii_entry(index, entry, image_root, num_keypoints, bad, image_ids,
+                                 image_sizes)
     if instance is not None:
       instances.append(instance)
   instances.skipped.update(bad.skipped)

@@ -29,7 +29,7 @@ import grain
 import numpy as np
 from absl import logging
 
-from mamkpd_jax.data_pipelines import geometry, metadata
+from mamkpd_jax.data_pipelines import codecs, geometry, metadata
 
 
 
@@ -170,10 +170,9 @@ def flip_element(element, flip_indices):
   width = image.shape[1]
   element = dict(element)
   element["image"] = cv2.flip(image, 1)             # mirror; ~10x a numpy [:, ::-1] copy
-  flipped = keypoints[flip_indices].copy()                      # (K, 2)
-  flipped[:, 0] = width - 1 - flipped[:, 0]
-  element["keypoints"] = flipped
-  element["keypoints_visible"] = visible[flip_indices].copy()
+  flipped, flipped_visible = codecs.flip_keypoints(keypoints, visible, flip_indices, width)
+  element["keypoints"] = flipped.astype(np.float32)                # (K, 2)
+  element["keypoints_visible"] = flipped_visible.copy()
   if "center" in element:
     center = np.array(element["center"], dtype=np.float32)
     center[0] = width - 1 - center[0]
