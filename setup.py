@@ -14,12 +14,19 @@ INSTALL_REQUIRES = [
     "flax>=0.12",
     "grain>=0.2.10",                  # input pipelines (data_pipelines/transforms.py)
     "jax>=0.10",
+    # Learning curves and keypoint pictures as PNGs (what mmpose uses too).
+    "matplotlib>=3.8",
     "ml-collections>=1.0",
     "numpy>=1.26",
+    "optax>=0.2",                     # the training recipes (Adam / AdamW, schedules)
+    "orbax-checkpoint>=0.11",         # checkpoints: async, keep-last-k + best, resume
     # Image decoding and the affine crop warp: cv2.warpAffine is what mmpose uses, so
     # crops match it pixel for pixel; one library does both.
     "opencv-python-headless>=4.8",
     "pycocotools>=2.0.7",             # COCO-format annotations and the COCO metrics
+    # TensorBoard event files without TensorFlow (flax.metrics.tensorboard and clu's
+    # writer both import TensorFlow; tensorboardX needs only protobuf).
+    "tensorboardX>=2.6",
 ]
 # Optional: pack COCO-format data into ArrayRecord (data_pipelines/tfds_builder.py).
 # No TensorFlow needed. importlib_resources: tensorflow-datasets 4.9.10 uses it on every
@@ -30,7 +37,6 @@ TFDS_REQUIRES = [
     "tensorflow-datasets>=4.9.10",
 ]
 DEV_REQUIRES = [
-    "optax>=0.2",      # the tests' training steps (also a dependency of flax)
     "pytest>=8",
     *TFDS_REQUIRES,    # so the suite tests the ArrayRecord builder too
 ]

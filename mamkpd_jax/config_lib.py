@@ -1,8 +1,13 @@
 """Builders shared by the files in configs/ (which are loaded by path, not imported).
 
 A config file calls one of these and overrides what differs; every field can also be
-overridden on the command line (`--config.data.codec=msra`). The training section is
-completed by the training issue (#5).
+overridden on the command line (`--config.data.codec=msra`).
+
+    config.seed, config.batch_size, config.per_device_batch_size, config.init_from
+    config.model   models.variants.model_config
+    config.data    data_config: annotations, crop, codec, augmentation
+    config.train   train_config: optimiser recipe, schedule, logging, checkpoints
+    config.eval    eval_config: flip test, rescoring, OKS-NMS, PCK threshold
 """
 
 import ml_collections
@@ -50,6 +55,48 @@ def data_config(dataset, root, train_ann, val_ann, train_images, val_images,
   return data
 
 
+def train_config(recipe="paper"):
+  """`config.train`: the optimiser recipe and the loop's cadence.
+
+  recipe "paper" (MamKPD): Adam, lr 1e-3, x0.1 at epochs 170 and 200 of 210, linear
+  warm-up over 500 steps from 0.001x, no weight decay, no clipping.
+  recipe "vitpose" (ViTPose's, SPEC §4): AdamW lr 5e-4, betas (0.9, 0.999), weight
+  decay 0.1 on weights only (not on norms or biases), gradient clipping at global norm 1.
+  """
+  if recipe not in ("paper", "vitpose"):
+    raise ValueError(f"train recipe must be 'paper' or 'vitpose', got {recipe!r}")
+  train = ml_collections.ConfigDict()
+  train.num_epochs = 210            # one epoch = len(train instances) // global batch
+  train.num_steps = 0               # > 0: train this many steps instead (quick runs)
+  train.optimizer = "adam" if recipe == "paper" else "adamw"   # adam | adamw
+  train.learning_rate = 1e-3 if recipe == "paper" else 5e-4    # peak, after warm-up
+  train.b1 = 0.9
+  train.b2 = 0.999
+  train.weight_decay = 0.0 if recipe == "paper" else 0.1       # adamw: not norms/biases
+  train.grad_clip_norm = 0.0 if recipe == "paper" else 1.0     # 0: no clipping
+  train.lr_decay_epochs = (170, 200)  # multiply the lr by lr_decay_factor at these
+  train.lr_decay_factor = 0.1
+  train.warmup_steps = 500          # linear warm-up from warmup_factor x lr
+  train.warmup_factor = 0.001
+  train.log_every_steps = 50        # progress line and TensorBoard scalars
+  train.checkpoint_every_steps = 1000   # also at every evaluation and at the end
+  train.keep_checkpoints = 3        # the latest k, plus the best by eval.best_metric
+  train.eval_every_epochs = 10      # 0: evaluate only at the end
+  return train
+
+
+def eval_config(best_metric="AP"):
+  """`config.eval`: top-down evaluation (SPEC §3, mmpose's defaults)."""
+  evaluation = ml_collections.ConfigDict()
+  evaluation.batch_size = 64        # global crops per forward pass (padded, one shape)
+  evaluation.flip_test = True       # average with the flipped crop's heatmaps
+  evaluation.keypoint_score_threshold = 0.2   # rescoring: mean of scores above it
+  evaluation.oks_nms_threshold = 0.9          # per image; <= 0 or >= 1: no NMS
+  evaluation.pck_threshold = 0.1    # PCK@thr, normalised by the box's longer side
+  evaluation.best_metric = best_metric        # keeps the best checkpoint (higher wins)
+  return evaluation
+
+
 def coco(variant):
   """MamKPD-`variant` on COCO-17 keypoints at 256x192 (paper Tables 1 and 2).
 
@@ -59,8 +106,12 @@ def coco(variant):
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.batch_size = 64            # global: split over JAX processes, then devices
+  config.per_device_batch_size = 0  # > 0: global batch = this x device count instead
+  config.init_from = ""             # a checkpoint (or workdir) to fine-tune from
   config.model = model_config(variant, num_keypoints=COCO_NUM_KEYPOINTS)
   config.data = data_config(
       "coco", "data/coco", "annotations/person_keypoints_train2017.json",
       "annotations/person_keypoints_val2017.json", "train2017", "val2017")
+  config.train = train_config("paper")
+  config.eval = eval_config("AP")
   return config
