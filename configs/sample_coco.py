@@ -3,7 +3,15 @@
 86 training instances and 68 evaluation instances with keypoints (data/samples/
 coco-mini, copied unmodified from COCO 2017; licences in data/samples/NOTICE.md), GT
 boxes, 256x192, UDP codec. The model is the small test-size MamKPD so that a CPU run
-finishes in minutes; it shows the pipeline working, not the paper's accuracy.
+finishes in minutes; it shows the pipeline working, not the paper's accuracy. The data
+is in the repository: nothing to download.
+
+    python main.py --config=configs/sample_coco.py --workdir=/tmp/sample_coco
+    python main.py --config=configs/sample_coco.py --workdir=/tmp/sample_coco --mode=eval
+
+The first trains and evaluates (re-running it resumes from the workdir), the second
+evaluates the latest checkpoint; metrics go to /tmp/sample_coco/eval/
+metrics_step<N>.json. Expected result: see README.
 
     python scripts/codec_upper_bound.py --config=configs/sample_coco.py --json
     python scripts/visualize_pipeline.py --config=configs/sample_coco.py --output=crops.png

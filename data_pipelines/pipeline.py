@@ -116,8 +116,10 @@ def load_instances(config, info, split):
   ann = resolve_path(data, data.train_ann if split == "train" else data.val_ann)
   images = resolve_path(data, data.train_images if split == "train" else data.val_images)
   kwargs = dict(num_keypoints=info.num_keypoints, on_bad=data.on_bad)
-  if data.dataset == "mpii":
-    return sources.load_mpii_instances(ann, images, **kwargs)
+  if data.dataset == "mpii":        # head boxes (mpii_gt_val.mat) match the val json only
+    headboxes = resolve_path(data, data.headbox_file) if data.headbox_file else ""
+    return sources.load_mpii_instances(
+        ann, images, headbox_file=headboxes if split == "val" else "", **kwargs)
   if split == "val" and data.det_file:
     return sources.load_coco_detections(ann, resolve_path(data, data.det_file), images,
                                         score_threshold=data.bbox_score_threshold, **kwargs)

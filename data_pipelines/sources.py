@@ -11,6 +11,7 @@ Every loader returns an `InstanceList` (a list) of dicts, one person (or animal)
     keypoints_visible  float32 (K,) 1 for a labelled keypoint, else 0
     category_id        int
     area               float32 ()
+    head_size          float (MPII only) PCKh normaliser: 0.6 x head-box diagonal, or NaN
 
 What is left out follows mmpose 1.x (`BaseCocoStyleDataset`, `MpiiDataset`) and is
 counted in `InstanceList.filtered`: crowd annotations, annotations with no labelled
@@ -38,6 +39,7 @@ from absl import logging
 import cv2
 import numpy as np
 from pycocotools.coco import COCO
+import scipy.io
 
 ON_BAD_CHOICES = ("error", "skip")
 # A labelled keypoint more than this fraction of the image's width (height) beyond its
@@ -46,6 +48,8 @@ FAR_OFF_MARGIN = 0.5
 # MPII json: scale = person height / 200 px; centre y moves down 15 px per unit of scale.
 MPII_PIXEL_STD = 200.0
 MPII_CENTER_SHIFT = 15.0
+# PCKh: head size = this x the head box's diagonal (mmpose's and MPII's SC_BIAS).
+MPII_HEAD_SIZE_FACTOR = 0.6
 # Detection files name people with COCO's person category.
 PERSON_CATEGORY_ID = 1
 
@@ -440,10 +444,54 @@ def _mpii_box(center, scale):
   return center - 1, side                         # MATLAB 1-based -> 0-based
 
 
-def _parse_mpii_entry(index, entry, image_root, num_keypoints, bad, image_ids, image_sizes):
+def load_mpii_headboxes(headbox_file: str, num_entries: int) -> np.ndarray:
+  """(N, 2, 2) head boxes, [corner, (x, y)], of the official `mpii_gt_val.mat`.
+
+  Its `headboxes_src` is (2 corners, 2 coordinates, N); box i belongs to entry i of
+  mpii_val.json (mmpose's MpiiDataset transposes it to (N, 2, 2) the same way). A file
+  without it, or with other than `num_entries` boxes, is an AnnotationError naming it.
+  """
+  if not os.path.isfile(headbox_file):
+    raise FileNotFoundError(f"head-box file not found: {headbox_file}")
+  try:
+    boxes = np.asarray(scipy.io.loadmat(headbox_file)["headboxes_src"], np.float64)
+  except (KeyError, ValueError, TypeError, scipy.io.matlab.MatReadError) as error:
+    raise AnnotationError(f"{headbox_file}: not an MPII head-box file (needs "
+                          f"'headboxes_src'): {error!r}") from error
+  if boxes.shape == (2, 2):                                   # MATLAB drops a last N = 1
+    boxes = boxes[..., None]
+  if boxes.ndim != 3 or boxes.shape[:2] != (2, 2):
+    raise AnnotationError(f"{headbox_file}: headboxes_src has shape {boxes.shape}, "
+                          "expected (2, 2, N)")
+  if boxes.shape[2] != num_entries:
+    raise AnnotationError(f"{headbox_file}: {boxes.shape[2]} head boxes for "
+                          f"{num_entries} annotation entries")
+  return np.transpose(boxes, (2, 0, 1))                       # (N, 2, 2)
+
+
+def _mpii_head_size(entry, index, headboxes) -> Optional[float]:
+  """0.6 x the head-box diagonal; NaN without a head box; None for a malformed one."""
+  if headboxes is not None:
+    corners = headboxes[index]                                # (2, 2)
+  elif "headbox" in entry:
+    box = _numbers(entry["headbox"], 4)                       # x1, y1, x2, y2
+    if box is None:
+      return None
+    corners = box.reshape(2, 2)
+  else:
+    return math.nan
+  return MPII_HEAD_SIZE_FACTOR * float(np.linalg.norm(corners[1] - corners[0]))
+
+
+def _parse_mpii_entry(index, entry, image_root, num_keypoints, bad, image_ids, image_sizes,
+                      headboxes=None):
   """One instance dict from an MPII json entry, or None after reporting bad input."""
   entry = entry if isinstance(entry, dict) else {}
   where = f"entry #{index} (image {entry.get('image')!r})"
+  head_size = _mpii_head_size(entry, index, headboxes)
+  if head_size is None:
+    return bad("malformed_annotation", where, "headbox must be [x1, y1, x2, y2], finite "
+               "numbers")
   joints, joints_vis = entry.get("joints"), entry.get("joints_vis")
   for field, values in (("joints", joints), ("joints_vis", joints_vis)):
     if isinstance(values, list) and len(values) != num_keypoints:
@@ -477,12 +525,14 @@ def _parse_mpii_entry(index, entry, image_root, num_keypoints, bad, image_ids, i
   stem = os.path.splitext(os.path.basename(entry["image"]))[0]
   image_id = int(stem) if stem.isdigit() else image_ids.setdefault(entry["image"],
                                                                     len(image_ids))
-  return _instance(image_path, image_id, index, [*(center - side / 2), side, side], 1.0,
-                   keypoints, visible > 0, PERSON_CATEGORY_ID, side * side)
+  instance = _instance(image_path, image_id, index, [*(center - side / 2), side, side],
+                       1.0, keypoints, visible > 0, PERSON_CATEGORY_ID, side * side)
+  return dict(instance, head_size=head_size)
 
 
 def load_mpii_instances(ann_file: str, image_root: str, *, num_keypoints: int = 16,
-                        on_bad: str = "error") -> InstanceList:
+                        on_bad: str = "error", headbox_file: Optional[str] = None
+                        ) -> InstanceList:
   """Instances of an MPII json: [{image, center, scale, joints, joints_vis}, ...].
 
   As mmpose 1.x's MpiiDataset: box side = scale x 200 px; centre y += 15/200 x side
@@ -490,13 +540,19 @@ def load_mpii_instances(ann_file: str, image_root: str, *, num_keypoints: int = 
   json stores them. The box is the side x side square around that centre, so the
   usual 1.25 padding of the box gives mmpose's crop. instance_id = the entry's index;
   image_id = the image's numeric file stem (else a running number); area = side^2.
-  MPII's head boxes (mpii_gt_val.mat, for PCKh) are not part of this json.
+
+  head_size (PCKh's normaliser; the evaluation reads it) = 0.6 x the diagonal of the
+  entry's head box: box i of `headbox_file` for entry i, else the entry's optional
+  "headbox": [x1, y1, x2, y2], else NaN (no PCKh). The official boxes are not in the
+  json but in mpii_gt_val.mat, which only matches mpii_val.json.
 
   Args:
     ann_file: MPII json.
     image_root: folder of the images.
     num_keypoints: joints per person (16).
     on_bad: "error" or "skip", as in `load_coco_instances`.
+    headbox_file: mpii_gt_val.mat (`load_mpii_headboxes`), one box per json entry;
+      None or "" for none.
   """
   bad = _BadInput(ann_file, on_bad)
   image_root = _check_image_root(image_root)
@@ -504,10 +560,11 @@ def load_mpii_instances(ann_file: str, image_root: str, *, num_keypoints: int = 
   if not isinstance(entries, list):
     raise AnnotationError(f"{ann_file}: an MPII file must hold a json list, got "
                           f"{type(entries).__name__}")
+  headboxes = load_mpii_headboxes(headbox_file, len(entries)) if headbox_file else None
   instances, image_ids, image_sizes = InstanceList(), {}, {}
   for index, entry in enumerate(entries):
     instance = _parse_mpii_entry(index, entry, image_root, num_keypoints, bad, image_ids,
-                                 image_sizes)
+                                 image_sizes, headboxes)
     if instance is not None:
       instances.append(instance)
   instances.skipped.update(bad.skipped)

@@ -1,7 +1,8 @@
 """Builders shared by the files in configs/ (which are loaded by path, not imported).
 
-A config file calls one of these and overrides what differs; every field can also be
-overridden on the command line (`--config.data.codec=msra`).
+A config file calls one of these (`coco`, `mpii`, `ap10k`: a whole config for a
+variant) and overrides what differs; every field can also be overridden on the command
+line (`--config.data.codec=msra`).
 
     config.seed, config.batch_size, config.per_device_batch_size, config.init_from
     config.model   models.variants.model_config
@@ -16,6 +17,9 @@ from mamkpd_jax.models import model_config
 
 COCO_NUM_KEYPOINTS = 17
 COCO_INPUT_HEIGHT, COCO_INPUT_WIDTH = 256, 192
+MPII_NUM_KEYPOINTS = 16
+AP10K_NUM_KEYPOINTS = 17
+SQUARE_INPUT = 256                # MPII and AP-10K crops are 256x256 (as mmpose's configs)
 SAMPLES = "data/samples"          # the bundled sample data (data/samples/NOTICE.md)
 
 
@@ -36,6 +40,8 @@ def data_config(dataset, root, train_ann, val_ann, train_images, val_images,
   data.contiguous_split = 0.0       # > 0: train_ann alone, split by frame order: this
                                     # fraction of frames trains, the rest evaluates
   data.det_file = ""                # person detections for evaluation; "" = GT boxes
+  data.headbox_file = ""            # MPII val: mpii_gt_val.mat head boxes for PCKh; "" =
+                                    # the json's "headbox" fields, else no head sizes
   data.bbox_score_threshold = 0.0   # detections below it are dropped
   data.flip_pairs = ()              # custom only: ((left, right), ...) names or indices
   data.sigmas = ()                  # custom only: OKS sigma per keypoint
@@ -97,21 +103,63 @@ def eval_config(best_metric="AP"):
   return evaluation
 
 
-def coco(variant):
-  """MamKPD-`variant` on COCO-17 keypoints at 256x192 (paper Tables 1 and 2).
+def _experiment(variant, num_keypoints, data, best_metric):
+  """The whole config: MamKPD-`variant` with K heatmaps, the paper's recipe, on `data`.
 
-  Expects COCO 2017 where mmpose expects it: data/coco/annotations/
-  person_keypoints_{train,val}2017.json, data/coco/{train,val}2017/*.jpg.
+  Batch: the paper trains on two GPUs and does not state its batch; config.batch_size is
+  global (split over JAX processes, then devices). ViTPose's and mmpose's 64 per GPU:
+  `--config.per_device_batch_size=64`. ViTPose's optimiser recipe: see train_config.
   """
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.batch_size = 64            # global: split over JAX processes, then devices
   config.per_device_batch_size = 0  # > 0: global batch = this x device count instead
   config.init_from = ""             # a checkpoint (or workdir) to fine-tune from
-  config.model = model_config(variant, num_keypoints=COCO_NUM_KEYPOINTS)
-  config.data = data_config(
+  config.model = model_config(variant, num_keypoints=num_keypoints)
+  config.data = data
+  config.train = train_config("paper")
+  config.eval = eval_config(best_metric)
+  return config
+
+
+def coco(variant):
+  """MamKPD-`variant` on COCO-17 keypoints at 256x192 (paper Tables 1 and 2).
+
+  Expects COCO 2017 where mmpose expects it: data/coco/annotations/
+  person_keypoints_{train,val}2017.json, data/coco/{train,val}2017/*.jpg.
+  """
+  data = data_config(
       "coco", "data/coco", "annotations/person_keypoints_train2017.json",
       "annotations/person_keypoints_val2017.json", "train2017", "val2017")
-  config.train = train_config("paper")
-  config.eval = eval_config("AP")
-  return config
+  return _experiment(variant, COCO_NUM_KEYPOINTS, data, "AP")
+
+
+def mpii(variant):
+  """MamKPD-`variant` on MPII-16 at 256x256 (paper Table 3, PCKh@0.5).
+
+  Expects mmpose's layout: data/mpii/annotations/mpii_{train,val}.json (and
+  mpii_gt_val.mat, set data.headbox_file), data/mpii/images/*.jpg. Augmentation as
+  mmpose's MPII configs (td-hm_hrnet-w32_8xb64-210e_mpii-256x256.py): flip and
+  scale/rotate, no half-body, no shift. The codec stays UDP (mmpose's use MSRA).
+  """
+  data = data_config(
+      "mpii", "data/mpii", "annotations/mpii_train.json", "annotations/mpii_val.json",
+      "images", "images", input_height=SQUARE_INPUT, input_width=SQUARE_INPUT)
+  data.half_body_prob = 0.0
+  data.shift_prob = 0.0
+  return _experiment(variant, MPII_NUM_KEYPOINTS, data, "PCKh")
+
+
+def ap10k(variant):
+  """MamKPD-`variant` on AP-10K (17 animal keypoints, 54 species) at 256x256 (Table 4).
+
+  Expects mmpose's layout: data/ap10k/annotations/ap10k-{train,val,test}-split1.json,
+  data/ap10k/data/*.jpg. Evaluates on val-split1; the paper reports test-split1
+  (`--config.data.val_ann=annotations/ap10k-test-split1.json`). Augmentation as mmpose's
+  AP-10K configs: its 1.x defaults, half-body included. GT boxes, COCO-style AP.
+  """
+  data = data_config(
+      "ap10k", "data/ap10k", "annotations/ap10k-train-split1.json",
+      "annotations/ap10k-val-split1.json", "data", "data",
+      input_height=SQUARE_INPUT, input_width=SQUARE_INPUT)
+  return _experiment(variant, AP10K_NUM_KEYPOINTS, data, "AP")

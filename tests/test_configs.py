@@ -1,39 +1,113 @@
-"""configs/*.py load by path and validate; impossible model settings name their field."""
+"""configs/*.py load by path and validate, their data paths follow mmpose's layout, their
+docstrings give the commands; impossible model settings name their field."""
 
 import importlib.util
+import os
 import pathlib
 
 import pytest
 
+from mamkpd_jax.data_pipelines import pipeline
 from mamkpd_jax.models import VARIANTS, ModelConfig, model_config
+from mamkpd_jax.models.variants import ENCODER_STRIDE
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
-def load_config(name):
+def load_module(name):
   spec = importlib.util.spec_from_file_location(name, CONFIG_DIR / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module
 
 
-@pytest.mark.parametrize("name,variant", [
-    ("coco_small", "small"), ("coco_base", "base"), ("coco_large", "large")])
-def test_coco_configs(name, variant):
+def load_config(name):
+  return load_module(name).get_config()
+
+
+ALL_CONFIGS = sorted(path.stem for path in CONFIG_DIR.glob("*.py"))
+
+# Full-dataset configs: (name, variant, dataset, K, (height, width), annotation jsons,
+# image folders, best metric), each in mmpose's data layout under data/<dataset>.
+COCO_FILES = ("annotations/person_keypoints_train2017.json",
+              "annotations/person_keypoints_val2017.json")
+MPII_FILES = ("annotations/mpii_train.json", "annotations/mpii_val.json")
+AP10K_FILES = ("annotations/ap10k-train-split1.json", "annotations/ap10k-val-split1.json")
+FULL_CONFIGS = [
+    ("coco_small", "small", "coco", 17, (256, 192), COCO_FILES, ("train2017", "val2017"),
+     "AP"),
+    ("coco_base", "base", "coco", 17, (256, 192), COCO_FILES, ("train2017", "val2017"),
+     "AP"),
+    ("coco_large", "large", "coco", 17, (256, 192), COCO_FILES, ("train2017", "val2017"),
+     "AP"),
+    ("mpii_base", "base", "mpii", 16, (256, 256), MPII_FILES, ("images", "images"), "PCKh"),
+    ("mpii_large", "large", "mpii", 16, (256, 256), MPII_FILES, ("images", "images"),
+     "PCKh"),
+    ("ap10k_base", "base", "ap10k", 17, (256, 256), AP10K_FILES, ("data", "data"), "AP"),
+    ("ap10k_large", "large", "ap10k", 17, (256, 256), AP10K_FILES, ("data", "data"), "AP"),
+]
+# Configs on the bundled data: (name, K).
+SAMPLE_CONFIGS = [("sample_coco", 17), ("custom_coco", 4)]
+
+
+def test_every_config_is_in_a_table():
+  assert ALL_CONFIGS == sorted([c[0] for c in FULL_CONFIGS] + [c[0] for c in SAMPLE_CONFIGS])
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_every_config_loads_and_validates(name):
+  config = load_config(name)
+  model = ModelConfig.from_config(config.model)
+  assert pipeline.dataset_info(config).num_keypoints == model.num_keypoints
+  assert config.data.input_height % ENCODER_STRIDE == 0
+  assert config.data.input_width % ENCODER_STRIDE == 0
+  for field in ("train_ann", "val_ann", "train_images", "val_images", "det_file",
+                "headbox_file"):
+    assert not os.path.isabs(config.data[field]), field     # relative to data.root
+  assert config.data.train_ann.endswith(".json") and config.data.val_ann.endswith(".json")
+  assert config.batch_size > 0 and config.per_device_batch_size == 0
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_every_docstring_gives_the_commands(name):
+  doc = load_module(name).__doc__
+  assert f"python main.py --config=configs/{name}.py --workdir=/tmp/{name}" in doc
+  assert "--mode=eval" in doc and "expected result" in doc.lower()
+
+
+@pytest.mark.parametrize("name, variant, dataset, num_keypoints, size, anns, images, best",
+                         FULL_CONFIGS, ids=[c[0] for c in FULL_CONFIGS])
+def test_full_configs(name, variant, dataset, num_keypoints, size, anns, images, best):
   config = load_config(name)
   model = ModelConfig.from_config(config.model)
   assert model.variant == variant
   assert (model.dims, model.depths) == (VARIANTS[variant]["dims"], VARIANTS[variant]["depths"])
   assert model.use_stem == (variant != "small")
-  assert model.num_keypoints == 17
-  assert (config.data.input_height, config.data.input_width) == (256, 192)
+  assert model.num_keypoints == num_keypoints
+  data = config.data
+  assert (data.dataset, data.root) == (dataset, f"data/{dataset}")
+  assert (data.input_height, data.input_width) == size
+  assert (data.train_ann, data.val_ann) == anns
+  assert (data.train_images, data.val_images) == images
+  assert (data.det_file, data.headbox_file, data.contiguous_split) == ("", "", 0.0)
+  assert config.eval.best_metric == best
+  assert config.train.optimizer == "adam" and config.train.learning_rate == 1e-3
 
 
-@pytest.mark.parametrize("name,num_keypoints", [("sample_coco", 17), ("custom_coco", 4)])
+def test_mpii_augmentation_is_mmpose_mpii():
+  """mmpose's MPII configs: RandomBBoxTransform(shift_prob=0), no RandomHalfBody."""
+  data = load_config("mpii_base").data
+  assert (data.half_body_prob, data.shift_prob) == (0.0, 0.0)
+  assert data.flip_prob == 0.5 and data.rotate_prob == 0.6
+
+
+@pytest.mark.parametrize("name, num_keypoints", SAMPLE_CONFIGS)
 def test_sample_configs_validate(name, num_keypoints):
   config = load_config(name)
   assert ModelConfig.from_config(config.model).num_keypoints == num_keypoints
-  assert (CONFIG_DIR.parent / config.data.root / config.data.train_ann).is_file()
+  root = CONFIG_DIR.parent / config.data.root
+  assert (root / config.data.train_ann).is_file() and (root / config.data.val_ann).is_file()
+  assert (root / config.data.train_images).is_dir() and (root / config.data.val_images).is_dir()
 
 
 def test_model_config_round_trips_every_field():

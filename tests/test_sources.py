@@ -9,6 +9,7 @@ import pathlib
 import cv2
 import numpy as np
 import pytest
+import scipy.io
 
 from mamkpd_jax.data_pipelines import sources
 
@@ -374,6 +375,7 @@ BAD_MPII = [
      "far off the 100x80 image"),
     (_edit_entry("image", "../secret.png"), "path_outside_image_root", "resolves outside"),
     (_edit_entry("image", "missing.png"), "missing_image", "not found"),
+    (_edit_entry("headbox", [10.0, 10.0, 20.0]), "malformed_annotation", "headbox"),
 ]
 
 
@@ -397,3 +399,71 @@ def test_mpii_invisible_joint_may_lie_anywhere(toy_dir):
   instances = sources.load_mpii_instances(_write(toy_dir, entries, "mpii.json"),
                                           str(toy_dir / "images"))
   assert len(instances) == 2 and instances[0]["keypoints_visible"][15] == 0
+
+
+# ---------------------------------------------------------------------------------------
+# MPII head sizes (PCKh): 0.6 x head-box diagonal, as mmpose's MpiiDataset.
+
+
+def _load_toy_mpii(toy_dir, entries, **kwargs):
+  return sources.load_mpii_instances(_write(toy_dir, entries, "mpii.json"),
+                                     str(toy_dir / "images"), **kwargs)
+
+
+def _write_headboxes(toy_dir, boxes):
+  """boxes (N, 2, 2) [corner, (x, y)] -> the official layout headboxes_src (2, 2, N)."""
+  path = toy_dir / "mpii_gt_val.mat"
+  scipy.io.savemat(str(path), {"headboxes_src": np.transpose(boxes, (1, 2, 0))})
+  return str(path)
+
+
+def test_mpii_headbox_field_gives_head_size(toy_dir):
+  entries = _toy_mpii()
+  entries[0]["headbox"] = [10.0, 20.0, 13.0, 24.0]            # diagonal 5
+  instances = _load_toy_mpii(toy_dir, entries)
+  assert instances[0]["head_size"] == pytest.approx(0.6 * 5)
+  assert np.isnan(instances[1]["head_size"])                  # no head box: NaN
+
+
+def test_mpii_without_head_boxes_has_nan_head_sizes():
+  instances = sources.load_mpii_instances(str(MPII_JSON), str(DATA / "mpii"))
+  assert all(np.isnan(instance["head_size"]) for instance in instances)
+
+
+def test_mpii_headbox_file_is_indexed_by_entry(toy_dir):
+  # Entry 0: corners (1, 2), (7, 10): diagonal 10; entry 1: (0, 0), (5, 12): 13. Every
+  # other reading of the (2, 2, N) array gives other sizes.
+  boxes = np.array([[[1.0, 2.0], [7.0, 10.0]], [[0.0, 0.0], [5.0, 12.0]]])   # (N, 2, 2)
+  headbox_file = _write_headboxes(toy_dir, boxes)
+  entries = _toy_mpii()
+  entries[0]["headbox"] = [0.0, 0.0, 1.0, 1.0]                # the file takes precedence
+  instances = _load_toy_mpii(toy_dir, entries, headbox_file=headbox_file)
+  assert [i["head_size"] for i in instances] == pytest.approx([6.0, 7.8])
+
+
+def test_mpii_headbox_file_follows_entries_when_one_is_skipped(toy_dir):
+  boxes = np.array([[[1.0, 2.0], [7.0, 10.0]], [[0.0, 0.0], [5.0, 12.0]]])
+  entries = _toy_mpii()
+  entries[0]["scale"] = 0                                     # bad: skipped
+  instances = _load_toy_mpii(toy_dir, entries, on_bad="skip",
+                             headbox_file=_write_headboxes(toy_dir, boxes))
+  assert [(i["instance_id"], i["head_size"]) for i in instances] == [(1, pytest.approx(7.8))]
+
+
+@pytest.mark.parametrize("content, words", [
+    ({"headboxes_src": np.zeros((2, 2, 3))}, "3 head boxes for 2 annotation entries"),
+    ({"headboxes_src": np.zeros((3, 2, 2))}, "expected (2, 2, N)"),
+    ({"headboxes_src": np.zeros((2, 2))}, "1 head boxes for 2 annotation entries"),
+    ({"jnt_missing": np.zeros((16, 2))}, "headboxes_src"),
+])
+def test_bad_headbox_file_errors_naming_it(toy_dir, content, words):
+  path = toy_dir / "heads.mat"
+  scipy.io.savemat(str(path), content)
+  with pytest.raises(sources.AnnotationError) as error:
+    _load_toy_mpii(toy_dir, _toy_mpii(), headbox_file=str(path))
+  assert str(path) in str(error.value) and words in str(error.value)
+
+
+def test_headbox_file_must_exist(toy_dir):
+  with pytest.raises(FileNotFoundError, match="head-box file not found: .*nope.mat"):
+    _load_toy_mpii(toy_dir, _toy_mpii(), headbox_file=str(toy_dir / "nope.mat"))
