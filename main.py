@@ -1,44 +1,53 @@
-"""Main entry point for MamKPD training and evaluation (kept thin, as Flax's examples).
+"""Trains and evaluates MamKPD (kept thin, as Flax's examples: the work is in mamkpd_jax/).
 
-    python main.py --config=configs/coco_large.py --workdir=DIR [--mode=train_and_eval]
+    python main.py --config=configs/coco_large.py --workdir=DIR            # train + eval
+    python main.py --config=configs/coco_large.py --workdir=DIR --mode=eval
+    python main.py --config=configs/sample_coco.py --workdir=DIR --config.train.num_steps=50
 
-Any config field can be overridden: `--config.model.dtype=bfloat16`.
-
-Status: training and evaluation arrive with issue #5. Until then this parses the flags,
-validates the config, builds the model, logs its size, and exits non-zero with a
-message saying what is missing; it never pretends to train.
+Re-running on the same workdir resumes from its latest checkpoint. Any config field can
+be overridden: `--config.model.dtype=bfloat16`, `--config.init_from=OTHER_WORKDIR`.
+Multi-host: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on every
+host (or a cluster environment JAX detects, with `--num_processes`).
 """
 
 import sys
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mamkpd_jax.models import ModelConfig, build_model, stats
+from mamkpd_jax import checkpointing, evaluate, parallel, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 _MODE = flags.DEFINE_enum("mode", "train_and_eval", ["train_and_eval", "train", "eval"],
-                          "What to run.")
+                          "train_and_eval: train, evaluating every eval_every_epochs; "
+                          "train: no evaluation; eval: evaluate a checkpoint.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "", "--mode=eval: a workdir, checkpoints "
+                                  "folder or step folder (default: --workdir's latest).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Multi-host: HOST:PORT of "
+                                   "process 0 (jax.distributed.initialize).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
-               jax.process_count(), jax.local_devices())
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                  _PROCESS_ID.value)
+  config, workdir = _CONFIG.value, _WORKDIR.value
   try:
-    model_config = ModelConfig.from_config(_CONFIG.value.model)
-  except ValueError as e:
-    raise SystemExit(f"main.py: {e}") from None
-  model = build_model(model_config, seed=_CONFIG.value.seed)
-  logging.info("MamKPD-%s: %s parameters", model_config.variant,
-               f"{stats.param_counts(model)['total']:,}")
-  sys.exit(f"main.py: --mode={_MODE.value} is not implemented yet: training and "
-           f"evaluation arrive with issue #5 (nothing was written to {_WORKDIR.value}).")
+    if _MODE.value == "eval":
+      evaluate.evaluate(config, workdir, _CHECKPOINT.value)
+    else:
+      train.train_and_evaluate(config, workdir,
+                               evaluate_during_training=_MODE.value == "train_and_eval")
+  except (ValueError, FileNotFoundError, NotADirectoryError, train.NonFiniteError,
+          checkpointing.CheckpointMismatchError) as error:
+    logging.error("%s", error)
+    sys.exit(f"main.py: {error}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     # crops match it pixel for pixel; one library does both.
     "opencv-python-headless>=4.8",
     "pycocotools>=2.0.7",             # COCO-format annotations and the COCO metrics
+    "scipy>=1.11",                    # MPII head boxes (mpii_gt_val.mat); also jax's
     # TensorBoard event files without TensorFlow (flax.metrics.tensorboard and clu's
     # writer both import TensorFlow; tensorboardX needs only protobuf).
     "tensorboardX>=2.6",
@@ -50,6 +51,7 @@ setuptools.setup(
     python_requires=">=3.11",
     packages=[
         "mamkpd_jax",
+        "mamkpd_jax.evaluation",
         "mamkpd_jax.models",
         "mamkpd_jax.kernels",
         "mamkpd_jax.data_pipelines",

@@ -26,17 +26,9 @@ data.contiguous_split (> 0: hold out the last frames of train_ann instead of val
 """
 
 from mamkpd_jax import config_lib
-from mamkpd_jax.data_pipelines import metadata
 
 
 def get_config():
-  config = config_lib.coco("base")
+  config = config_lib.openfield("base")
   config.batch_size = 16
-  config.data = config_lib.data_config(
-      "custom", f"{config_lib.SAMPLES}/dlc-openfield", "openfield_coco.json",
-      "openfield_coco.json", "", "")
-  config.data.contiguous_split = 0.8   # one video: first 80% of frames train, rest held out
-  config.data.flip_pairs = metadata.OPENFIELD_FLIP_PAIRS
-  config.data.half_body_prob = 0.0
-  config.model.num_keypoints = 4    # must equal the json's keypoint count (checked)
   return config

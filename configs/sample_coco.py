@@ -24,4 +24,11 @@ def get_config():
   config = config_lib.coco("tiny")
   config.batch_size = 16
   config.data.root = f"{config_lib.SAMPLES}/coco-mini"
+  config.train.num_epochs = 30        # 86 instances: 5 steps per epoch, 150 steps
+  config.train.lr_decay_epochs = (24, 28)
+  config.train.warmup_steps = 20
+  config.train.log_every_steps = 10
+  config.train.eval_every_epochs = 10
+  config.train.checkpoint_every_steps = 50
+  config.eval.batch_size = 32
   return config

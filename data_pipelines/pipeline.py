@@ -18,6 +18,7 @@ data_preprocessor), so batches move 4x fewer bytes between processes; heatmaps a
 """
 
 import dataclasses
+import hashlib
 import os
 
 import grain
@@ -41,6 +42,7 @@ class Datasets:
   eval_instances: list                # the source instances behind `eval`, same order
   info: metadata.DatasetInfo          # keypoint names, flip indices, sigmas, ...
   codec: object                       # encodes targets, decodes predictions
+  num_train: int = 0                  # training instances (all processes together)
 
 
 class InstanceSource(grain.sources.RandomAccessDataSource):
@@ -48,6 +50,12 @@ class InstanceSource(grain.sources.RandomAccessDataSource):
 
   def __init__(self, instances):
     self._instances = list(instances)
+    ids = "\n".join(f"{i['image_path']}:{i['instance_id']}" for i in self._instances)
+    self._digest = hashlib.sha1(ids.encode()).hexdigest()[:12]
+
+  def __repr__(self):
+    """Stable across runs: Grain compares it when restoring an iterator's position."""
+    return f"InstanceSource({len(self._instances)} instances, sha1 {self._digest})"
 
   def __len__(self):
     return len(self._instances)
@@ -210,4 +218,5 @@ def create_datasets(config):
   evaluation = grain.MapDataset.source(InstanceSource(eval_instances))
   for step in eval_transforms(config):
     evaluation = evaluation.map(step)
-  return Datasets(train, evaluation, list(eval_instances), info, codec)
+  return Datasets(train, evaluation, list(eval_instances), info, codec,
+                  num_train=len(train_instances))

@@ -11,6 +11,9 @@ line (`--config.data.codec=msra`).
     config.eval    eval_config: flip test, rescoring, OKS-NMS, PCK threshold
 """
 
+import importlib.util
+import os
+
 import ml_collections
 
 from mamkpd_jax.models import model_config
@@ -21,6 +24,19 @@ MPII_NUM_KEYPOINTS = 16
 AP10K_NUM_KEYPOINTS = 17
 SQUARE_INPUT = 256                # MPII and AP-10K crops are 256x256 (as mmpose's configs)
 SAMPLES = "data/samples"          # the bundled sample data (data/samples/NOTICE.md)
+
+
+def load_config_file(path):
+  """`get_config()` of a configs/*.py file, loaded by path (as --config does)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config file not found: {path}")
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f"mamkpd_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"{path} defines no get_config()")
+  return module.get_config()
 
 
 def data_config(dataset, root, train_ann, val_ann, train_images, val_images,
@@ -163,3 +179,22 @@ def ap10k(variant):
       "annotations/ap10k-val-split1.json", "data", "data",
       input_height=SQUARE_INPUT, input_width=SQUARE_INPUT)
   return _experiment(variant, AP10K_NUM_KEYPOINTS, data, "AP")
+
+
+OPENFIELD_NUM_KEYPOINTS = 4
+
+
+def openfield(variant):
+  """MamKPD-`variant` on the bundled open-field mouse video (a custom COCO-format set).
+
+  One video, so data.contiguous_split holds out its last 20% of frames instead of a
+  val json. Flip pairs from metadata.OPENFIELD_FLIP_PAIRS; no official OKS sigmas (0.05
+  each); no half-body (no upper/lower-body ids). Best checkpoint by PCK@0.1.
+  """
+  from mamkpd_jax.data_pipelines import metadata   # pylint: disable=g-import-not-at-top
+  data = data_config("custom", f"{SAMPLES}/dlc-openfield", "openfield_coco.json",
+                     "openfield_coco.json", "", "")
+  data.contiguous_split = 0.8   # one video: first 80% of frames train, the rest held out
+  data.flip_pairs = metadata.OPENFIELD_FLIP_PAIRS
+  data.half_body_prob = 0.0
+  return _experiment(variant, OPENFIELD_NUM_KEYPOINTS, data, "PCK@0.1")

@@ -1,7 +1,19 @@
-"""Shared fixtures: models are built (and their forward passes compiled) once per session."""
+"""Shared fixtures: models are built (and their forward passes compiled) once per session.
+
+Compiled programs are also kept in JAX's persistent compilation cache (a folder under
+the system temp dir, per user), which the subprocess tests (main.py runs, two simulated
+devices, two processes) inherit through the environment: the same step compiles once.
+"""
 
 import dataclasses
 import functools
+import os
+import tempfile
+
+# Before JAX reads its configuration: shared by this process and its subprocesses.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"mamkpd-jax-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax
 import jax.numpy as jnp

@@ -27,8 +27,9 @@ class CMM(nnx.Module):
                                             stride=downsample // 2)
     self.norm = common.layer_norm(in_dim, dtype, rngs)
     self.linear = common.dense(in_dim, out_dim, dtype, rngs)
-    self.pw_conv = nnx.Conv(out_dim, out_dim, (1, 1), feature_group_count=out_dim,
-                            dtype=dtype, kernel_init=common.conv_init, rngs=rngs)
+    self.pw_conv = common.DepthwiseConv(out_dim, out_dim, (1, 1), feature_group_count=out_dim,
+                                        dtype=dtype, kernel_init=common.conv_init,
+                                        rngs=rngs)
 
   def __call__(self, x):
     x = self.norm(self.embed_conv(self.down_conv(x)))   # (N, H/s, W/s, C_in)

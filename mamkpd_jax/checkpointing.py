@@ -1,0 +1,276 @@
+"""Orbax checkpoints of a training run: WORKDIR/checkpoints/<step>/{state,data,meta}.
+
+    state  the model and optimiser state (parameters, BN statistics, Adam moments, the
+           optimiser step, the drop-path RNG streams), as one pytree
+    data   the Grain training iterator's position (one file per JAX process)
+    meta   json: model config, dataset, keypoint count, global batch; checked on resume
+
+Saving is asynchronous; the manager keeps the latest `keep` checkpoints plus the best
+one by the evaluation metric (Orbax preservation policies). A workdir whose checkpoints
+belong to another model (other variant, keypoint count or dataset) is an error, never
+a silent restart or an overwrite.
+"""
+
+import dataclasses
+import json
+import os
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import nnx
+from orbax.checkpoint import checkpoint_managers as ocm
+
+CHECKPOINT_DIR = "checkpoints"
+META_KEYS = ("model", "dataset", "num_keypoints", "input_size")
+
+
+class CheckpointMismatchError(ValueError):
+  """The workdir's checkpoints were written for another model or dataset."""
+
+
+# ------------------------------------------------------------------- state <-> pytree
+
+
+def _is_key(leaf):
+  return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype,
+                                                               jax.dtypes.prng_key)
+
+
+def _pure(state):
+  """nnx.State -> nested dict with string keys (list indices too) for Orbax."""
+  def strings(tree):
+    if isinstance(tree, dict):
+      return {str(k): strings(v) for k, v in tree.items()}
+    return jax.random.key_data(tree) if _is_key(tree) else tree
+  return strings(nnx.to_pure_dict(state))
+
+
+def _load_pure(state, saved):
+  """Writes the nested dict `saved` (as `_pure` made it) into the nnx.State `state`."""
+  def matched(template, tree):
+    if isinstance(template, dict):
+      return {k: matched(v, tree[str(k)]) for k, v in template.items()}
+    return jax.random.wrap_key_data(tree) if _is_key(template) else tree
+  nnx.replace_by_pure_dict(state, matched(nnx.to_pure_dict(state), saved))
+
+
+def to_saveable(state):
+  """{"model": nnx.State, "opt": nnx.State} -> nested dicts of arrays for Orbax."""
+  return {name: _pure(part) for name, part in state.items()}
+
+
+def from_saveable(saved, state):
+  """Writes a restored `to_saveable` tree into `state` (in place) and returns it."""
+  for name, part in state.items():
+    _load_pure(part, saved[name])
+  return state
+
+
+def abstract_saveable(state):
+  """ShapeDtypeStructs (with shardings) of `to_saveable(state)`, for restoring into."""
+  def abstract(x):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+  return jax.tree.map(abstract, to_saveable(state))
+
+
+# ------------------------------------------------------------------------ meta data
+
+
+def run_meta(config, global_batch):
+  """What must agree between a checkpoint and the config that resumes from it."""
+  return {
+      "model": json.loads(config.model.to_json_best_effort()),
+      "dataset": config.data.dataset,
+      "num_keypoints": int(config.model.num_keypoints),
+      "input_size": [int(config.data.input_height), int(config.data.input_width)],
+      "global_batch": int(global_batch),
+  }
+
+
+def check_meta(saved, current, directory):
+  """Raises CheckpointMismatchError naming the first field that differs."""
+  for key in META_KEYS:
+    if saved.get(key) != current.get(key):
+      raise CheckpointMismatchError(
+          f"{directory} holds checkpoints of another run: {key} is {saved.get(key)!r} there "
+          f"but {current.get(key)!r} in this config. Use a new --workdir, or the matching "
+          f"config (the saved one is {os.path.dirname(directory)}/config.json).")
+  if saved.get("global_batch") != current.get("global_batch"):
+    logging.warning("resuming with global batch %s (checkpoint: %s): the data order "
+                    "changes from here", current.get("global_batch"), saved.get("global_batch"))
+
+
+# ------------------------------------------------------------------------- manager
+
+
+@dataclasses.dataclass
+class Checkpointer:
+  """The run's CheckpointManager and what it needs to save and restore."""
+
+  manager: ocp.CheckpointManager
+  directory: str
+  best_metric: str
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def save(self, step, state, data_iterator, meta, metrics=None):
+    """Asynchronous save of `state` (nnx.State), the iterator position and `meta`."""
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(to_saveable(state)),
+        data=grain.checkpoint.CheckpointSave(data_iterator),
+        meta=ocp.args.JsonSave(meta))
+    saved = self.manager.save(step, args=args, metrics=metrics, force=True)
+    if saved:
+      logging.info("checkpoint: step %d -> %s (async)", step, self.directory)
+    return saved
+
+  def restore(self, step, state, data_iterator=None):
+    """Restores step into `state` (and the iterator when given); returns the meta."""
+    items = {"state": ocp.args.StandardRestore(abstract_saveable(state)),
+             "meta": ocp.args.JsonRestore()}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    from_saveable(restored["state"], state)
+    return restored["meta"]
+
+  def read_meta(self, step):
+    return self.manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))["meta"]
+
+  def best_step(self):
+    return self.manager.best_step()
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()
+
+
+def make_checkpointer(directory, keep=3, best_metric="", read_only=False):
+  """A Checkpointer on `directory` keeping the latest `keep` and the best by `best_metric`."""
+  policies = [ocm.LatestN(n=max(int(keep), 1))]
+  if best_metric:
+    policies.append(ocm.BestN(get_metric_fn=lambda metrics: metrics["best"], n=1,
+                              keep_checkpoints_without_metrics=False))
+  options = ocp.CheckpointManagerOptions(
+      preservation_policy=ocm.AnyPreservationPolicy(policies), read_only=read_only,
+      create=not read_only, enable_async_checkpointing=True,
+      best_fn=(lambda metrics: metrics["best"]) if best_metric else None,
+      best_mode="max")
+  handlers = {"state": ocp.StandardCheckpointHandler(),
+              "data": grain.checkpoint.CheckpointHandler(),
+              "meta": ocp.JsonCheckpointHandler()}
+  manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                                  item_handlers=handlers)
+  return Checkpointer(manager, os.path.abspath(directory), best_metric)
+
+
+def checkpoint_directory(path):
+  """A workdir (holding checkpoints/) or a checkpoints folder -> the checkpoints folder."""
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"checkpoint path not found: {path}")
+  nested = os.path.join(path, CHECKPOINT_DIR)
+  return nested if os.path.isdir(nested) else path
+
+
+def resolve_checkpoint(path):
+  """PATH (a workdir, its checkpoints/ folder, or one step folder) -> (directory, step).
+
+  A step folder (checkpoints/1200) gives that step; otherwise the latest step.
+  """
+  path = os.path.abspath(path.rstrip("/"))
+  base = os.path.basename(path)
+  if base.isdigit() and os.path.isdir(os.path.join(path, "state")):
+    return os.path.dirname(path), int(base)
+  directory = checkpoint_directory(path)
+  steps = sorted(int(name) for name in os.listdir(directory)
+                 if name.isdigit() and os.path.isdir(os.path.join(directory, name, "state")))
+  if not steps:
+    raise FileNotFoundError(f"no checkpoints in {directory} (expected step folders such as "
+                            f"{directory}/1000/state)")
+  return directory, steps[-1]
+
+
+def _read(directory, step, items):
+  """Restores `items` ({name: args}) of one step without a training manager."""
+  handlers = {"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+  options = ocp.CheckpointManagerOptions(read_only=True)
+  with ocp.CheckpointManager(directory, options=options, item_handlers=handlers) as manager:
+    return manager.restore(step, args=ocp.args.Composite(**items))
+
+
+def _read_model_arrays(directory, step):
+  """The "model" subtree of a checkpoint's state as host numpy arrays.
+
+  Read as numpy, not onto the devices it was saved from: a checkpoint written on 8 GPUs
+  loads on one CPU (and the other way round).
+  """
+  path = os.path.join(directory, str(step), "state")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"no checkpoint state at {path}")
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    tree = checkpointer.metadata(path).item_metadata.tree
+    if "model" not in tree:
+      raise CheckpointMismatchError(f"{path} holds no model state (keys {sorted(tree)})")
+    wanted = {"model": tree["model"]}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+    restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        wanted, restore_args=restore_args, partial_restore=True))
+  return restored["model"]
+
+
+def load_model_state(directory, step, model, config):
+  """Loads the model part of checkpoint `directory`/`step` into `model` (evaluation).
+
+  The checkpoint must be of the same model and keypoint count (CheckpointMismatchError).
+  Returns the checkpoint's meta.
+  """
+  meta = _read(directory, step, {"meta": ocp.args.JsonRestore()})["meta"]
+  current = run_meta(config, meta.get("global_batch"))
+  for key in ("model", "num_keypoints", "input_size"):
+    if meta.get(key) != current.get(key):
+      raise CheckpointMismatchError(
+          f"{directory}/{step} was trained with {key}={meta.get(key)!r}, but this config has "
+          f"{current.get(key)!r}")
+  state = nnx.state(model)
+  _load_pure(state, _read_model_arrays(directory, step))
+  nnx.update(model, state)
+  return meta
+
+
+def restore_params_for_finetuning(path, state):
+  """Loads the model arrays of checkpoint PATH into state["model"] (config.init_from).
+
+  Only the model is read (not the optimiser, step or data position). An array whose
+  shape differs (a head for another keypoint count) or that the checkpoint lacks keeps
+  its fresh initialisation, with a log line naming it. Returns the number loaded.
+  """
+  directory, step = resolve_checkpoint(path)
+  saved_flat = {jax.tree_util.keystr(p): v for p, v in
+                jax.tree_util.tree_leaves_with_path(_read_model_arrays(directory, step))}
+  current = _pure(state["model"])
+  loaded, skipped = 0, 0
+
+  def take(path, leaf):
+    nonlocal loaded, skipped
+    name = jax.tree_util.keystr(path)
+    value = saved_flat.get(name)
+    if value is None or np.shape(value) != np.shape(leaf):
+      skipped += 1
+      logging.info("init_from: kept the fresh %s %s (checkpoint: %s)", name,
+                   np.shape(leaf), "absent" if value is None else np.shape(value))
+      return leaf
+    loaded += 1
+    return np.asarray(value).astype(leaf.dtype)
+
+  merged = jax.tree_util.tree_map_with_path(take, current)
+  _load_pure(state["model"], merged)
+  logging.info("init_from %s/%d: loaded %d arrays, kept %d freshly initialised",
+               directory, step, loaded, skipped)
+  return loaded

@@ -1,0 +1,217 @@
+"""What a run writes in its workdir, in one place.
+
+    WORKDIR/config.json              the resolved config of the first run (kept)
+    WORKDIR/config.<time>.json       a later run's config when it differs (nothing lost)
+    WORKDIR/checkpoints/<step>/      Orbax checkpoints (checkpointing.py)
+    WORKDIR/tensorboard/             TensorBoard event files (tensorboardX)
+    WORKDIR/scalars.jsonl            the same scalars, one json object per line
+    WORKDIR/eval/metrics_step<N>.json       metrics of the evaluation after step N
+    WORKDIR/eval/predictions_step<N>.json   its predictions, COCO results format
+    WORKDIR/learning_curve.png       training loss and the evaluation metric by step
+
+Only JAX process 0 writes files (checkpoints are written by Orbax on every process).
+"""
+
+import dataclasses
+import json
+import logging as python_logging
+import os
+import time
+
+import jax
+from absl import logging
+
+from mamkpd_jax import checkpointing
+
+EVAL_DIR = "eval"
+
+
+class _DropLibraryInfo(python_logging.Filter):
+  """Drops Orbax's INFO records (dozens of lines per checkpoint) and its warnings that a
+  periodic save carries no metrics or that a reader is read-only; other warnings pass."""
+
+  EXPECTED = ("did not provide metrics", "read_only=True", "is read only",
+              "Metadata file does not exist")
+
+  def filter(self, record):
+    if "/orbax/" not in record.pathname:
+      return True
+    if record.levelno < python_logging.WARNING:
+      return False
+    return not any(text in record.getMessage() for text in self.EXPECTED)
+
+
+def quiet_library_logs():
+  """Keeps the run's log readable: Orbax's per-save INFO lines are dropped."""
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _DropLibraryInfo) for f in handler.filters):
+    handler.addFilter(_DropLibraryInfo())
+
+
+def _write_json_atomic(path, value):
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=1)
+  os.replace(tmp, path)
+
+
+def _is_main():
+  return jax.process_index() == 0
+
+
+class ScalarWriter:
+  """TensorBoard event files plus scalars.jsonl (easy to read back for plots)."""
+
+  def __init__(self, workdir):
+    self.path = os.path.join(workdir, "scalars.jsonl")
+    self._tb = None
+    if _is_main():
+      from tensorboardX import SummaryWriter   # protobuf only; imported on process 0
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write_scalars(self, step, scalars):
+    if not _is_main():
+      return
+    for name, value in scalars.items():   # TensorBoard tags allow no "@": PCK@0.1 -> PCK_0.1
+      self._tb.add_scalar(name.replace("@", "_"), value, step)
+    self._tb.flush()
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}})
+              + "\n")
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_scalars(workdir):
+  """scalars.jsonl -> {name: [(step, value)]}, the last value per step (resumes repeat)."""
+  path = os.path.join(workdir, "scalars.jsonl")
+  by_name = {}
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      record = json.loads(line)
+      step = record.pop("step")
+      for name, value in record.items():
+        by_name.setdefault(name, {})[step] = value
+  return {name: sorted(values.items()) for name, values in by_name.items()}
+
+
+@dataclasses.dataclass
+class Workdir:
+  """An opened workdir: paths, the scalar writer and the checkpoint manager."""
+
+  path: str
+  config: object
+  writer: ScalarWriter
+
+  def config_with_batch(self, global_batch):
+    config = self.config.copy_and_resolve_references()
+    config.unlock()
+    config.batch_size = int(global_batch)
+    return config
+
+  def checkpointer(self, read_only=False):
+    return checkpointing.make_checkpointer(
+        os.path.join(self.path, checkpointing.CHECKPOINT_DIR),
+        keep=self.config.train.keep_checkpoints,
+        best_metric=self.config.eval.best_metric, read_only=read_only)
+
+  def eval_paths(self, step):
+    directory = os.path.join(self.path, EVAL_DIR)
+    return (os.path.join(directory, f"metrics_step{step}.json"),
+            os.path.join(directory, f"predictions_step{step}.json"))
+
+  def write_evaluation(self, step, metrics, results, extra):
+    """metrics_step<N>.json and predictions_step<N>.json (process 0 only)."""
+    if not _is_main():
+      return None
+    metrics_path, predictions_path = self.eval_paths(step)
+    os.makedirs(os.path.dirname(metrics_path), exist_ok=True)
+    _write_json_atomic(predictions_path, results)
+    _write_json_atomic(metrics_path, {"step": int(step), "metrics": metrics, **extra})
+    self.writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
+    self.plot_learning_curve()
+    return metrics_path
+
+  def plot_learning_curve(self):
+    if _is_main():
+      plot_learning_curve(self.path, os.path.join(self.path, "learning_curve.png"))
+
+  def finish(self):
+    self.writer.close()
+
+
+def _save_config(workdir, config):
+  """config.json on the first run; a differing later config goes beside it, dated."""
+  text = config.to_json_best_effort(indent=1, sort_keys=True)
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      if f.read() == text:
+        return
+    path = os.path.join(workdir, f"config.{time.strftime('%Y%m%d-%H%M%S')}.json")
+    logging.info("the config differs from %s/config.json; saved this run's as %s",
+                 workdir, path)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(text)
+
+
+def open_workdir(workdir, config, write_config=True):
+  """Creates workdir (process 0), saves the resolved config, opens the writers."""
+  if not workdir:
+    raise ValueError("a --workdir is required")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f"--workdir={workdir} exists and is not a directory")
+  if _is_main():
+    os.makedirs(workdir, exist_ok=True)
+    if write_config:
+      _save_config(workdir, config)
+  return Workdir(os.path.abspath(workdir), config, ScalarWriter(workdir) if write_config
+                 else _NullWriter())
+
+
+class _NullWriter:
+  def write_scalars(self, step, scalars):
+    del step, scalars
+
+  def close(self):
+    pass
+
+
+PLOTTED_METRICS = ("AP", "PCKh", "PCK@0.1")
+
+
+def plot_learning_curve(workdir, output_path, metrics=PLOTTED_METRICS):
+  """Training loss (log scale) and evaluation `metrics` against the step, as a PNG."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  scalars = read_scalars(workdir)
+  loss = scalars.get("train/loss")
+  if not loss:
+    return None
+  eval_names = [f"eval/{m}" for m in metrics if f"eval/{m}" in scalars]
+  fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+  steps, values = zip(*loss)
+  ax.plot(steps, values, color="tab:blue", label="train loss")
+  ax.set_yscale("log")
+  ax.set_xlabel("step")
+  ax.set_ylabel("training loss (MSE)", color="tab:blue")
+  if eval_names:
+    ax2 = ax.twinx()
+    for name in eval_names:
+      s, v = zip(*scalars[name])
+      ax2.plot(s, v, marker="o", label=name[len("eval/"):])
+    ax2.set_ylabel("evaluation metric")
+    ax2.set_ylim(0, 1)
+    ax2.legend(loc="center right")
+  ax.set_title(os.path.basename(os.path.abspath(workdir)))
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(output_path)
+  plt.close(fig)
+  return output_path
