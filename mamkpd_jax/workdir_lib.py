@@ -138,7 +138,9 @@ class Workdir:
 
   def plot_learning_curve(self):
     if _is_main():
-      plot_learning_curve(self.path, os.path.join(self.path, "learning_curve.png"))
+      plot_learning_curve(self.path, os.path.join(self.path, "learning_curve.png"),
+                          title=f"MamKPD-{self.config.model.variant} on "
+                                f"{self.config.data.dataset}: {os.path.basename(self.path)}")
 
   def finish(self):
     self.writer.close()
@@ -184,7 +186,7 @@ class _NullWriter:
 PLOTTED_METRICS = ("AP", "PCKh", "PCK@0.1")
 
 
-def plot_learning_curve(workdir, output_path, metrics=PLOTTED_METRICS):
+def plot_learning_curve(workdir, output_path, metrics=PLOTTED_METRICS, title=""):
   """Training loss (log scale) and evaluation `metrics` against the step, as a PNG."""
   import matplotlib
   matplotlib.use("Agg")
@@ -203,13 +205,13 @@ def plot_learning_curve(workdir, output_path, metrics=PLOTTED_METRICS):
   ax.set_ylabel("training loss (MSE)", color="tab:blue")
   if eval_names:
     ax2 = ax.twinx()
-    for name in eval_names:
+    for name, color in zip(eval_names, ("tab:orange", "tab:green", "tab:red")):
       s, v = zip(*scalars[name])
-      ax2.plot(s, v, marker="o", label=name[len("eval/"):])
+      ax2.plot(s, v, marker="o", color=color, label=name[len("eval/"):])
     ax2.set_ylabel("evaluation metric")
     ax2.set_ylim(0, 1)
     ax2.legend(loc="center right")
-  ax.set_title(os.path.basename(os.path.abspath(workdir)))
+  ax.set_title(title or os.path.basename(os.path.abspath(workdir)))
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(output_path)
