@@ -1,0 +1,154 @@
+"""Pictures of predictions: keypoints and skeleton on the image, heatmap overlays (OpenCV).
+
+Every function takes and returns uint8 RGB arrays (H, W, 3) and never draws into its
+input. Keypoints are coloured by side, read from their names: names starting with
+"left", "l_" or "L_" get LEFT_COLOR, "right", "r_" or "R_" RIGHT_COLOR, others
+CENTER_COLOR (mmpose's COCO colours); a skeleton link takes its endpoints' side when
+they agree, else the centre colour. Keypoints (and links) below `threshold` are not drawn.
+"""
+
+import os
+
+import cv2
+import numpy as np
+
+LEFT_COLOR = (0, 255, 0)          # RGB
+RIGHT_COLOR = (255, 128, 0)
+CENTER_COLOR = (51, 153, 255)
+BOX_COLOR = (255, 255, 255)
+
+
+def side(name):
+  """'left', 'right' or 'center' from a keypoint name."""
+  lower = name.lower()
+  if lower.startswith(("left", "l_")):
+    return "left"
+  if lower.startswith(("right", "r_")):
+    return "right"
+  return "center"
+
+
+def keypoint_colors(names):
+  """(K,) RGB colour tuples by side."""
+  by_side = {"left": LEFT_COLOR, "right": RIGHT_COLOR, "center": CENTER_COLOR}
+  return [by_side[side(name)] for name in names]
+
+
+def _link_color(names, a, b):
+  sides = {side(names[a]), side(names[b])}
+  return keypoint_colors([names[a]])[0] if len(sides) == 1 else CENTER_COLOR
+
+
+def _line_width(image):
+  """Marker radius and line thickness that stay visible on small and large images."""
+  size = min(image.shape[:2])
+  return max(2, round(size / 120)), max(1, round(size / 240))
+
+
+def _as_image(image):
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+    raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+  return image
+
+
+def _point(xy):
+  return int(round(float(xy[0]))), int(round(float(xy[1])))
+
+
+def _draw_pose(canvas, keypoints, scores, names, skeleton, threshold, radius, thickness):
+  """One instance (K, 2), scores (K,), drawn into canvas (BGR) in place."""
+  shown = np.isfinite(keypoints).all(-1) & (scores >= threshold)        # (K,)
+  for a, b in skeleton:
+    if shown[a] and shown[b]:
+      color = _link_color(names, a, b)[::-1]
+      cv2.line(canvas, _point(keypoints[a]), _point(keypoints[b]), color, thickness,
+               cv2.LINE_AA)
+  for k, color in enumerate(keypoint_colors(names)):
+    if shown[k]:
+      cv2.circle(canvas, _point(keypoints[k]), radius, color[::-1], -1, cv2.LINE_AA)
+
+
+def draw_keypoints(image, keypoints, scores=None, keypoint_names=None, skeleton=(),
+                   threshold=0.3, boxes=None):
+  """The poses drawn on a copy of image.
+
+  Args:
+    image: (H, W, 3) uint8 RGB.
+    keypoints: (M, K, 2) or (K, 2) x, y in image pixels.
+    scores: (M, K) or (K,) keypoint scores; None draws every keypoint.
+    keypoint_names: (K,) names (side colours); None: all centre colour.
+    skeleton: (a, b) links, 0-based (DatasetInfo.skeleton).
+    threshold: keypoints scoring below it are not drawn.
+    boxes: optional (M, 4) xywh boxes, drawn as rectangles.
+
+  Returns:
+    (H, W, 3) uint8 RGB.
+  """
+  image = _as_image(image)
+  keypoints = np.asarray(keypoints, np.float64).reshape(-1, *np.shape(keypoints)[-2:])
+  num, k = keypoints.shape[:2]
+  scores = np.ones((num, k)) if scores is None else np.asarray(scores).reshape(num, k)
+  names = list(keypoint_names) if keypoint_names is not None else [""] * k
+  canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+  radius, thickness = _line_width(image)
+  for x, y, w, h in (np.asarray(boxes).reshape(-1, 4) if boxes is not None else ()):
+    cv2.rectangle(canvas, _point((x, y)), _point((x + w, y + h)), BOX_COLOR[::-1], thickness)
+  for pose, pose_scores in zip(keypoints, scores):
+    _draw_pose(canvas, pose, pose_scores, names, skeleton, threshold, radius, thickness)
+  return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+
+
+def draw_prediction(image, prediction, info, threshold=0.3, draw_boxes=True):
+  """draw_keypoints for an inference.Prediction and the dataset's DatasetInfo."""
+  return draw_keypoints(image, prediction.keypoints, prediction.keypoint_scores,
+                        info.keypoint_names, info.skeleton, threshold,
+                        prediction.boxes if draw_boxes else None)
+
+
+def heatmap_overlay(image_crop, heatmaps, keypoint=None, alpha=0.5):
+  """Heatmaps blended over their crop as a JET colour map.
+
+  Args:
+    image_crop: (H, W, 3) uint8 RGB, the network input the heatmaps belong to.
+    heatmaps: (h, w, K) (or (h, w)) heatmaps of that crop.
+    keypoint: a channel index; None shows the maximum over all channels.
+    alpha: weight of the colour map.
+
+  Returns:
+    (H, W, 3) uint8 RGB.
+  """
+  crop = _as_image(image_crop)
+  maps = np.asarray(heatmaps, np.float32)
+  maps = maps[..., None] if maps.ndim == 2 else maps
+  if maps.ndim != 3:
+    raise ValueError(f"heatmaps must be (h, w, K) or (h, w), got {np.shape(heatmaps)}")
+  plane = maps.max(axis=-1) if keypoint is None else maps[..., keypoint]    # (h, w)
+  plane = np.clip(plane / max(float(plane.max()), 1e-6), 0.0, 1.0)
+  plane = cv2.resize(plane, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_LINEAR)
+  colored = cv2.applyColorMap(np.round(plane * 255).astype(np.uint8), cv2.COLORMAP_JET)
+  colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB)
+  return cv2.addWeighted(crop, 1.0 - alpha, colored, alpha, 0.0)
+
+
+def heatmap_grid(image_crop, heatmaps, keypoint_names=None):
+  """The crop, then one overlay per keypoint, side by side: (H, (K + 1) W, 3) uint8."""
+  maps = np.asarray(heatmaps, np.float32)
+  tiles = [_as_image(image_crop)]
+  for k in range(maps.shape[-1]):
+    tile = heatmap_overlay(image_crop, maps, keypoint=k).copy()
+    if keypoint_names is not None:
+      cv2.putText(tile, str(keypoint_names[k])[:12], (2, 12), cv2.FONT_HERSHEY_SIMPLEX,
+                  0.35, (255, 255, 255), 1, cv2.LINE_AA)
+    tiles.append(tile)
+  return np.concatenate(tiles, axis=1)
+
+
+def save_image(path, image):
+  """Writes an (H, W, 3) uint8 RGB array (PNG, JPEG, ... by extension); returns path."""
+  image = _as_image(image)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+    raise ValueError(f"could not write an image to {path} (unknown extension?)")
+  return path
