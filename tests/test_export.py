@@ -1,0 +1,104 @@
+"""jax.export of the serving function: the artefact reloads and matches the model.
+
+The model is test_inference.write_workdir's (the tiny open-field model at 64x64, flip
+test on); the artefact is compared with Estimator.crop_heatmaps, the model's forward
+pass with the flip test done in numpy by codecs.flip_heatmaps.
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from mamkpd_jax import inference
+from mamkpd_jax.data_pipelines import codecs
+from test_inference import write_workdir
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# Exported.serialize needs flatbuffers, which jax does not install (setup.py must list it).
+pytest.importorskip("flatbuffers", reason="jax.export serialisation needs flatbuffers")
+BATCH = 2
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  return write_workdir(tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def estimator(workdir):
+  return inference.Estimator.from_workdir(workdir,
+                                          compiler_options=inference.FAST_COMPILE_CPU)
+
+
+def run_exported(exported, crops):
+  """exported.call, compiled as fast as the estimator's forward pass."""
+  call = jax.jit(exported.call, compiler_options=inference.FAST_COMPILE_CPU)
+  return jax.tree.map(np.asarray, call(crops))
+
+
+def random_crops(batch, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (batch, 64, 64, 3), np.uint8)
+
+
+@pytest.mark.parametrize("shift", [False, True])   # UDP; MSRA and DARK
+def test_flip_back_in_jax_is_codecs_flip_heatmaps(shift):
+  maps = np.random.default_rng(1).normal(size=(2, 5, 6, 4)).astype(np.float32)
+  flip_indices = (0, 2, 1, 3)
+  np.testing.assert_array_equal(inference._flip_back(maps, flip_indices, shift),  # pylint: disable=protected-access
+                                codecs.flip_heatmaps(maps, flip_indices, shift))
+
+
+def test_symbolic_batch_artefact_reloads_and_matches(estimator, tmp_path):
+  assert estimator.flip_test
+  exported = inference.export_forward(estimator)                  # batch "b"
+  artefact, meta_path = inference.save_exported(
+      exported, inference.export_metadata(estimator), str(tmp_path))
+  loaded = inference.load_exported(str(tmp_path))                 # the folder works too
+  assert str(loaded.in_avals[0].shape[0]) == "b"
+  crops = random_crops(BATCH)
+  out = run_exported(loaded, crops)
+  heatmaps = out["heatmaps"]                          # (B, 16, 16, K)
+  np.testing.assert_allclose(heatmaps, estimator.crop_heatmaps(crops), rtol=1e-5,
+                             atol=1e-6)
+  flat = heatmaps.reshape(BATCH, -1, 4)
+  cell = np.argmax(flat, axis=1)                                  # (B, K)
+  want = np.stack([cell % 16, cell // 16], -1) * estimator.codec.scale
+  np.testing.assert_allclose(out["keypoints"], want, rtol=1e-6)
+  np.testing.assert_allclose(out["scores"], flat.max(1))
+  meta = json.loads(pathlib.Path(meta_path).read_text())
+  assert meta["input_size"] == [64, 64] and meta["codec"] == "udp"
+  assert meta["keypoint_names"] == ["snout", "leftear", "rightear", "tailbase"]
+  assert meta["platforms"] == [jax.export.default_export_platform()]
+  assert pathlib.Path(artefact).stat().st_size > 100_000     # parameters are inside
+
+
+def test_fixed_batch_artefact_refuses_other_sizes(estimator, tmp_path):
+  exported = inference.export_forward(estimator, batch_size=BATCH)
+  artefact, _ = inference.save_exported(exported, {}, str(tmp_path))
+  loaded = inference.load_exported(artefact)
+  assert tuple(loaded.in_avals[0].shape) == (BATCH, 64, 64, 3)
+  with pytest.raises(ValueError, match="shape"):
+    loaded.call(random_crops(BATCH + 1))
+
+
+def test_missing_artefact_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="model.jax_exported"):
+    inference.load_exported(str(tmp_path))
+
+
+def test_export_script_writes_a_reloadable_artefact(workdir, estimator, tmp_path):
+  result = subprocess.run([sys.executable, str(REPO / "scripts/export.py"),
+                           f"--checkpoint={workdir}", f"--output={tmp_path}", "--nocheck"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "batch symbolic" in result.stdout
+  meta = json.loads((tmp_path / "model.json").read_text())
+  assert meta["batch_size"] == "symbolic" and meta["input_size"] == [64, 64]
+  crops = random_crops(BATCH, seed=1)
+  np.testing.assert_allclose(run_exported(inference.load_exported(str(tmp_path)), crops)[
+      "heatmaps"], estimator.crop_heatmaps(crops), rtol=1e-5, atol=1e-6)
