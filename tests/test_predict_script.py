@@ -1,0 +1,89 @@
+"""scripts/predict.py on the tiny open-field model (test_inference.write_workdir's)."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from test_inference import write_workdir
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DATA = REPO / "data/samples/dlc-openfield"
+FRAMES = [DATA / f"labeled-data/m4s1/img{i:04d}.png" for i in (100, 101)]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  return write_workdir(tmp_path_factory.mktemp("predict"))
+
+
+def run_predict(*args):
+  """scripts/predict.py, compiled fast; runs with one crop (bucket 1) or up to 8 share
+  their compiled programs through the persistent compilation cache."""
+  return subprocess.run([sys.executable, str(REPO / "scripts/predict.py"), "--fast_compile",
+                         *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_one_image_without_boxes_writes_a_png_and_coco_results(workdir, tmp_path):
+  out = tmp_path / "pred"
+  result = run_predict(f"--checkpoint={workdir}", f"--input={FRAMES[0]}",
+                       f"--output={out}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "frames/s" in result.stdout
+  drawn = cv2.imread(str(out / "img0100.png"))
+  assert drawn is not None and drawn.shape == (480, 640, 3)
+  assert np.any(drawn != cv2.imread(str(FRAMES[0])))             # poses were drawn
+  results = json.loads((out / "predictions.json").read_text())
+  assert len(results) == 1                                        # the whole image
+  assert results[0]["image_id"] == 0 and results[0]["category_id"] == 1
+  assert len(results[0]["keypoints"]) == 3 * 4 and results[0]["bbox"] == [0, 0, 640, 480]
+
+
+def test_folder_with_boxes_and_a_video(workdir, tmp_path):
+  folder = tmp_path / "frames"
+  folder.mkdir()
+  for frame in FRAMES:
+    shutil.copy(frame, folder)
+  boxes = [{"file_name": "img0100.png", "bbox": [61.5, 384.2, 128.5, 44.3], "score": 0.5},
+           {"file_name": "img0100.png", "bbox": [50.0, 370.0, 140.0, 60.0]},
+           {"image_id": 7, "bbox": [100.0, 100.0, 50.0, 50.0]}]   # no such image
+  (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+  video = tmp_path / "clip.mp4"
+  writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+  for frame in FRAMES + FRAMES:
+    writer.write(cv2.imread(str(frame)))
+  writer.release()
+  out = tmp_path / "pred"
+  result = run_predict(f"--checkpoint={workdir}/checkpoints",
+                       f"--input={folder}", f"--boxes={tmp_path / 'boxes.json'}",
+                       f"--output={out}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads((out / "predictions.json").read_text())
+  assert [r["file_name"] for r in results] == ["img0100.png"] * 2   # img0101: no boxes
+  assert sorted(os.listdir(out)) == ["img0100.png", "img0101.png", "predictions.json"]
+  result = run_predict(f"--checkpoint={workdir}", f"--input={video}",
+                       f"--output={out / 'video'}", "--batch_images=1")
+  assert result.returncode == 0, result.stderr[-3000:]
+  capture = cv2.VideoCapture(str(out / "video" / "clip.mp4"))
+  assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+  results = json.loads((out / "video" / "predictions.json").read_text())
+  assert [r["image_id"] for r in results] == [0, 1, 2, 3]
+
+
+def test_missing_files_are_named(workdir, tmp_path):
+  result = run_predict(f"--checkpoint={workdir}",
+                       f"--input={tmp_path / 'missing.png'}", f"--output={tmp_path}")
+  assert result.returncode != 0 and "input not found" in result.stderr
+  assert "missing.png" in result.stderr
+  result = run_predict(f"--checkpoint={tmp_path / 'nowhere'}",
+                       f"--input={FRAMES[0]}", f"--output={tmp_path}")
+  assert result.returncode != 0 and "nowhere" in result.stderr
+  result = run_predict(f"--checkpoint={workdir}", f"--input={FRAMES[0]}",
+                       f"--boxes={tmp_path / 'boxes.json'}", f"--output={tmp_path}")
+  assert result.returncode != 0 and "boxes file not found" in result.stderr
