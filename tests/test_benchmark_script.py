@@ -1,0 +1,37 @@
+"""scripts/benchmark.py: a CPU smoke run reports the documented fields and files."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_cpu_smoke_run_reports_fields(tmp_path):
+  # One batch size: each (dtype, batch) compiles the model anew (~12 s on 2 cores).
+  args = ["--variants=tiny", "--batch_sizes=2", "--dtypes=float32,bfloat16",
+          "--scan_impls=reference", "--input_height=64", "--input_width=64",
+          "--num_keypoints=4", "--repeats=2", "--warmup=1", f"--output_dir={tmp_path}",
+          "--json"]
+  result = subprocess.run([sys.executable, "scripts/benchmark.py", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert {"device", "platform", "jax_version", "date", "command", "settings", "models",
+          "results", "peers"} <= set(report)
+  assert report["models"]["tiny"]["params"] > 0 and report["models"]["tiny"]["gflops"] > 0
+  rows = {(r["dtype"], r["batch"]): r for r in report["results"]}
+  assert set(rows) == {("float32", 2), ("bfloat16", 2)}
+  for row in rows.values():
+    assert row["latency_ms"] > 0 and row["compile_s"] > 0
+    assert abs(row["images_per_s"] - row["batch"] / row["latency_ms"] * 1e3) < 0.02 * \
+        row["images_per_s"]
+    assert row["scan_impl"] == "reference" and row["interpret"] is False
+  peers = report["peers"]
+  if isinstance(peers, dict):          # torch/timm absent here (CI): said so, not hidden
+    assert peers["skipped"] == "torch/timm not installed"
+  table = (tmp_path / "benchmark.md").read_text()
+  assert "| MamKPD-tiny | bfloat16 | reference | 2 |" in table
+  assert json.loads((tmp_path / "benchmark.json").read_text())["results"] == report["results"]
+  assert (tmp_path / "benchmark.png").stat().st_size > 5000
