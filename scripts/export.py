@@ -25,7 +25,12 @@ or newer version, a listed platform):
     exported = export.deserialize(bytearray(open("model.jax_exported", "rb").read()))
     outputs = exported.call(crops)         # or mamkpd_jax.inference.load_exported(path)
 
-ONNX is not written: see the README's export section.
+Serialising needs the `flatbuffers` package (jax imports it for Exported.serialize).
+
+No ONNX: the maintained converter, jax2onnx (0.17.1), pins orbax-checkpoint < 0.11.37,
+below the 0.12 our checkpoints are written with, and brings some 25 packages (equinox,
+huggingface_hub, netron, ...); whether it converts the selective scan (lax.scan over
+chunks of lax.associative_scan) is untested. jax.export's StableHLO is the artefact.
 """
 
 import sys
