@@ -167,7 +167,11 @@ def test_keypoints_match_the_evaluation_pipeline(estimator):
                              atol=1e-5)
 
 
-def test_from_a_step_folder_and_clear_errors(workdir, tmp_path):
+def test_from_a_step_folder_and_clear_errors(workdir, estimator, tmp_path):
+  same = inference.Estimator.from_workdir(f"{workdir}/checkpoints/2", dtype="bfloat16")
+  assert same.model.config.dtype == "bfloat16" == same.config.model.dtype
+  kernel = lambda e: np.asarray(e.model.decoder.final_layer.kernel[...])
+  np.testing.assert_array_equal(kernel(same), kernel(estimator))
   with pytest.raises(FileNotFoundError, match="no checkpoints"):
     inference.Estimator.from_workdir(str(tmp_path))
   with pytest.raises(FileNotFoundError, match="image not found: .*nothing.png"):
