@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "absl-py>=2.1",
     "flax>=0.12",
     "grain>=0.2.10",                  # input pipelines (data_pipelines/transforms.py)
+    "flatbuffers>=24",                # jax.export serialisation (scripts/export.py)
     "jax>=0.10",
     # Learning curves and keypoint pictures as PNGs (what mmpose uses too).
     "matplotlib>=3.8",
@@ -38,6 +39,10 @@ TFDS_REQUIRES = [
     "tensorflow-datasets>=4.9.10",
 ]
 DEV_REQUIRES = [
+    # The test suite executes notebooks/demo.ipynb.
+    "ipykernel>=6",
+    "nbclient>=0.10",
+    "nbformat>=5.9",
     "pytest>=8",
     *TFDS_REQUIRES,    # so the suite tests the ArrayRecord builder too
 ]

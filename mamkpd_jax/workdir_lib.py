@@ -188,16 +188,15 @@ PLOTTED_METRICS = ("AP", "PCKh", "PCK@0.1")
 
 def plot_learning_curve(workdir, output_path, metrics=PLOTTED_METRICS, title=""):
   """Training loss (log scale) and evaluation `metrics` against the step, as a PNG."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure   # no pyplot: leaves the caller's backend alone
 
   scalars = read_scalars(workdir)
   loss = scalars.get("train/loss")
   if not loss:
     return None
   eval_names = [f"eval/{m}" for m in metrics if f"eval/{m}" in scalars]
-  fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+  fig = Figure(figsize=(7, 4), dpi=110)
+  ax = fig.subplots()
   steps, values = zip(*loss)
   ax.plot(steps, values, color="tab:blue", label="train loss")
   ax.set_yscale("log")
@@ -215,5 +214,4 @@ def plot_learning_curve(workdir, output_path, metrics=PLOTTED_METRICS, title="")
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(output_path)
-  plt.close(fig)
   return output_path

@@ -47,7 +47,7 @@ FULL_CONFIGS = [
     ("ap10k_large", "large", "ap10k", 17, (256, 256), AP10K_FILES, ("data", "data"), "AP"),
 ]
 # Configs on the bundled data: (name, K).
-SAMPLE_CONFIGS = [("sample_coco", 17), ("custom_coco", 4)]
+SAMPLE_CONFIGS = [("sample_coco", 17), ("custom_coco", 4), ("sample_openfield", 4)]
 
 
 def test_every_config_is_in_a_table():
