@@ -13,6 +13,7 @@ a silent restart or an overwrite.
 
 import dataclasses
 import json
+import logging as python_logging
 import os
 
 import grain
@@ -29,6 +30,28 @@ META_KEYS = ("model", "dataset", "num_keypoints", "input_size")
 
 class CheckpointMismatchError(ValueError):
   """The workdir's checkpoints were written for another model or dataset."""
+
+
+class _DropLibraryInfo(python_logging.Filter):
+  """Drops Orbax's INFO records (dozens of lines per checkpoint) and its warnings that a
+  periodic save carries no metrics or that a reader is read-only; other warnings pass."""
+
+  EXPECTED = ("did not provide metrics", "read_only=True", "is read only",
+              "Metadata file does not exist")
+
+  def filter(self, record):
+    if "/orbax/" not in record.pathname:
+      return True
+    if record.levelno < python_logging.WARNING:
+      return False
+    return not any(text in record.getMessage() for text in self.EXPECTED)
+
+
+def quiet_orbax_logs():
+  """Keeps the run's log readable: Orbax's per-save INFO lines are dropped."""
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _DropLibraryInfo) for f in handler.filters):
+    handler.addFilter(_DropLibraryInfo())
 
 
 # ------------------------------------------------------------------- state <-> pytree
@@ -199,6 +222,7 @@ def resolve_checkpoint(path):
 
 def _read(directory, step, items):
   """Restores `items` ({name: args}) of one step without a training manager."""
+  quiet_orbax_logs()
   handlers = {"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
   options = ocp.CheckpointManagerOptions(read_only=True)
   with ocp.CheckpointManager(directory, options=options, item_handlers=handlers) as manager:
@@ -211,6 +235,7 @@ def _read_model_arrays(directory, step):
   Read as numpy, not onto the devices it was saved from: a checkpoint written on 8 GPUs
   loads on one CPU (and the other way round).
   """
+  quiet_orbax_logs()
   path = os.path.join(directory, str(step), "state")
   if not os.path.isdir(path):
     raise FileNotFoundError(f"no checkpoint state at {path}")

@@ -151,7 +151,7 @@ def evaluate(config, workdir, checkpoint=""):
   checkpoint may be a workdir, its checkpoints/ folder or one step folder. Results are
   written to workdir (metrics_step<N>.json), never over the checkpoint.
   """
-  workdir_lib.quiet_library_logs()
+  checkpointing.quiet_orbax_logs()
   source = checkpoint or workdir
   directory, step = checkpointing.resolve_checkpoint(source)
   run = workdir_lib.open_workdir(workdir, config, write_config=False)

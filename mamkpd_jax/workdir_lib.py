@@ -14,7 +14,6 @@ Only JAX process 0 writes files (checkpoints are written by Orbax on every proce
 
 import dataclasses
 import json
-import logging as python_logging
 import os
 import time
 
@@ -24,28 +23,6 @@ from absl import logging
 from mamkpd_jax import checkpointing
 
 EVAL_DIR = "eval"
-
-
-class _DropLibraryInfo(python_logging.Filter):
-  """Drops Orbax's INFO records (dozens of lines per checkpoint) and its warnings that a
-  periodic save carries no metrics or that a reader is read-only; other warnings pass."""
-
-  EXPECTED = ("did not provide metrics", "read_only=True", "is read only",
-              "Metadata file does not exist")
-
-  def filter(self, record):
-    if "/orbax/" not in record.pathname:
-      return True
-    if record.levelno < python_logging.WARNING:
-      return False
-    return not any(text in record.getMessage() for text in self.EXPECTED)
-
-
-def quiet_library_logs():
-  """Keeps the run's log readable: Orbax's per-save INFO lines are dropped."""
-  handler = logging.get_absl_handler()
-  if not any(isinstance(f, _DropLibraryInfo) for f in handler.filters):
-    handler.addFilter(_DropLibraryInfo())
 
 
 def _write_json_atomic(path, value):
