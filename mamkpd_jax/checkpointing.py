@@ -165,14 +165,8 @@ class Checkpointer:
     return self.manager.restore(step, args=ocp.args.Composite(
         meta=ocp.args.JsonRestore()))["meta"]
 
-  def best_step(self):
-    return self.manager.best_step()
-
   def wait(self):
     self.manager.wait_until_finished()
-
-  def close(self):
-    self.manager.close()
 
 
 def make_checkpointer(directory, keep=3, best_metric="", read_only=False):

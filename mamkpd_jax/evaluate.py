@@ -17,6 +17,7 @@ import functools
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -30,16 +31,23 @@ from mamkpd_jax.models import ModelConfig, build_model
 READ_THREADS = 8     # evaluation crops read in parallel per process
 
 
+def forward_with_flip(model, crops):
+  """Heatmaps of crops (B, ...) and of their mirror images (not flipped back), from one
+  forward pass of 2B crops (one program, one launch; BatchNorm uses running statistics)."""
+  both = model(jnp.concatenate([crops, crops[:, :, ::-1, :]]))      # (2B, h, w, K)
+  return both[:crops.shape[0]], both[crops.shape[0]:]
+
+
 @functools.lru_cache(maxsize=8)
 def _forward_fn(graphdef, flip_test, mesh):
   """Jitted (model state, images) -> heatmaps (and the flipped crops' heatmaps)."""
 
   def forward(model_state, images):                 # images (B, H, W, 3) uint8
     model = nnx.merge(graphdef, model_state)
-    heatmaps = model(images)                         # (B, h, w, K)
     if not flip_test:
+      heatmaps = model(images)                       # (B, h, w, K)
       return heatmaps, heatmaps
-    return heatmaps, model(images[:, :, ::-1, :])    # flipped crops, not flipped back
+    return forward_with_flip(model, images)
 
   return jax.jit(forward, out_shardings=parallel.data_sharded(mesh))
 

@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mamkpd_jax import checkpointing
+from mamkpd_jax import checkpointing, evaluate
 from mamkpd_jax.data_pipelines import codecs, geometry, pipeline, transforms
 from mamkpd_jax.evaluation import rescore
 from mamkpd_jax.models import MamKPD, ModelConfig, build_model
@@ -156,13 +156,6 @@ def _pad_rows(array, rows):
   return np.concatenate([array, padding])
 
 
-def _with_flipped(model, crops):
-  """Heatmaps of crops (B, ...) and of their mirror images, from one forward pass of 2B
-  crops (one program to compile, one launch; BatchNorm uses its running statistics)."""
-  both = model(jnp.concatenate([crops, crops[:, :, ::-1, :]]))      # (2B, h, w, K)
-  return both[:crops.shape[0]], both[crops.shape[0]:]
-
-
 # ------------------------------------------------------------------ the estimator
 
 
@@ -245,7 +238,7 @@ class Estimator:
     if not self.flip_test:
       heatmaps = model(crops)
       return heatmaps, heatmaps
-    return _with_flipped(model, crops)
+    return evaluate.forward_with_flip(model, crops)
 
   def _heatmaps_of_chunk(self, crops):
     """Up to BUCKETS[-1] crops, padded to their bucket -> (n, h, w, K) numpy."""
@@ -345,7 +338,7 @@ def serving_fn(estimator):
   def serve(crops):
     model = nnx.merge(graphdef, state)
     if estimator.flip_test:
-      heatmaps, flipped = _with_flipped(model, crops)
+      heatmaps, flipped = evaluate.forward_with_flip(model, crops)
       heatmaps = 0.5 * (heatmaps + _flip_back(flipped, info.flip_indices, codec.flip_shift))
     else:
       heatmaps = model(crops)

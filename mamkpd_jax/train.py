@@ -48,10 +48,6 @@ class Trainer:
   opt_graphdef: nnx.GraphDef
   step_fn: object            # (state, batch) -> (state, metrics), jitted, state donated
 
-  def merge(self, state):
-    return (nnx.merge(self.model_graphdef, state["model"]),
-            nnx.merge(self.opt_graphdef, state["opt"]))
-
 
 def make_train_step(model_graphdef, opt_graphdef):
   """One optimisation step on a global batch; returns the new state and scalar metrics."""

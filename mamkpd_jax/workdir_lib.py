@@ -21,15 +21,9 @@ import jax
 from absl import logging
 
 from mamkpd_jax import checkpointing
+from mamkpd_jax.evaluation import metrics as metrics_lib
 
 EVAL_DIR = "eval"
-
-
-def _write_json_atomic(path, value):
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
 
 
 def _is_main():
@@ -106,9 +100,8 @@ class Workdir:
     if not _is_main():
       return None
     metrics_path, predictions_path = self.eval_paths(step)
-    os.makedirs(os.path.dirname(metrics_path), exist_ok=True)
-    _write_json_atomic(predictions_path, results)
-    _write_json_atomic(metrics_path, {"step": int(step), "metrics": metrics, **extra})
+    metrics_lib.write_json_atomic(predictions_path, results)
+    metrics_lib.write_metrics_json(metrics_path, metrics, {"step": int(step), **extra})
     self.writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
     self.plot_learning_curve()
     return metrics_path

@@ -2,7 +2,6 @@
 and rescoring, OKS-NMS, PCK and PCKh match mmpose's rules on hand-computed cases."""
 
 import copy
-import importlib.util
 import json
 import logging
 import math
@@ -31,10 +30,7 @@ AP10K_SIGMAS = metadata.get("ap10k").sigmas
 
 
 def load_config(name):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_lib.load_config_file(str(ROOT / "configs" / f"{name}.py"))
   config.data.root = str(ROOT / config.data.root)     # tests run from any folder
   return config
 

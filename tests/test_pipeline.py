@@ -1,12 +1,12 @@
 """create_datasets: batches, determinism, resume, evaluation mapping, configs, bad input."""
 
-import importlib.util
 import pathlib
 
 import numpy as np
 import pytest
 from absl import flags
 
+from mamkpd_jax import config_lib
 from mamkpd_jax.data_pipelines import geometry, pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -20,10 +20,7 @@ def parsed_flags():
 
 
 def load_config(name, **data_overrides):
-  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_lib.load_config_file(str(REPO / "configs" / f"{name}.py"))
   config.data.root = str(REPO / config.data.root)
   config.data.num_workers = 0
   config.batch_size = 4

@@ -163,10 +163,16 @@ def write_metrics_json(path, metrics: dict, extra: dict):
   if "metrics" in extra:
     raise ValueError("extra must not hold a 'metrics' key; pass metrics separately")
   payload = dict(extra, metrics={str(k): _finite_or_none(float(v)) for k, v in metrics.items()})
+  write_json_atomic(path, payload)
+
+
+def write_json_atomic(path, payload):
+  """json of `payload` (numpy values allowed, NaN / inf as null) to `path` via a temp
+  file and os.replace: a reader never sees half a file."""
   text = json.dumps(payload, indent=2, default=_json_value, allow_nan=False)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  fd, temp = tempfile.mkstemp(dir=folder, prefix=".metrics-", suffix=".json.tmp")
+  fd, temp = tempfile.mkstemp(dir=folder, prefix=".write-", suffix=".json.tmp")
   try:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       f.write(text + "\n")
