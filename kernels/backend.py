@@ -1,37 +1,89 @@
-"""The one place that knows which Pallas GPU backend the kernels are built for.
+"""The one place that knows the Pallas GPU backends: their shape rules, parameters, choice.
 
-Backend: Pallas's Triton lowering (`jax.experimental.pallas.triton`), chosen for the
-reasons in kernels/README.md. Everything backend-specific lives here: the compiler
-parameters that select it, its shape rules (power-of-two in-kernel arrays), and the
-choice between compiled and interpreted execution. A Mosaic GPU version would add its
-own `compiler_params` and tile rules here and leave the kernel modules' math alone.
+Two backends build the same scan kernels (kernels/README.md):
+
+* "triton": Pallas's Triton lowering (`jax.experimental.pallas.triton`), a `pallas_call`
+  selected by its `CompilerParams`. Power-of-two in-kernel arrays; deprecated by JAX 0.11.
+* "mosaic_gpu": Pallas Mosaic GPU (`jax.experimental.pallas.mosaic_gpu`), a
+  `plgpu.kernel` with Warpgroup lowering. 128-channel rows, one channel per lane.
+
+`default_gpu_backend()` picks the backend that `impl="pallas"` means, by feature
+detection (which modules import), never by a JAX version number. Mosaic GPU becomes the
+preferred one only once a GPU run has validated it (`MOSAIC_GPU_VALIDATED`).
 """
 
-import jax
-from jax.experimental.pallas import triton as plt
+import importlib
 
-NAME = "triton"
-MAX_D_STATE = 16          # state sizes the kernels are tiled for (padded to a power of 2)
+import jax
+
+TRITON = "triton"
+MOSAIC_GPU = "mosaic_gpu"
+BACKENDS = (TRITON, MOSAIC_GPU)
+NAME = TRITON             # the backend of impl="pallas" when both are available
+MAX_D_STATE = 16          # state sizes the kernels are tiled for
 CHUNK = 16                # tokens per unrolled chunk; the backward's checkpoint stride
+MOSAIC_GPU_LANES = 128    # one Mosaic GPU thread = one warpgroup of 128 lanes
+# False until `scripts/gpu_check.py` has shown Mosaic GPU correct and faster on a GPU;
+# then `pallas` prefers it where it is available.
+MOSAIC_GPU_VALIDATED = False
 
 
 def next_power_of_two(n):
   return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def channel_tile(per_group, padded_d_state):
-  """Channels per program: a power of two (Triton), smaller when the state is large.
-
-  The backward keeps CHUNK states of (padded_d_state, tile) float32 in registers, so
-  the tile shrinks as d_state grows: 64 channels for N <= 4, 32 above.
-  """
-  limit = 64 if padded_d_state <= 4 else 32
-  return min(limit, next_power_of_two(per_group))
+# ----------------------------------------------------------------------------------
+# Availability and choice.
 
 
-def num_warps(padded_d_state, tile):
-  """One warp per 128 state elements, 1 to 4 (untuned: no GPU has measured it yet)."""
-  return max(1, min(4, padded_d_state * tile // 128))
+def _imports(module):
+  try:
+    importlib.import_module(module)
+  except ImportError:
+    return False
+  return True
+
+
+def _mosaic_gpu_features():
+  """The Mosaic GPU names the kernels use (absent on old JAX; 0.10.2 also needs absl)."""
+  if not _imports("jax.experimental.pallas.mosaic_gpu"):
+    return False
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  return (hasattr(plgpu, "kernel") and hasattr(plgpu, "LoweringSemantics")
+          and hasattr(plgpu.LoweringSemantics, "Warpgroup")
+          and _interpret_params_class() is not None)
+
+
+def available_backends():
+  """Backends whose Pallas module imports here (and, on a GPU, that can target it)."""
+  found = []
+  if _imports("jax.experimental.pallas.triton"):
+    found.append(TRITON)
+  on_rocm = jax.default_backend() == "gpu" and "rocm" in jax.devices()[0].client.platform_version
+  if _mosaic_gpu_features() and not on_rocm:
+    found.append(MOSAIC_GPU)
+  return tuple(found)
+
+
+def default_gpu_backend():
+  """The backend `impl="pallas"` uses: the preferred one among those available."""
+  preference = (MOSAIC_GPU, TRITON) if MOSAIC_GPU_VALIDATED else (TRITON, MOSAIC_GPU)
+  available = available_backends()
+  for name in preference:
+    if name in available:
+      return name
+  raise ValueError("impl='pallas': no Pallas GPU backend is available in this JAX "
+                   f"{jax.__version__} (tried {', '.join(preference)}); use impl='reference'")
+
+
+def check_backend(name):
+  """Raises ValueError naming what is available when `name` cannot be used here."""
+  if name not in BACKENDS:
+    raise ValueError(f"unknown Pallas backend {name!r}; known: {BACKENDS}")
+  available = available_backends()
+  if name not in available:
+    raise ValueError(f"Pallas backend {name!r} is not available with JAX {jax.__version__}"
+                     f" on {jax.default_backend()}; available: {available or 'none'}")
 
 
 def resolve_interpret(interpret):
@@ -41,9 +93,74 @@ def resolve_interpret(interpret):
   return bool(interpret)
 
 
-def compiler_params(padded_d_state, tile):
+# ----------------------------------------------------------------------------------
+# Shape rules.
+
+
+def padded_d_state(name, d_state):
+  """Triton's in-kernel arrays are powers of two; Mosaic GPU keeps N rows as they are."""
+  return next_power_of_two(d_state) if name == TRITON else int(d_state)
+
+
+def channel_tile(name, per_group, padded_state):
+  """Channels per program.
+
+  Triton: a power of two, smaller when the state is large (the backward keeps CHUNK
+  states of (padded_state, tile) float32 in registers): 64 channels for N <= 4, 32
+  above. Mosaic GPU: one 128-lane row, one channel per lane of the warpgroup.
+  """
+  if name == MOSAIC_GPU:
+    return MOSAIC_GPU_LANES
+  limit = 64 if padded_state <= 4 else 32
+  return min(limit, next_power_of_two(per_group))
+
+
+# ----------------------------------------------------------------------------------
+# Triton parameters.
+
+
+def num_warps(padded_state, tile):
+  """One warp per 128 state elements, 1 to 4 (untuned: no GPU has measured it yet)."""
+  return max(1, min(4, padded_state * tile // 128))
+
+
+def triton_compiler_params(padded_state, tile):
   """Parameters that select the Triton backend for a `pallas_call`.
 
   Passed in interpret mode too, so tests exercise the exact production call.
   """
-  return plt.CompilerParams(num_warps=num_warps(padded_d_state, tile), num_stages=1)
+  from jax.experimental.pallas import triton as plt
+  return plt.CompilerParams(num_warps=num_warps(padded_state, tile), num_stages=1)
+
+
+# ----------------------------------------------------------------------------------
+# Mosaic GPU parameters.
+
+
+def _interpret_params_class():
+  """`InterpretGPUParams`: public from JAX 0.11.2, a private module on 0.10.2."""
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  if hasattr(plgpu, "InterpretGPUParams"):
+    return plgpu.InterpretGPUParams
+  try:
+    from jax._src.pallas.mosaic_gpu.interpret import params
+  except ImportError:
+    return None
+  return getattr(params, "InterpretGPUParams", None)
+
+
+def mosaic_gpu_compiler_params():
+  """Warpgroup lowering, explicitly: JAX 0.10.2 defaults to Lane, which cannot interpret."""
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  return plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup)
+
+
+def mosaic_gpu_interpret(interpret):
+  """The `interpret` argument of `plgpu.kernel` (`interpret=True` does not work there)."""
+  return _interpret_params_class()() if interpret else None
+
+
+def reset_mosaic_gpu_interpreter():
+  """Clears the GPU interpreter's state after a kernel raised (else the next one fails)."""
+  from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call
+  interpret_pallas_call.reset_gpu_interpret_mode_state()

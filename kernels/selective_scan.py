@@ -1,11 +1,15 @@
 """`selective_scan` and `cross_selective_scan`: one entry point each, implementation by name.
 
-`SCAN_IMPLS` maps a name to the pair of functions; "reference" is pure JAX, "pallas" the
-Pallas kernels (interpreted on CPU). An unknown name is an error, never a silent
-fallback to another implementation.
+`SCAN_IMPLS` maps a name to the pair of functions; "reference" is pure JAX; the Pallas
+kernels (interpreted on CPU) are "pallas_triton" and "pallas_mosaic" (Mosaic GPU), and
+"pallas" is the default GPU backend (`backend.default_gpu_backend`). An unknown name, or
+a backend this JAX lacks, is an error naming what is available, never a silent fallback.
 """
 
+import functools
 import typing
+
+from mamkpd_jax.kernels import backend
 
 from mamkpd_jax.kernels.cross_scan import NUM_DIRECTIONS, cross_selective_scan_reference
 from mamkpd_jax.kernels.selective_scan_pallas import (cross_selective_scan_pallas,
@@ -19,9 +23,17 @@ class ScanImpl(typing.NamedTuple):
   takes_interpret: bool
 
 
+def _on_backend(name):
+  """The Pallas pair pinned to one GPU backend."""
+  return (functools.partial(selective_scan_pallas, gpu_backend=name),
+          functools.partial(cross_selective_scan_pallas, gpu_backend=name))
+
+
 SCAN_IMPLS = {
     "reference": ScanImpl(selective_scan_reference, cross_selective_scan_reference, False),
     "pallas": ScanImpl(selective_scan_pallas, cross_selective_scan_pallas, True),
+    "pallas_triton": ScanImpl(*_on_backend(backend.TRITON), True),
+    "pallas_mosaic": ScanImpl(*_on_backend(backend.MOSAIC_GPU), True),
 }
 
 
@@ -70,7 +82,7 @@ def _impl(impl, interpret):
     raise ValueError(f"unknown impl {impl!r}; available: {sorted(SCAN_IMPLS)}")
   chosen = SCAN_IMPLS[impl]
   if interpret is not None and not chosen.takes_interpret:
-    raise ValueError(f"interpret={interpret} applies to impl='pallas' only, not {impl!r}")
+    raise ValueError(f"interpret={interpret} applies to the Pallas impls only, not {impl!r}")
   return chosen, ({} if interpret is None else {"interpret": interpret})
 
 
@@ -85,7 +97,7 @@ def selective_scan(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
     D, delta_bias: (channels,) float32.
     delta_softplus: apply softplus to delta + delta_bias.
     impl: a key of `SCAN_IMPLS`.
-    interpret: impl="pallas" only; None interprets when the default backend is the CPU.
+    interpret: Pallas impls only; None interprets when the default backend is the CPU.
 
   Returns:
     (batch, L, channels) float32.

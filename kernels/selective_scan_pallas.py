@@ -31,10 +31,9 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from mamkpd_jax.kernels import backend
+from mamkpd_jax.kernels import backend, scan_math, selective_scan_mosaic
 
 F32 = jnp.float32
-SOFTPLUS_LINEAR_ABOVE = 20.0   # softplus(x) == x to float32 precision above this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +49,7 @@ class _Plan:
   width: int
   delta_softplus: bool
   interpret: bool
+  gpu_backend: str       # a name of `backend.BACKENDS`: which kernel bodies run
 
   @property
   def chunk(self):
@@ -65,11 +65,11 @@ class _Plan:
 
   @property
   def padded_d_state(self):
-    return backend.next_power_of_two(self.d_state)
+    return backend.padded_d_state(self.gpu_backend, self.d_state)
 
   @property
   def tile(self):
-    return backend.channel_tile(self.per_group, self.padded_d_state)
+    return backend.channel_tile(self.gpu_backend, self.per_group, self.padded_d_state)
 
   @property
   def padded_per_group(self):
@@ -89,22 +89,7 @@ class _Plan:
 
 
 def _token(step, group, plan):
-  """Row-major token visited at `step` by `group` (SS2D direction k = group).
-
-  k=0 row-major, k=1 column-major, k=2 / k=3 their reverses; padding steps (>= L) map
-  to themselves, after every real token.
-  """
-  if not plan.cross:
-    return step
-  length, height, width = plan.length, plan.height, plan.width
-  forward = jnp.where(group >= 2, length - 1 - step, step)
-  column_major = lax.rem(forward, height) * width + lax.div(forward, height)
-  token = jnp.where(lax.rem(group, 2) == 1, column_major, forward)
-  return jnp.where(step < length, token, step)
-
-
-def _softplus(z):
-  return jnp.where(z > SOFTPLUS_LINEAR_ABOVE, z, jnp.log(1.0 + jnp.exp(z)))
+  return scan_math.direction_token(step, group, plan.length, plan.height, plan.width)
 
 
 def _step_inputs(refs, token, bias, plan):
@@ -112,7 +97,7 @@ def _step_inputs(refs, token, bias, plan):
   u_ref, delta_ref, b_ref, c_ref = refs
   u = u_ref[pl.ds(token, 1), :].astype(F32)                  # (1, TC)
   z = delta_ref[pl.ds(token, 1), :].astype(F32) + bias       # (1, TC)
-  delta = _softplus(z) if plan.delta_softplus else z
+  delta = scan_math.step_delta(z, plan.delta_softplus)
   b_col = b_ref[pl.ds(token, 1), :][0].astype(F32)[:, None]  # (Np, 1)
   c_col = c_ref[pl.ds(token, 1), :][0].astype(F32)[:, None]  # (Np, 1)
   return u, z, delta, b_col, c_col
@@ -136,8 +121,8 @@ def _forward_kernel(u_ref, delta_ref, b_ref, c_ref, a_ref, d_ref, bias_ref, y_re
     tokens = [_token(chunk * plan.chunk + j, group, plan) for j in range(plan.chunk)]
     rows = [_step_inputs((u_ref, delta_ref, b_ref, c_ref), t, bias, plan) for t in tokens]
     for token, (u, _, delta, b_col, c_col) in zip(tokens, rows):
-      h = jnp.exp(delta * a_t) * h + (delta * u) * b_col
-      y = jnp.sum(h * c_col, axis=0)[None, :] + skip * u     # (1, TC)
+      _, h = scan_math.state_step(h, a_t, delta, u, b_col)
+      y = scan_math.output(jnp.sum(h * c_col, axis=0)[None, :], skip, u)   # (1, TC)
       y_ref[pl.ds(token, 1), :] = y
     return h
 
@@ -166,25 +151,24 @@ def _backward_kernel(u_ref, delta_ref, b_ref, c_ref, a_ref, d_ref, bias_ref, sta
     h_prev, decay = [], []
     for u, _, delta, b_col, _ in rows:
       h_prev.append(h)
-      decay.append(jnp.exp(delta * a_t))
-      h = decay[-1] * h + (delta * u) * b_col
+      step_decay, h = scan_math.state_step(h, a_t, delta, u, b_col)
+      decay.append(step_decay)
     h_after = h_prev[1:] + [h]
     for j in reversed(range(size)):
       u, z, delta, b_col, c_col = rows[j]
-      dy = dys[j]                                            # (1, TC)
-      grad_h = dy * c_col + g_next                           # G_t = dL/dh_t, (Np, TC)
-      dc_ref[pl.ds(tokens[j], 1), :] = jnp.sum(dy * h_after[j], axis=1)[None, :]
-      db_ref[pl.ds(tokens[j], 1), :] = jnp.sum(grad_h * (delta * u), axis=1)[None, :]
-      du = jnp.sum(grad_h * b_col, axis=0)[None, :] * delta + skip * dy
-      ddelta = jnp.sum(grad_h * (a_t * decay[j] * h_prev[j] + u * b_col), axis=0)[None, :]
-      if plan.delta_softplus:
-        ddelta = ddelta / (1.0 + jnp.exp(-z))                # softplus' = sigmoid
+      grads = scan_math.step_gradients(dys[j], g_next, h_prev[j], h_after[j], decay[j],
+                                       a_t, delta, u, b_col, c_col)   # (Np, TC) terms
+      dc_ref[pl.ds(tokens[j], 1), :] = jnp.sum(grads.dc_terms, axis=1)[None, :]
+      db_ref[pl.ds(tokens[j], 1), :] = jnp.sum(grads.db_terms, axis=1)[None, :]
+      du = scan_math.finish_du(jnp.sum(grads.du_terms, axis=0)[None, :], delta, skip, dys[j])
+      ddelta = scan_math.finish_ddelta(jnp.sum(grads.ddelta_terms, axis=0)[None, :], z,
+                                       plan.delta_softplus)
       du_ref[pl.ds(tokens[j], 1), :] = du
       ddelta_ref[pl.ds(tokens[j], 1), :] = ddelta
-      da = da + grad_h * delta * decay[j] * h_prev[j]
-      dd = dd + dy * u
+      da = da + grads.da
+      dd = dd + dys[j] * u
       dbias = dbias + ddelta
-      g_next = decay[j] * grad_h
+      g_next = grads.carry
     return g_next, da, dd, dbias
 
   state = jnp.zeros((plan.padded_d_state, plan.tile), F32)
@@ -225,7 +209,7 @@ def _call(kernel, plan, in_specs, out_specs, out_shapes, *args):
       functools.partial(kernel, plan=plan),
       grid=(plan.batch, plan.groups, plan.tiles),
       in_specs=in_specs, out_specs=out_specs, out_shape=out_shapes,
-      compiler_params=backend.compiler_params(plan.padded_d_state, plan.tile),
+      compiler_params=backend.triton_compiler_params(plan.padded_d_state, plan.tile),
       interpret=plan.interpret)(*args)
 
 
@@ -245,6 +229,8 @@ def _forward(plan, inputs, save_states):
   if save_states:
     out_specs.append(s["states"])
     out_shapes.append(jax.ShapeDtypeStruct((b, g, plan.num_chunks, np_, pp), F32))
+  if plan.gpu_backend == backend.MOSAIC_GPU:
+    return selective_scan_mosaic.forward(plan, inputs, out_shapes)
   return _call(_forward_kernel, plan, _input_specs(plan), out_specs, out_shapes, *inputs)
 
 
@@ -265,6 +251,8 @@ def _backward(plan, inputs, states, dy):
       jax.ShapeDtypeStruct((b, g, pp), F32),                      # dD per batch
       jax.ShapeDtypeStruct((b, g, pp), F32),                      # d(delta_bias) per batch
   ]
+  if plan.gpu_backend == backend.MOSAIC_GPU:
+    return selective_scan_mosaic.backward(plan, inputs, states, dy, out_shapes)
   return _call(_backward_kernel, plan, in_specs, out_specs, out_shapes,
                *inputs, states, dy)
 
@@ -351,17 +339,27 @@ def _check_d_state(d_state):
                      f"got {d_state} (use impl='reference')")
 
 
+def _gpu_backend(name):
+  """None -> the default GPU backend; a named one must be available here."""
+  if name is None:
+    return backend.default_gpu_backend()
+  backend.check_backend(name)
+  return name
+
+
 def selective_scan_pallas(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
-                          interpret=None):
+                          interpret=None, gpu_backend=None):
   """Pallas selective scan; shapes as `selective_scan_reference`, checked by the caller.
 
   interpret: None runs the kernel interpreted when the default backend is the CPU.
+  gpu_backend: "triton" or "mosaic_gpu"; None: `backend.default_gpu_backend()`.
   """
   batch, length, channels = u.shape
   groups, d_state = B.shape[2:]
   _check_d_state(d_state)
   plan = _Plan(batch, length, groups, channels // groups, d_state, 0, 0,
-               bool(delta_softplus), backend.resolve_interpret(interpret))
+               bool(delta_softplus), backend.resolve_interpret(interpret),
+               _gpu_backend(gpu_backend))
   y = _core(plan, *_kernel_inputs(plan, _channels_in(plan, u), delta, A, B, C, D,
                                   delta_bias))
   y = y.reshape(batch, plan.padded_length, groups, plan.padded_per_group)
@@ -369,18 +367,20 @@ def selective_scan_pallas(u, delta, A, B, C, D, delta_bias, *, delta_softplus=Tr
 
 
 def cross_selective_scan_pallas(x, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
-                                interpret=None):
+                                interpret=None, gpu_backend=None):
   """SS2D's cross-scan -> selective scan -> cross-merge in one kernel call.
 
   Args as `cross_selective_scan_reference`: x (b, H, W, P); delta (b, H, W, K, P);
   B, C (b, H, W, K, N); A (K*P, N); D, delta_bias (K*P,). Returns (b, H, W, P) float32.
+  interpret, gpu_backend: as `selective_scan_pallas`.
   """
   batch, height, width, per_group = x.shape
   groups, d_state = B.shape[3:]
   _check_d_state(d_state)
   length = height * width
   plan = _Plan(batch, length, groups, per_group, d_state, height, width,
-               bool(delta_softplus), backend.resolve_interpret(interpret))
+               bool(delta_softplus), backend.resolve_interpret(interpret),
+               _gpu_backend(gpu_backend))
   u = _pad_axis(_pad_axis(x.reshape(batch, length, per_group), 2, plan.padded_per_group),
                 1, plan.padded_length)                                 # (b, Lp, Pp)
   merged = _core(plan, *_kernel_inputs(

@@ -134,7 +134,8 @@ def run():
                        dtype=_DTYPE.value, pass_name=pass_name, ms=round(ms, 4),
                        min_gbytes=round(gbytes, 4), gbps=round(gbps, 3),
                        fraction_of_peak=round(gbps / peak, 3) if peak else None,
-                       interpret=impl == "pallas" and jax.default_backend() == "cpu")
+                       interpret=(kernels.SCAN_IMPLS[impl].takes_interpret
+                                  and jax.default_backend() == "cpu"))
             logging.info("%s", row)
             print(f"{variant:<6} stage {stage} batch {batch:>3} {pass_name:<16} "
                   f"{impl:<9} {ms:9.3f} ms  {gbps:8.1f} GB/s"

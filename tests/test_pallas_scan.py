@@ -124,7 +124,7 @@ def test_d_state_beyond_kernel_is_an_error():
 
 
 def test_interpret_flag_only_for_pallas():
-  with pytest.raises(ValueError, match="impl='pallas' only"):
+  with pytest.raises(ValueError, match="Pallas impls only"):
     kernels.selective_scan(**scan_inputs(0, 1, 8, 4, 1, 1), interpret=True)
 
 
