@@ -19,7 +19,6 @@ import jax
 TRITON = "triton"
 MOSAIC_GPU = "mosaic_gpu"
 BACKENDS = (TRITON, MOSAIC_GPU)
-NAME = TRITON             # the backend of impl="pallas" when both are available
 MAX_D_STATE = 16          # state sizes the kernels are tiled for
 CHUNK = 16                # tokens per unrolled chunk; the backward's checkpoint stride
 MOSAIC_GPU_LANES = 128    # one Mosaic GPU thread = one warpgroup of 128 lanes
