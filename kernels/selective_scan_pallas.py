@@ -83,6 +83,16 @@ class _Plan:
   def cross(self):
     return self.height > 0
 
+  @property
+  def merges_in_kernel(self):
+    """Mosaic GPU sums the four directions into y (and du) itself; Triton leaves it to XLA."""
+    return self.cross and self.gpu_backend == backend.MOSAIC_GPU
+
+  @property
+  def output_groups(self):
+    """Group blocks in y and du: 1 when the kernel merges the directions."""
+    return 1 if self.merges_in_kernel else self.groups
+
 
 # ----------------------------------------------------------------------------------
 # In-kernel helpers.
@@ -220,12 +230,15 @@ def _input_specs(plan):
 
 
 def _forward(plan, inputs, save_states):
-  """inputs in kernel layout -> y (b, Lp, G*Pp) [, states (b, G, chunks, Np, Pp)]."""
+  """inputs in kernel layout -> y (b, Lp, G'*Pp) [, states (b, G, chunks, Np, Pp)].
+
+  G' = `plan.output_groups`.
+  """
   s = _specs(plan)
   b, lp, g, pp, np_ = (plan.batch, plan.padded_length, plan.groups,
                        plan.padded_per_group, plan.padded_d_state)
   out_specs = [s["channel"]]
-  out_shapes = [jax.ShapeDtypeStruct((b, lp, g * pp), F32)]
+  out_shapes = [jax.ShapeDtypeStruct((b, lp, plan.output_groups * pp), F32)]
   if save_states:
     out_specs.append(s["states"])
     out_shapes.append(jax.ShapeDtypeStruct((b, g, plan.num_chunks, np_, pp), F32))
@@ -243,7 +256,7 @@ def _backward(plan, inputs, states, dy):
   out_specs = [s["channel"], s["channel"], s["partial_state_vector"],
                s["partial_state_vector"], s["batch_a"], s["batch_vector"], s["batch_vector"]]
   out_shapes = [
-      jax.ShapeDtypeStruct((b, lp, g * pp), F32),                 # du (per group)
+      jax.ShapeDtypeStruct((b, lp, plan.output_groups * pp), F32),  # du (per group)
       jax.ShapeDtypeStruct((b, lp, g * pp), F32),                 # d(delta)
       jax.ShapeDtypeStruct((b, lp, g, plan.tiles, np_), F32),     # dB per tile
       jax.ShapeDtypeStruct((b, lp, g, plan.tiles, np_), F32),     # dC per tile
@@ -262,7 +275,7 @@ def _backward(plan, inputs, states, dy):
 
 
 def _merge(plan, y):
-  if not plan.cross:
+  if not plan.cross or plan.merges_in_kernel:
     return y
   b, lp, g, pp = plan.batch, plan.padded_length, plan.groups, plan.padded_per_group
   return y.reshape(b, lp, g, pp).sum(axis=2)                      # (b, Lp, Pp)
@@ -283,7 +296,7 @@ def _core_bwd(plan, residuals, dy):
   u = inputs[0]
   du, ddelta, db, dc, da, dd, dbias = _backward(plan, inputs, states, dy)
   b, lp, g, pp = plan.batch, plan.padded_length, plan.groups, plan.padded_per_group
-  if plan.cross:  # u was shared by the directions: its gradient is their sum
+  if plan.cross and not plan.merges_in_kernel:  # u shared by the directions: sum theirs
     du = du.reshape(b, lp, g, pp).sum(axis=2)
   return (du.astype(u.dtype), ddelta.astype(inputs[1].dtype),
           db.sum(axis=3).astype(inputs[2].dtype), dc.sum(axis=3).astype(inputs[3].dtype),

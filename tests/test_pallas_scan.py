@@ -162,6 +162,9 @@ def test_kernels_lower_for_gpu(impl, dtype, d_state, groups):
   for forward, backward in (texts[:2], texts[2:]):
     assert forward.count(KERNEL_MARKER[impl]) >= 1        # the forward kernel
     assert backward.count(KERNEL_MARKER[impl]) >= 2       # forward with states + backward
+  if impl == "pallas_mosaic":  # the kernel merges the four directions: y (b, L, 128), no K
+    calls = [line for line in texts[2].splitlines() if "custom_call" in line]
+    assert calls[-1].endswith("-> tensor<2x192x128xf32>"), calls
 
 
 def test_pallas_is_the_default_backend(monkeypatch):
