@@ -1,8 +1,9 @@
 """Scan kernels for MamKPD, installed as `mamkpd_jax.kernels`.
 
 `selective_scan` and `cross_selective_scan` (SS2D's four-direction scan of a map)
-dispatch by name to an implementation (`SCAN_IMPLS`): "reference", pure JAX, or
-"pallas", the Pallas kernels. Each fused kernel keeps a readable reference beside it.
+dispatch by name to an implementation (`SCAN_IMPLS`): "reference", pure JAX, or the
+Pallas kernels: "pallas_triton", "pallas_mosaic" (Mosaic GPU), "pallas" (the default GPU
+backend). Each fused kernel keeps a readable reference beside it.
 """
 
 from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, cross_merge, cross_scan,

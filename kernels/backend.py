@@ -53,13 +53,20 @@ def _mosaic_gpu_features():
           and _interpret_params_class() is not None)
 
 
+def _on_rocm():
+  """Mosaic GPU targets NVIDIA only."""
+  if jax.default_backend() != "gpu":
+    return False
+  client = jax.devices()[0].client
+  return "rocm" in str(getattr(client, "platform_version", "")).lower()
+
+
 def available_backends():
   """Backends whose Pallas module imports here (and, on a GPU, that can target it)."""
   found = []
   if _imports("jax.experimental.pallas.triton"):
     found.append(TRITON)
-  on_rocm = jax.default_backend() == "gpu" and "rocm" in jax.devices()[0].client.platform_version
-  if _mosaic_gpu_features() and not on_rocm:
+  if _mosaic_gpu_features() and not _on_rocm():
     found.append(MOSAIC_GPU)
   return tuple(found)
 

@@ -6,19 +6,21 @@ outputs are in the kernel layout documented there (u, delta (b, Lp, G*Pp); B, C
 and the sums of partials are shared with the Triton backend. Design (kernels/README.md):
 
 * One `plgpu.kernel` program (one warpgroup, 128 lanes) per (batch, group, 128-channel
-  tile), or per (batch, tile) for the cross-scan, whose program walks the four directions
-  in turn and sums them into y and du itself (no (b, L, 4, P) tensor): lane c owns channel c, and the state is N separate (128,) rows carried by a
-  `fori_loop` over chunks of CHUNK tokens. Each chunk loads its tokens' rows first
-  (u, delta: one (128,) row each; B, C: N scalars each), then runs the steps unrolled.
-* Loads and stores go between GMEM and registers directly (no TMA, no shared memory),
-  so no 16-byte TMA rule applies to B and C, and N is not padded.
+  tile); lane c owns channel c, and the state is N separate (128,) rows carried by
+  `fori_loop`s over chunks of CHUNK tokens and, inside, over single tokens (not
+  unrolled: unrolled chunks made lowering take minutes at N = 16). Per token: u, delta
+  are one (128,) row each, B_t and C_t N scalars each.
+* Cross-scan: one program per (batch, tile) walks the four directions in turn and sums
+  them into y and du itself (`_store`), so no (b, L, 4, P) tensor is written.
+* Loads and stores go between GMEM and registers directly (no TMA), so no 16-byte TMA
+  rule applies to B and C, and N is not padded. The backward's recomputed chunk states
+  sit in shared memory, (CHUNK, N, 128) float32.
 * The per-token math is `scan_math`, shared with the Triton bodies; reductions over
   the state add rows, reductions over channels are `jnp.sum` of a row (a scalar).
 """
 
 import functools
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl

@@ -1,6 +1,9 @@
 """The selective scan as Pallas kernels, forward and backward, with SS2D's cross-scan fused.
 
-Same math as `selective_scan_ref` (see its docstring). Design (kernels/README.md):
+Same math as `selective_scan_ref` (see its docstring). This module holds what both GPU
+backends share (plan, kernel layout, padding, custom VJP, sums of partials) and the
+Triton kernel bodies; the Mosaic GPU bodies are in `selective_scan_mosaic`, the per-token
+math of both in `scan_math`. Design (kernels/README.md):
 
 * Layout. Token-major: each step reads one contiguous row of a channel tile.
   Kernel view: u, delta (b, Lp, G*Pp); B, C (b, Lp, G, Np); A transposed (G, Np, Pp);

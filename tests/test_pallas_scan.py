@@ -13,6 +13,7 @@ import pytest
 
 from mamkpd_jax import kernels
 from mamkpd_jax.kernels import backend
+from conftest import make_config
 from cuda_lowering import lower_for_cuda
 from scan_inputs import cross_inputs, scan_inputs
 
@@ -207,3 +208,8 @@ def test_cross_scan_bad_shape_names_argument():
   inputs["delta"] = inputs["delta"][:, :, :, :2]
   with pytest.raises(ValueError, match="delta has shape"):
     kernels.cross_selective_scan(*inputs.values(), impl="pallas")
+
+
+@pytest.mark.parametrize("impl", ["pallas", "pallas_triton", "pallas_mosaic"])
+def test_model_config_accepts_backend_names(impl):
+  assert make_config(scan_impl=impl).scan_impl == impl
