@@ -145,6 +145,15 @@ def test_bfloat16_in_bfloat16_out_float32_sum():
   # The float32 op on the same (rounded) inputs, rounded once at the end.
   want = numpy_refs.dcnv4(np.float32(value16), np.float32(offset_mask16), groups=2)
   np.testing.assert_allclose(np.float32(got), want, rtol=8e-3, atol=8e-3 * np.abs(want).max())
+  # Gradients come back in the inputs' dtypes, near the float32 op's on the same inputs.
+  grad = jax.jit(jax.grad(lambda v, om: jnp.sum(dcnv4(v, om, groups=2).astype(jnp.float32)),
+                          argnums=(0, 1)))
+  grads16 = grad(value16, offset_mask16)
+  grads32 = grad(np.float32(value16), np.float32(offset_mask16))
+  for got, want in zip(grads16, grads32):
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.float32(got), want, rtol=2e-2,
+                               atol=1e-2 * np.abs(want).max())
 
 
 def target_offsets(seed, value_shape, groups, kernel_size, stride, padding, dilation,
