@@ -33,6 +33,7 @@ Positions, weights and the sum are float32 for float32, bfloat16 or float16 inpu
 """
 
 import functools
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -48,13 +49,16 @@ def _check_args(value, offset_mask, groups, kernel_size, stride, padding, dilati
   for name, number, low in (("groups", groups, 1), ("kernel_size", kernel_size, 1),
                             ("stride", stride, 1), ("padding", padding, 0),
                             ("dilation", dilation, 1)):
-    if not isinstance(number, int) or number < low:
+    if not isinstance(number, numbers.Integral) or number < low:
       raise ValueError(f"dcnv4: {name} must be an int >= {low}; got {number!r}")
   if value.ndim != 4:
     raise ValueError(f"dcnv4: value must be (N, H, W, G*D) (NHWC); got shape {value.shape}")
   if offset_mask.ndim != 4:
     raise ValueError("dcnv4: offset_mask must be (N, H_out, W_out, P); "
                      f"got shape {offset_mask.shape}")
+  for name, array in (("value", value), ("offset_mask", offset_mask)):
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+      raise ValueError(f"dcnv4: {name} must be a float array; got dtype {array.dtype}")
   batch, height, width, channels = value.shape
   if channels % groups:
     raise ValueError(f"dcnv4: value has {channels} channels, not divisible by "

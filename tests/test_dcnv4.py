@@ -247,3 +247,10 @@ def test_bad_input_names_the_argument(value_shape, offset_shape, params, message
   params = {"groups": 1, **params}
   with pytest.raises(ValueError, match=message):
     dcnv4(np.zeros(value_shape, np.float32), np.zeros(offset_shape, np.float32), **params)
+
+
+def test_integer_input_is_refused_by_name():
+  with pytest.raises(ValueError, match="value must be a float array; got dtype int32"):
+    dcnv4(np.zeros((1, 5, 5, 4), np.int32), np.zeros((1, 5, 5, 32), np.float32), groups=1)
+  with pytest.raises(ValueError, match="offset_mask must be a float array"):
+    dcnv4(np.zeros((1, 5, 5, 4), np.float32), np.zeros((1, 5, 5, 32), np.int32), groups=1)
