@@ -131,7 +131,11 @@ def _corners(x, y, height, width):
   Returns four (rows, weight, d weight/dx, d weight/dy) for the corners (y0, x0),
   (y0, x0+1), (y0+1, x0), (y0+1, x0+1). rows (N, Q, G) int32 index the (N*H*W*G, D) value
   rows (clipped into range); a corner outside the map gets weight and derivatives 0
-  (zero padding). Weights are DCNv4's (1-ly)(1-lx), (1-ly)lx, ly(1-lx), ly*lx.
+  (zero padding). Weights are DCNv4's (1-ly)(1-lx), (1-ly)lx, ly(1-lx), ly*lx. Like
+  DCNv4, a position is used only when -1 < x < W and -1 < y < H: that changes no value
+  (outside it every corner is off the map or has weight 0) but zeroes the gradient at
+  exactly x = -1 or y = -1, where every sampling point of the border pixels sits when
+  the offsets are zero (their initial value in HRVMamba).
   """
   batch, _, groups = x.shape
   x0, y0 = jnp.floor(x), jnp.floor(y)
@@ -140,12 +144,13 @@ def _corners(x, y, height, width):
   x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
   image = jnp.arange(batch, dtype=jnp.int32)[:, None, None]
   group = jnp.arange(groups, dtype=jnp.int32)
+  sampled = (x > -1) & (x < width) & (y > -1) & (y < height)           # (N, Q, G)
   corners = []
   for cy, cx, weight, dw_dx, dw_dy in ((y0, x0, hy * hx, -hy, -hx),
                                        (y0, x0 + 1, hy * lx, hy, -lx),
                                        (y0 + 1, x0, ly * hx, -ly, hx),
                                        (y0 + 1, x0 + 1, ly * lx, ly, lx)):
-    inside = (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
+    inside = sampled & (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
     pixel = jnp.clip(cy, 0, height - 1) * width + jnp.clip(cx, 0, width - 1)
     rows = (image * (height * width) + pixel) * groups + group
     corners.append((rows, *(jnp.where(inside, w, 0) for w in (weight, dw_dx, dw_dy))))

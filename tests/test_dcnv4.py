@@ -205,6 +205,33 @@ def test_gradients_match_finite_differences(case):
                 eps=1e-5, atol=1e-7, rtol=1e-7)
 
 
+def test_gradient_at_integer_positions_follows_dcnv4():
+  """Zero offsets (HRVMamba's initial state) put every point on integers. DCNv4's
+  gradient there is the one-sided (x -> x+) derivative of its floor-based weights, and 0
+  for a point at exactly x = -1 or y = -1, which its kernels skip."""
+  with jax.enable_x64(True):
+    value = np.random.default_rng(12).normal(size=(1, 4, 5, 2))
+    offset_mask = np.zeros((1, 4, 5, 32))
+    offset_mask[..., 18:27] = np.random.default_rng(13).normal(size=(1, 4, 5, 9))
+    cotangent = np.random.default_rng(14).normal(size=(1, 4, 5, 2))
+    loss = lambda om: jnp.sum(dcnv4(value, om, groups=1) * cotangent)
+    grad = np.asarray(jax.jit(jax.grad(loss))(offset_mask))
+    step = 1e-7
+    for lane in range(18):                       # every dx_k, dy_k lane, at every pixel
+      nudged = offset_mask.copy()
+      nudged[..., lane] += step
+      one_sided = (numpy_refs.dcnv4(value, nudged, 1) - numpy_refs.dcnv4(value, offset_mask, 1))
+      one_sided = np.einsum("nhwc,nhwc->nhw", one_sided, cotangent) / step
+      # Each pixel's lane moves only that pixel's output: compare per pixel.
+      point, axis = divmod(lane, 2)
+      i, j = divmod(point, 3)
+      skipped = np.zeros((4, 5), bool)
+      skipped[:, 0] |= i == 0                      # x = w - 1 + i = -1
+      skipped[0, :] |= j == 0                      # y = h - 1 + j = -1
+      want = np.where(skipped, 0.0, one_sided[0])
+      np.testing.assert_allclose(grad[0, ..., lane], want, atol=1e-6, err_msg=f"lane {lane}")
+
+
 def test_float32_gradients_match_float64():
   """The float32 op's gradients (what training uses) are the float64 ones to round-off."""
   shape = (1, 5, 6, 4)
