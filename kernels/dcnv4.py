@@ -167,8 +167,8 @@ def _sample_point(value_rows, x, y, mask, height, width):
 def _point_grads(value_rows, x, y, mask, d_out, height, width):
   """Gradients of one point's sum(d_out * mask * bilinear(V, y, x)).
 
-  Returns the scatter of d_out into rows ((N*Q*G*4 rows, D) as four (rows, update)
-  pairs) and d_x, d_y, d_mask (N, Q, G).
+  Returns four (rows (N, Q, G), update (N, Q, G, D)) pairs, one per corner, to
+  scatter-add into d value, and d_x, d_y, d_mask (N, Q, G).
   """
   updates, d_x, d_y, d_mask = [], 0, 0, 0
   for rows, weight, dw_dx, dw_dy in _corners(x, y, height, width):
