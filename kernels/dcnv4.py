@@ -1,0 +1,247 @@
+"""DCNv4's core op (deformable convolution, as HRVMamba uses it) in pure JAX, NHWC.
+
+The value map V (N, H, W, G*D) is split into G channel groups of D channels. For every
+output pixel (h_o, w_o) and group g, the K = kernel_size**2 kernel points sample V at
+learned fractional positions and sum the samples with learned raw weights (no softmax):
+
+    out[n, h_o, w_o, g*D + d] = sum_k m_k * bilinear(V[n, :, :, g*D + d], y_k, x_k)
+    x_k = w_o*s - p + c + (i*dil - c + dx_k) * scale       c = floor(dil*(kernel_size-1)/2)
+    y_k = h_o*s - p + c + (j*dil - c + dy_k) * scale
+
+Kernel point k = i*kernel_size + j has grid offset (i, j) in (x, y): x-major, the
+transpose of the usual row-major tap order (DCNv4's loop order). Bilinear sampling is
+zero-padded with pixel centres at integers (grid_sample, align_corners=False). All of
+(dx_k, dy_k, m_k) of group g come from one query pixel's row of `offset_mask`:
+
+    lane 3*K*g + 2*k      dx_k
+    lane 3*K*g + 2*k + 1  dy_k
+    lane 3*K*g + 2*K + k  m_k
+    lanes >= 3*K*G        padding (DCNv4 rounds the width up to a multiple of 8): ignored
+
+(../shared/hrvmamba/SPEC.md §4, from DCNv4's `forward_kernel_dcn_reg`.)
+
+How. Sampling is a row gather: V is viewed as (N*H*W*G, D) rows and each bilinear corner
+of a kernel point reads one row per (query pixel, group). A `lax.scan` over the K points
+adds each point's four weighted corner gathers, (N, Q, G, D) each with Q = H_out*W_out,
+into a (N, Q, G, D) sum, so nothing larger than one point's samples is ever alive. The
+gradient is a custom VJP: a second scan over the points re-gathers the corners (nothing
+per point is stored), scatter-adds d_out into a float32 d V, and forms d x, d y, d m from
+d_out . V(corner), a dot over D. (Autodiff of the same forward ran 1.5-4x slower on the
+CPU at 64x48 maps: XLA fuses the gathers into its reductions, which it does badly there.)
+Positions, weights and the sum are float32 for float32, bfloat16 or float16 inputs
+(float64 only under x64 with a float64 input, for tests); the output has value's dtype.
+"""
+
+import functools
+import numbers
+
+import jax
+import jax.numpy as jnp
+
+
+def output_size(size, kernel_size, stride, padding, dilation):
+  """Output length of one spatial axis: (size + 2p - (dil*(k-1)+1)) // s + 1."""
+  return (size + 2 * padding - (dilation * (kernel_size - 1) + 1)) // stride + 1
+
+
+def _check_args(value, offset_mask, groups, kernel_size, stride, padding, dilation):
+  """Raises ValueError naming the argument when shapes or parameters cannot work."""
+  for name, number, low in (("groups", groups, 1), ("kernel_size", kernel_size, 1),
+                            ("stride", stride, 1), ("padding", padding, 0),
+                            ("dilation", dilation, 1)):
+    if not isinstance(number, numbers.Integral) or number < low:
+      raise ValueError(f"dcnv4: {name} must be an int >= {low}; got {number!r}")
+  if value.ndim != 4:
+    raise ValueError(f"dcnv4: value must be (N, H, W, G*D) (NHWC); got shape {value.shape}")
+  if offset_mask.ndim != 4:
+    raise ValueError("dcnv4: offset_mask must be (N, H_out, W_out, P); "
+                     f"got shape {offset_mask.shape}")
+  for name, array in (("value", value), ("offset_mask", offset_mask)):
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+      raise ValueError(f"dcnv4: {name} must be a float array; got dtype {array.dtype}")
+  batch, height, width, channels = value.shape
+  if channels % groups:
+    raise ValueError(f"dcnv4: value has {channels} channels, not divisible by "
+                     f"groups={groups}")
+  out_h, out_w = (output_size(size, kernel_size, stride, padding, dilation)
+                  for size in (height, width))
+  if out_h < 1 or out_w < 1:
+    raise ValueError(f"dcnv4: value's map {height}x{width} is too small for kernel_size="
+                     f"{kernel_size}, padding={padding}, dilation={dilation}")
+  lanes = 3 * kernel_size**2 * groups
+  expected = (batch, out_h, out_w)
+  if offset_mask.shape[:3] != expected or offset_mask.shape[3] < lanes:
+    raise ValueError(f"dcnv4: offset_mask has shape {offset_mask.shape}; expected "
+                     f"({batch}, {out_h}, {out_w}, P) with P >= 3*K*G = {lanes} "
+                     f"(K={kernel_size**2} kernel points, groups={groups})")
+
+
+def split_offset_mask(offset_mask, groups, num_points, dtype=jnp.float32):
+  """(N, H_out, W_out, P) -> dx, dy, m, each (K, N, Q=H_out*W_out, G) in `dtype`.
+
+  Point-major, for the scan over kernel points. Lanes past 3*K*G (DCNv4's padding to a
+  multiple of 8) are dropped.
+  """
+  batch, out_h, out_w, _ = offset_mask.shape
+  lanes = offset_mask[..., :3 * num_points * groups].astype(dtype)
+  lanes = lanes.reshape(batch, out_h * out_w, groups, 3 * num_points)  # (N, Q, G, 3K)
+  lanes = jnp.moveaxis(lanes, -1, 0)                                   # (3K, N, Q, G)
+  offsets = lanes[:2 * num_points]                                     # (2K, N, Q, G)
+  return offsets[0::2], offsets[1::2], lanes[2 * num_points:]
+
+
+def _grid_origin(out_size, stride, padding, dilation, kernel_size, offset_scale, dtype):
+  """(out_size,) in `dtype`: where kernel point 0 sits (before offsets) along one axis.
+
+  DCNv4 computes p0 = o*s - p + c (exact), then p0 - c*scale; the sampling position
+  of point i is p0 - c*scale + (i*dil + delta)*scale.
+  """
+  centre = (dilation * (kernel_size - 1)) // 2
+  p0 = jnp.arange(out_size, dtype=dtype) * stride - padding + centre
+  return p0 - centre * offset_scale
+
+
+def sampling_positions(dx, dy, out_h, out_w, kernel_size, stride, padding, dilation,
+                       offset_scale):
+  """x, y (K, N, Q, G): where each kernel point samples, in input pixels.
+
+  dx, dy: (K, N, Q, G) offsets; query q = h_o*W_out + w_o; point k = i*kernel_size + j
+  sits at grid offset (i*dilation, j*dilation) in (x, y).
+  """
+  grid = functools.partial(_grid_origin, stride=stride, padding=padding, dilation=dilation,
+                           kernel_size=kernel_size, offset_scale=offset_scale,
+                           dtype=dx.dtype)
+  origin_x = jnp.tile(grid(out_w), out_h)[:, None]                    # (Q, 1)
+  origin_y = jnp.repeat(grid(out_h), out_w)[:, None]
+  points = jnp.arange(kernel_size**2)
+  grid_x = (points // kernel_size * dilation).astype(dx.dtype)[:, None, None, None]
+  grid_y = (points % kernel_size * dilation).astype(dx.dtype)[:, None, None, None]
+  return (origin_x + (grid_x + dx) * offset_scale,
+          origin_y + (grid_y + dy) * offset_scale)
+
+
+def _gather(value_rows, rows):
+  """value_rows (R, D) at rows (N, Q, G) int32 (in range) -> (N, Q, G, D)."""
+  return value_rows.at[rows].get(mode="promise_in_bounds")
+
+
+def _corners(x, y, height, width):
+  """The four bilinear corners of positions x, y (N, Q, G) on an H x W map.
+
+  Returns four (rows, weight, d weight/dx, d weight/dy) for the corners (y0, x0),
+  (y0, x0+1), (y0+1, x0), (y0+1, x0+1). rows (N, Q, G) int32 index the (N*H*W*G, D) value
+  rows (clipped into range); a corner outside the map gets weight and derivatives 0
+  (zero padding). Weights are DCNv4's (1-ly)(1-lx), (1-ly)lx, ly(1-lx), ly*lx. Like
+  DCNv4, a position is used only when -1 < x < W and -1 < y < H: that changes no value
+  (outside it every corner is off the map or has weight 0) but zeroes the gradient at
+  exactly x = -1 or y = -1, where every sampling point of the border pixels sits when
+  the offsets are zero (their initial value in HRVMamba).
+  """
+  batch, _, groups = x.shape
+  x0, y0 = jnp.floor(x), jnp.floor(y)
+  lx, ly = x - x0, y - y0
+  hx, hy = 1 - lx, 1 - ly
+  x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
+  image = jnp.arange(batch, dtype=jnp.int32)[:, None, None]
+  group = jnp.arange(groups, dtype=jnp.int32)
+  sampled = (x > -1) & (x < width) & (y > -1) & (y < height)           # (N, Q, G)
+  corners = []
+  for cy, cx, weight, dw_dx, dw_dy in ((y0, x0, hy * hx, -hy, -hx),
+                                       (y0, x0 + 1, hy * lx, hy, -lx),
+                                       (y0 + 1, x0, ly * hx, -ly, hx),
+                                       (y0 + 1, x0 + 1, ly * lx, ly, lx)):
+    inside = sampled & (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
+    pixel = jnp.clip(cy, 0, height - 1) * width + jnp.clip(cx, 0, width - 1)
+    rows = (image * (height * width) + pixel) * groups + group
+    corners.append((rows, *(jnp.where(inside, w, 0) for w in (weight, dw_dx, dw_dy))))
+  return corners
+
+
+def _sample_point(value_rows, x, y, mask, height, width):
+  """mask * bilinear(V, y, x): (N, Q, G, D) in x's dtype; x, y, mask (N, Q, G)."""
+  bilinear = sum(weight[..., None] * _gather(value_rows, rows).astype(x.dtype)
+                 for rows, weight, _, _ in _corners(x, y, height, width))
+  return mask[..., None] * bilinear
+
+
+def _point_grads(value_rows, x, y, mask, d_out, height, width):
+  """Gradients of one point's sum(d_out * mask * bilinear(V, y, x)).
+
+  Returns four (rows (N, Q, G), update (N, Q, G, D)) pairs, one per corner, to
+  scatter-add into d value, and d_x, d_y, d_mask (N, Q, G).
+  """
+  updates, d_x, d_y, d_mask = [], 0, 0, 0
+  for rows, weight, dw_dx, dw_dy in _corners(x, y, height, width):
+    corner = _gather(value_rows, rows).astype(x.dtype)                # (N, Q, G, D)
+    along = jnp.einsum("nqgd,nqgd->nqg", corner, d_out,
+                       precision=jax.lax.Precision.HIGHEST)            # d_out . V(corner)
+    d_mask = d_mask + weight * along
+    d_x = d_x + dw_dx * along
+    d_y = d_y + dw_dy * along
+    updates.append((rows, (mask * weight)[..., None] * d_out))
+  return updates, mask * d_x, mask * d_y, d_mask
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _deform_sample(value_rows, x, y, masks, height, width):
+  """sum_k masks[k] * bilinear(V, y[k], x[k]) -> (N, Q, G, D) in x's dtype.
+
+  value_rows (N*H*W*G, D); x, y, masks (K, N, Q, G). A scan over the K points keeps one
+  point's gathers alive at a time.
+  """
+  batch, queries, groups = x.shape[1:]
+  def add_point(total, point):
+    return total + _sample_point(value_rows, *point, height, width), None
+  total = jnp.zeros((batch, queries, groups, value_rows.shape[1]), x.dtype)
+  return jax.lax.scan(add_point, total, (x, y, masks))[0]
+
+
+def _deform_sample_fwd(value_rows, x, y, masks, height, width):
+  return _deform_sample(value_rows, x, y, masks, height, width), (value_rows, x, y, masks)
+
+
+def _deform_sample_bwd(height, width, residuals, d_out):
+  """Second scan over the points: re-gathers the corners (nothing per point was stored),
+  scatter-adds into a float32 d value, and returns d x, d y, d masks (K, N, Q, G)."""
+  value_rows, x, y, masks = residuals
+  def point_grads(d_value, point):
+    updates, d_x, d_y, d_mask = _point_grads(value_rows, *point, d_out, height, width)
+    for rows, update in updates:
+      d_value = d_value.at[rows].add(update, mode="promise_in_bounds")
+    return d_value, (d_x, d_y, d_mask)
+  d_value = jnp.zeros(value_rows.shape, x.dtype)
+  d_value, (d_x, d_y, d_masks) = jax.lax.scan(point_grads, d_value, (x, y, masks))
+  return d_value.astype(value_rows.dtype), d_x, d_y, d_masks
+
+
+_deform_sample.defvjp(_deform_sample_fwd, _deform_sample_bwd)
+
+
+def dcnv4(value, offset_mask, *, groups, kernel_size=3, stride=1, padding=1, dilation=1,
+          offset_scale=1.0):
+  """DCNv4's core op without value/output projections (HRVMamba's use), NHWC.
+
+  Args:
+    value: (N, H, W, G*D) the map to sample, any float dtype.
+    offset_mask: (N, H_out, W_out, P) per query pixel: offsets and raw masks in DCNv4's
+      lane layout (module docstring); P >= 3*K*G, lanes past 3*K*G are ignored.
+    groups: G, channel groups sharing one set of offsets and masks.
+    kernel_size, stride, padding, dilation: of the (square) regular grid.
+    offset_scale: scales the offsets and the grid around the kernel centre.
+
+  Returns:
+    (N, H_out, W_out, G*D) in value.dtype, accumulated in float32;
+    H_out = (H + 2*padding - (dilation*(kernel_size-1) + 1)) // stride + 1.
+  """
+  value, offset_mask = jnp.asarray(value), jnp.asarray(offset_mask)
+  _check_args(value, offset_mask, groups, kernel_size, stride, padding, dilation)
+  batch, height, width, channels = value.shape
+  _, out_h, out_w, _ = offset_mask.shape
+  # float32, or float64 when the caller enabled x64 and passes float64 (tests).
+  dtype = jnp.result_type(jnp.float32, value.dtype, offset_mask.dtype)
+  dx, dy, masks = split_offset_mask(offset_mask, groups, kernel_size**2, dtype)  # (K,N,Q,G)
+  x, y = sampling_positions(dx, dy, out_h, out_w, kernel_size, stride, padding, dilation,
+                            offset_scale)
+  value_rows = value.reshape(batch * height * width * groups, channels // groups)
+  out = _deform_sample(value_rows, x, y, masks, height, width)       # (N, Q, G, D)
+  return out.reshape(batch, out_h, out_w, channels).astype(value.dtype)
