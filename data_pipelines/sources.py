@@ -30,6 +30,8 @@ and the annotation; with on_bad="skip" each is logged and counted in
 
 import collections
 import contextlib
+import copy
+import functools
 import io
 import json
 import math
@@ -312,6 +314,44 @@ def load_coco_category(ann_file: str, category_id: int = PERSON_CATEGORY_ID) -> 
     if isinstance(category, dict) and category.get("id") == category_id:
       return category
   raise AnnotationError(f"{ann_file}: no category with id {category_id} in 'categories'")
+
+
+def keypoint_category(ann_file: str) -> tuple[dict, int]:
+  """`_keypoint_category` of ann_file, read once while the file is unchanged."""
+  stat = os.stat(ann_file) if os.path.isfile(ann_file) else None
+  key = (os.path.abspath(ann_file), stat and (stat.st_mtime_ns, stat.st_size))
+  return copy.deepcopy(_keypoint_category(*key))
+
+
+@functools.lru_cache(maxsize=8)
+def _keypoint_category(ann_file: str, unused_file_version) -> tuple[dict, int]:
+  """(category, K) of a custom COCO-format keypoint json, whatever its category id.
+
+  The category is the one whose "keypoints" list is non-empty (with several, they must
+  list the same names, as AP-10K's species do; the first is used), else the first
+  category. K is the length of that list, else of the first annotation's "keypoints"
+  over 3 (a json that names no keypoints). AnnotationError naming the file otherwise.
+  """
+  data = load_json(ann_file)
+  categories = data.get("categories") if isinstance(data, dict) else None
+  categories = [c for c in categories if isinstance(c, dict)] \
+      if isinstance(categories, list) else []
+  if not categories:
+    raise AnnotationError(f"{ann_file}: field 'categories' declares no category")
+  named = [c for c in categories if isinstance(c.get("keypoints"), list) and c["keypoints"]]
+  if len({json.dumps(c["keypoints"]) for c in named}) > 1:
+    raise AnnotationError(
+        f"{ann_file}: categories {[c.get('id') for c in named]} list different keypoints; "
+        "one layout per dataset (split the json by category)")
+  if named:
+    return named[0], len(named[0]["keypoints"])
+  annotations = data.get("annotations") or []
+  lengths = [len(a["keypoints"]) for a in annotations
+             if isinstance(a, dict) and isinstance(a.get("keypoints"), list)]
+  if not lengths or lengths[0] % 3 or lengths[0] == 0:
+    raise AnnotationError(f"{ann_file}: no category lists 'keypoints' and no annotation's "
+                          "'keypoints' (3 values per keypoint) tells their number")
+  return categories[0], lengths[0] // 3
 
 
 def _parse_coco_annotation(ann, image, image_path_fn, num_keypoints, bad, filtered):

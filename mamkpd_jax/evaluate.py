@@ -160,6 +160,7 @@ def evaluate(config, workdir, checkpoint=""):
   written to workdir (metrics_step<N>.json), never over the checkpoint.
   """
   checkpointing.quiet_orbax_logs()
+  config = pipeline.resolve_custom_config(config)
   source = checkpoint or workdir
   directory, step = checkpointing.resolve_checkpoint(source)
   run = workdir_lib.open_workdir(workdir, config, write_config=False)

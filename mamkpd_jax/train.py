@@ -196,6 +196,7 @@ def train_and_evaluate(config, workdir, evaluate_during_training=True):
   Returns the metrics of the last evaluation ({} when evaluate_during_training=False).
   """
   checkpointing.quiet_orbax_logs()
+  config = pipeline.resolve_custom_config(config)
   run = workdir_lib.open_workdir(workdir, config)
   mesh = parallel.make_mesh()
   global_batch = parallel.global_batch_size(config)

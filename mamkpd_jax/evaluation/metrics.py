@@ -17,7 +17,7 @@ import tempfile
 from absl import logging
 import numpy as np
 
-from mamkpd_jax.data_pipelines.pipeline import resolve_path
+from mamkpd_jax.data_pipelines.pipeline import resolve_path, train_fraction
 from mamkpd_jax.evaluation.coco_metric import coco_keypoint_metrics, coco_results
 from mamkpd_jax.evaluation.pck import bbox_pck, mpii_pckh
 from mamkpd_jax.evaluation.postprocess import check_array, nms_per_image, rescore
@@ -62,7 +62,7 @@ def _gt_pck(config, instances, keypoints):
 def _coco_format_metrics(config, info, instances, keypoints, results):
   """COCO AP/AR (and GT-box PCK) of a COCO-format dataset."""
   data = config.data
-  if data.contiguous_split > 0:     # held-out frames of train_ann: only those images
+  if train_fraction(data) > 0:      # held-out frames of train_ann: only those images
     ann_file = resolve_path(data, data.train_ann)
     image_ids = sorted({instance["image_id"] for instance in instances})
   else:                             # every image of the json, as mmpose
@@ -93,7 +93,7 @@ def evaluate_predictions(config, info, instances, keypoints, keypoint_scores, cr
 
   Args:
     config: the run's ConfigDict (config.data.dataset, det_file, val_ann / train_ann,
-      contiguous_split, root; config.eval.keypoint_score_threshold,
+      contiguous_split (pipeline.train_fraction), root; config.eval.keypoint_score_threshold,
       oks_nms_threshold, pck_threshold).
     info: the dataset's `metadata.DatasetInfo` (sigmas, num_keypoints).
     instances: the N evaluation instance dicts (`data_pipelines.sources`), in the
