@@ -179,10 +179,8 @@ def best_metric(config, metrics):
 
 def _resume_or_init(config, checkpointer, state, train_iterator, meta):
   """Restores the latest checkpoint (returns its step) or applies init_from (returns 0)."""
-  latest = checkpointer.latest_step()
+  latest = checkpointer.restore_latest_usable(state, train_iterator, meta)
   if latest is not None:
-    checkpointing.check_meta(checkpointer.read_meta(latest), meta, checkpointer.directory)
-    checkpointer.restore(latest, state, train_iterator)
     logging.info("resumed from %s/%d", checkpointer.directory, latest)
     return latest
   if config.init_from:

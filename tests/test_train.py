@@ -4,9 +4,11 @@ One 4-step run (checkpoints at steps 2 and 4, evaluation at the end) is shared b
 tests; the subprocess tests run main.py itself (two simulated devices, two processes).
 """
 
+import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -244,3 +246,78 @@ def test_best_metric_falls_back_to_pck():
 def test_eval_steps_include_the_last():
   config = tiny_config(**{"train.eval_every_epochs": 2})
   assert train.eval_steps(config, steps_per_epoch=5, total_steps=25) == {10, 20, 25}
+
+
+# ------------------------------------------------------- crashes and corrupt checkpoints
+
+
+def _largest_file(directory):
+  files = [p for p in pathlib.Path(directory).rglob("*") if p.is_file()]
+  return max(files, key=lambda p: p.stat().st_size)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(trained, tmp_path, caplog):
+  """Step 4's largest state file truncated: resumes from 2, says so, ends bit-exact."""
+  workdir = str(tmp_path / "corrupt")
+  shutil.copytree(trained[0], workdir)
+  victim = _largest_file(os.path.join(workdir, "checkpoints", "4", "state"))
+  with open(victim, "r+b") as f:
+    f.truncate(victim.stat().st_size // 2)
+  caplog.set_level("INFO")
+  train.train_and_evaluate(tiny_config(), workdir, evaluate_during_training=False)
+  assert "checkpoint step 4 in" in caplog.text and "is unusable" in caplog.text
+  assert f"resumed from {workdir}/checkpoints/2" in caplog.text
+  assert os.path.isdir(os.path.join(workdir, checkpointing.UNUSABLE_DIR, "4"))
+  want, got = saved_params(trained[0], STEPS), saved_params(workdir, STEPS)
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_no_usable_checkpoint_is_an_error_not_a_fresh_start(trained, tmp_path):
+  workdir = str(tmp_path / "all_corrupt")
+  shutil.copytree(trained[0], workdir)
+  for step in ("2", "4"):
+    (pathlib.Path(workdir) / "checkpoints" / step / "meta" / "metadata").write_text("{")
+  with pytest.raises(checkpointing.CheckpointUnusableError, match=r"steps \[4, 2\]"):
+    train.train_and_evaluate(tiny_config(), workdir, evaluate_during_training=False)
+
+
+def _run_until(args, pattern):
+  """Runs main.py until a stderr line contains `pattern`, then SIGKILLs it (None: never
+  killed; the run ended). Returns the stderr read."""
+  proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=REPO,
+                          env=dict(os.environ), text=True, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+  lines = []
+  for line in proc.stderr:
+    lines.append(line)
+    if pattern and pattern in line:
+      proc.send_signal(signal.SIGKILL)
+      break
+  proc.wait(timeout=600)
+  return proc.returncode, "".join(lines)
+
+
+# Moments to kill at, one run each: while compiling the first step, between two steps,
+# while an asynchronous checkpoint is being written.
+KILL_AT = ["training tiny on", "step 2/4", "checkpoint: step 3 ->"]
+
+
+def test_sigkill_at_chosen_moments_then_rerun_is_bit_exact(trained, tmp_path):
+  """The same command re-run after each kill -9 ends where the uninterrupted run did."""
+  workdir = str(tmp_path / "killed")
+  args = [f"--workdir={workdir}", *cli_flags(**{"train.checkpoint_every_steps": 1})]
+  for pattern in KILL_AT:
+    returncode, log = _run_until(args, pattern)
+    assert returncode == -signal.SIGKILL, log[-3000:]
+  returncode, log = _run_until(args, None)
+  assert returncode == 0, log[-3000:]
+  assert "resumed from" in log
+  want, got = saved_params(trained[0], STEPS), saved_params(workdir, STEPS)
+  assert want.keys() == got.keys()
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+  want_metrics, got_metrics = (
+      json.loads(pathlib.Path(workdir_lib.Workdir(w, None, None).eval_paths(STEPS)[0])
+                 .read_text()) for w in (trained[0], workdir))
+  assert got_metrics == want_metrics
