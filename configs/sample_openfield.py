@@ -21,10 +21,10 @@ def get_config():
   config = config_lib.openfield("tiny")
   config.data.input_height = config.data.input_width = 128
   config.batch_size = 16
-  config.train.num_epochs = 150          # 92 training instances: 5 steps per epoch
-  config.train.lr_decay_epochs = (120, 140)
+  config.train.num_epochs = 50           # 92 training instances: 5 steps per epoch
+  config.train.lr_decay_epochs = (40, 47)
   config.train.warmup_steps = 50
   config.train.log_every_steps = 25
   config.train.eval_every_epochs = 25
-  config.train.checkpoint_every_steps = 250
+  config.train.checkpoint_every_steps = 125
   return config

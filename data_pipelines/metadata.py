@@ -287,6 +287,11 @@ def _side_and_mirror(name: str) -> tuple[Optional[str], Optional[str]]:
   return None, None
 
 
+def keypoint_side(name: str) -> str:
+  """'left', 'right' or 'center', read from a keypoint name as find_flip_pairs reads it."""
+  return _side_and_mirror(name)[0] or "center"
+
+
 def find_flip_pairs(keypoint_names: Sequence[str]) -> tuple[tuple[str, str], ...]:
   """(left, right) name pairs that mirror each other: left_*/right_*, l_*/r_*, *_l/*_r,
   leftX/rightX (case-insensitive, separators _ - . or space). Each name pairs once."""

@@ -43,6 +43,7 @@ class Datasets:
   info: metadata.DatasetInfo          # keypoint names, flip indices, sigmas, ...
   codec: object                       # encodes targets, decodes predictions
   num_train: int = 0                  # training instances (all processes together)
+  train_instances: list = dataclasses.field(default_factory=list)   # their dicts
 
 
 class InstanceSource(grain.sources.RandomAccessDataSource):
@@ -285,4 +286,4 @@ def create_datasets(config):
   for step in eval_transforms(config):
     evaluation = evaluation.map(step)
   return Datasets(train, evaluation, list(eval_instances), info, codec,
-                  num_train=len(train_instances))
+                  num_train=len(train_instances), train_instances=list(train_instances))

@@ -25,6 +25,7 @@ from flax import nnx
 from mamkpd_jax import checkpointing, parallel, workdir_lib
 from mamkpd_jax.data_pipelines import codecs, geometry, pipeline
 from mamkpd_jax.evaluation import metrics as metrics_lib
+from mamkpd_jax.evaluation import pck
 from mamkpd_jax.models import ModelConfig, build_model
 
 
@@ -138,15 +139,29 @@ def evaluate_state(config, model_graphdef, model_state, datasets, mesh, step, ru
       config, graphdef, model_state, datasets.eval, datasets.info, datasets.codec, mesh)
   metrics, results = metrics_lib.evaluate_predictions(
       config, datasets.info, datasets.eval_instances, keypoints, scores, crop_scales)
+  floor = _floor(config, datasets, metrics)
   path = run.write_evaluation(step, metrics, results, {
       "dataset": config.data.dataset, "variant": config.model.variant,
       "num_instances": len(datasets.eval), "flip_test": bool(config.eval.flip_test),
-      "boxes": config.data.det_file or "ground truth"})
+      "boxes": config.data.det_file or "ground truth", "mean_pose_floor": floor})
   if jax.process_index() == 0:
     print(metrics_lib.metrics_table(metrics, title=f"{info_title(config)} step {step}"),
           flush=True)
-    logging.info("metrics written to %s", path)
+    for name, value in floor.items():
+      print(f"held-out {name} {metrics[name]:.4f}   (mean-pose floor {value:.4f}: the "
+            "training set's mean pose placed in each box)", flush=True)
+    picture = run.write_prediction_picture(step, datasets, keypoints, scores)
+    logging.info("metrics written to %s, predicted frames drawn in %s", path, picture)
   return metrics
+
+
+def _floor(config, datasets, metrics):
+  """{"PCK@thr": the mean-pose floor} beside a GT-box PCK; {} without one."""
+  name = pck.pck_key(config.eval.pck_threshold)
+  if name not in metrics or not datasets.train_instances:
+    return {}
+  mean_pose = metrics_lib.mean_box_pose(datasets.train_instances)
+  return metrics_lib.mean_pose_floor(config, mean_pose, datasets.eval_instances)
 
 
 def info_title(config):

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,6 +96,13 @@ def test_run_writes_checkpoints_metrics_and_curve(trained):
   assert set(metrics) >= {"AP", "AR", "PCK@0.1"} and 0 <= metrics["PCK@0.1"] <= 1
   metrics_path, predictions_path = workdir_lib.Workdir(workdir, None, None).eval_paths(4)
   assert os.path.exists(metrics_path) and os.path.exists(predictions_path)
+  picture = predictions_path.replace(".json", ".png")
+  assert os.path.getsize(picture) > 1000
+  frame = cv2.imread(str(next((REPO / TINY["data.root"]).rglob("*.png"))))
+  tile_height = round(frame.shape[0] * 480 / frame.shape[1])
+  assert cv2.imread(picture).shape == (2 * tile_height, 2 * 480, 3)   # 4 frames, 2 by 2
+  floor = json.loads(pathlib.Path(metrics_path).read_text())["mean_pose_floor"]
+  assert set(floor) == {"PCK@0.1"} and 0 <= floor["PCK@0.1"] <= 1
   scalars = workdir_lib.read_scalars(workdir)
   assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3, 4]
   assert os.path.getsize(os.path.join(workdir, "learning_curve.png")) > 1000
