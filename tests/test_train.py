@@ -207,6 +207,36 @@ def test_two_processes_train_one_step_together(tmp_path):
   assert os.listdir(os.path.join(workdir, "checkpoints")) == ["1"]
 
 
+def test_two_processes_evaluate_together_as_one(trained, tmp_path):
+  """Each process predicts half of every batch; the gathered keypoints give process 0
+  the metrics json of a one-process evaluation. Only process 0 writes files."""
+  workdir = str(tmp_path / "eval_two_processes")
+  address = f"localhost:{free_port()}"
+  args = [f"--workdir={workdir}", "--mode=eval", f"--checkpoint={trained[0]}",
+          f"--coordinator_address={address}", "--num_processes=2", *cli_flags()]
+  env = {**os.environ, "XLA_FLAGS": ""}
+  procs = [subprocess.Popen([sys.executable, str(REPO / "main.py"), *args,
+                             f"--process_id={i}"], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+           for i in range(2)]
+  outputs = [p.communicate(timeout=600) for p in procs]
+  for proc, (_, err) in zip(procs, outputs):
+    assert proc.returncode == 0, err[-3000:]
+  assert "JAX process 1 of 2" in outputs[1][1]
+  assert "metrics written to" in outputs[0][1] and "metrics written to" not in outputs[1][1]
+  assert sorted(os.listdir(os.path.join(workdir, "eval"))) == [
+      "metrics_step4.json", "predictions_step4.json", "predictions_step4.png"]
+  paths = [workdir_lib.Workdir(w, None, None).eval_paths(STEPS)[0] for w in (trained[0],
+                                                                              workdir)]
+  want, got = (json.loads(pathlib.Path(p).read_text()) for p in paths)
+  assert got.keys() == want.keys()
+  for key in want:
+    if key != "metrics":
+      assert got[key] == want[key], key
+  for name, value in want["metrics"].items():
+    assert got["metrics"][name] == pytest.approx(value, abs=1e-6), name
+
+
 def test_main_reports_bad_input_by_name(tmp_path):
   result = run_main([f"--workdir={tmp_path}", *cli_flags(
       **{"data.train_ann": "missing.json"})])
