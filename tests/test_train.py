@@ -188,22 +188,29 @@ def free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_train_one_step_together(tmp_path):
-  """jax.distributed on localhost: each process loads half of every batch."""
-  workdir = str(tmp_path / "two_processes")
+def run_two_processes(args):
+  """main.py `args` as JAX processes 0 and 1 on localhost (jax.distributed); both must
+  succeed. Returns their stderr texts."""
   address = f"localhost:{free_port()}"
-  args = [f"--workdir={workdir}", "--mode=train", f"--coordinator_address={address}",
-          "--num_processes=2", *cli_flags(num_steps=1)]
   env = {**os.environ, "XLA_FLAGS": ""}
   procs = [subprocess.Popen([sys.executable, str(REPO / "main.py"), *args,
+                             f"--coordinator_address={address}", "--num_processes=2",
                              f"--process_id={i}"], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
            for i in range(2)]
-  outputs = [p.communicate(timeout=600) for p in procs]
-  for proc, (_, err) in zip(procs, outputs):
+  errors = [p.communicate(timeout=600)[1] for p in procs]
+  for proc, err in zip(procs, errors):
     assert proc.returncode == 0, err[-3000:]
-  assert "JAX process 1 of 2" in outputs[1][1]
-  assert "global batch 4 over 2 devices" in outputs[0][1]
+  assert "JAX process 1 of 2" in errors[1]
+  return errors
+
+
+def test_two_processes_train_one_step_together(tmp_path):
+  """jax.distributed on localhost: each process loads half of every batch."""
+  workdir = str(tmp_path / "two_processes")
+  errors = run_two_processes([f"--workdir={workdir}", "--mode=train",
+                              *cli_flags(num_steps=1)])
+  assert "global batch 4 over 2 devices" in errors[0]
   assert os.listdir(os.path.join(workdir, "checkpoints")) == ["1"]
 
 
@@ -211,19 +218,9 @@ def test_two_processes_evaluate_together_as_one(trained, tmp_path):
   """Each process predicts half of every batch; the gathered keypoints give process 0
   the metrics json of a one-process evaluation. Only process 0 writes files."""
   workdir = str(tmp_path / "eval_two_processes")
-  address = f"localhost:{free_port()}"
-  args = [f"--workdir={workdir}", "--mode=eval", f"--checkpoint={trained[0]}",
-          f"--coordinator_address={address}", "--num_processes=2", *cli_flags()]
-  env = {**os.environ, "XLA_FLAGS": ""}
-  procs = [subprocess.Popen([sys.executable, str(REPO / "main.py"), *args,
-                             f"--process_id={i}"], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-           for i in range(2)]
-  outputs = [p.communicate(timeout=600) for p in procs]
-  for proc, (_, err) in zip(procs, outputs):
-    assert proc.returncode == 0, err[-3000:]
-  assert "JAX process 1 of 2" in outputs[1][1]
-  assert "metrics written to" in outputs[0][1] and "metrics written to" not in outputs[1][1]
+  errors = run_two_processes([f"--workdir={workdir}", "--mode=eval",
+                              f"--checkpoint={trained[0]}", *cli_flags()])
+  assert "metrics written to" in errors[0] and "metrics written to" not in errors[1]
   assert sorted(os.listdir(os.path.join(workdir, "eval"))) == [
       "metrics_step4.json", "predictions_step4.json", "predictions_step4.png"]
   paths = [workdir_lib.Workdir(w, None, None).eval_paths(STEPS)[0] for w in (trained[0],
