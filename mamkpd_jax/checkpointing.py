@@ -159,15 +159,16 @@ class Checkpointer:
       logging.info("checkpoint: step %d -> %s (async)", step, self.directory)
     return saved
 
-  def restore(self, step, state, data_iterator=None):
-    """Restores step into `state` (and the iterator when given); returns the meta."""
-    items = {"state": ocp.args.StandardRestore(abstract_saveable(state)),
-             "meta": ocp.args.JsonRestore()}
-    if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+  def restore(self, step, state):
+    """Restores step's model and optimiser state into `state` (in place)."""
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_saveable(state))))
     from_saveable(restored["state"], state)
-    return restored["meta"]
+
+  def restore_data_position(self, step, data_iterator):
+    """Restores step's Grain iterator position into `data_iterator`."""
+    self.manager.restore(step, args=ocp.args.Composite(
+        data=grain.checkpoint.CheckpointRestore(data_iterator)))
 
   def restore_latest_usable(self, state, data_iterator, meta):
     """Restores the newest checkpoint that reads back whole; returns its step (None: none).
@@ -182,17 +183,30 @@ class Checkpointer:
     for step in steps:
       try:
         check_meta(self.read_meta(step), meta, self.directory)
-        self.restore(step, state, data_iterator)
-        return step
+        self._check_data_position_parses(step)
+        self.restore(step, state)
       except CheckpointMismatchError:
         raise
       except Exception as error:    # pylint: disable=broad-except  (Orbax, TensorStore,
         self._set_aside(step, error)                               # json, OS errors)
+        continue
+      # A position that parses but does not fit this run's data (Grain compares the
+      # source) is an incompatibility, not damage: Grain's error stops the run.
+      self.restore_data_position(step, data_iterator)
+      return step
     if steps:
       raise CheckpointUnusableError(
           f"no checkpoint in {self.directory} reads back (steps {steps}, moved to "
           f"{self._unusable_dir()}); start over with a new --workdir")
     return None
+
+  def _check_data_position_parses(self, step):
+    """Raises when a file of the step's Grain iterator position is not whole json."""
+    folder = os.path.join(self.directory, str(step), "data")
+    for name in sorted(os.listdir(folder)):
+      if name.endswith(".json"):
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+          json.load(f)
 
   def _unusable_dir(self):
     return os.path.join(os.path.dirname(self.directory), UNUSABLE_DIR)

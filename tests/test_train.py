@@ -356,3 +356,13 @@ def test_sigkill_at_chosen_moments_then_rerun_is_bit_exact(trained, tmp_path):
       json.loads(pathlib.Path(workdir_lib.Workdir(w, None, None).eval_paths(STEPS)[0])
                  .read_text()) for w in (trained[0], workdir))
   assert got_metrics == want_metrics
+
+
+def test_data_that_changed_is_an_error_and_moves_no_checkpoint(trained, tmp_path):
+  """A position Grain cannot restore into other data is not damage: nothing set aside."""
+  workdir = str(tmp_path / "other_data")
+  shutil.copytree(trained[0], workdir)
+  with pytest.raises(ValueError, match="data source"):
+    train.train_and_evaluate(tiny_config(**{"data.contiguous_split": 0.7}), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+  assert not os.path.exists(os.path.join(workdir, checkpointing.UNUSABLE_DIR))
