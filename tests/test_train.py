@@ -362,7 +362,7 @@ def test_data_that_changed_is_an_error_and_moves_no_checkpoint(trained, tmp_path
   """A position Grain cannot restore into other data is not damage: nothing set aside."""
   workdir = str(tmp_path / "other_data")
   shutil.copytree(trained[0], workdir)
-  with pytest.raises(ValueError, match="data source"):
+  with pytest.raises(ValueError, match="does not match"):
     train.train_and_evaluate(tiny_config(**{"data.contiguous_split": 0.7}), workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   assert not os.path.exists(os.path.join(workdir, checkpointing.UNUSABLE_DIR))
