@@ -307,9 +307,19 @@ def find_flip_pairs(keypoint_names: Sequence[str]) -> tuple[tuple[str, str], ...
   return tuple(pairs)
 
 
-def unnamedcategory_keypoint_names(num_keypoints: int) -> tuple[str, ...]:
+def unnamed_keypoint_names(num_keypoints: int) -> tuple[str, ...]:
   """Names for a layout whose json gives none: kp1 .. kpK."""
   return tuple(f"kp{k + 1}" for k in range(num_keypoints))
+
+
+_WARNED = set()       # messages already logged by _warn_once
+
+
+def _warn_once(message: str):
+  """A warning logged once per process (the category is read by several steps)."""
+  if message not in _WARNED:
+    _WARNED.add(message)
+    logging.warning("%s", message)
 
 
 def from_coco_category(category: dict, flip_pairs: Optional[Sequence[FlipPair]] = None,
@@ -354,22 +364,23 @@ def from_coco_category(category: dict, flip_pairs: Optional[Sequence[FlipPair]] 
 
 
 def category_keypoint_names(category: dict, num_keypoints: Optional[int] = None,
-                            name: str = "custom") -> tuple[str, ...]:
-  """The category's keypoint names; kp1 .. kpK where it names none (logged)."""
+                            name: Optional[str] = None) -> tuple[str, ...]:
+  """The category's keypoint names; kp1 .. kpK where it names none (logged once)."""
+  name = name or str(category.get("name", "custom"))
   names = category.get("keypoints")
   if not isinstance(names, (list, tuple)) or not names:
     if not num_keypoints:
       raise ValueError(f"category {name!r}: field 'keypoints' must be a non-empty list of "
                        f"names, got {names!r}")
-    names = unnamedcategory_keypoint_names(num_keypoints)
-    logging.warning("Dataset %r: the category lists no keypoint names; its %d keypoints "
-                    "are called %s .. %s.", name, num_keypoints, names[0], names[-1])
+    names = unnamed_keypoint_names(num_keypoints)
+    _warn_once(f"Dataset {name!r}: the category lists no keypoint names; its "
+               f"{num_keypoints} keypoints are called {names[0]} .. {names[-1]}.")
     return names
   named = all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names)
   if not named:
-    logging.warning("Dataset %r: the category's keypoint names %s are empty or repeat; "
-                    "they are called kp1 .. kp%d.", name, names, len(names))
-    return unnamedcategory_keypoint_names(len(names))
+    _warn_once(f"Dataset {name!r}: the category's keypoint names {names} are empty or "
+               f"repeat; they are called kp1 .. kp{len(names)}.")
+    return unnamed_keypoint_names(len(names))
   return tuple(names)
 
 

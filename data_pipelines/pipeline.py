@@ -138,16 +138,24 @@ def resolve_custom_config(config):
   config = config.copy_and_resolve_references()
   if config.model.num_keypoints == 0:
     config.model.num_keypoints = num_keypoints
-    logging.info("%s: %d keypoints (model.num_keypoints from the json)", ann_file,
-                 num_keypoints)
+    _info_once(f"{ann_file}: {num_keypoints} keypoints (model.num_keypoints from the json)")
   if not data.flip_pairs and data.auto_flip_pairs:
     names = metadata.category_keypoint_names(category, num_keypoints)
     config.data.flip_pairs = metadata.find_flip_pairs(names)
-    logging.info("flip pairs from the keypoint names: %s%s",
-                 list(config.data.flip_pairs) or "none pair up (no flip augmentation, no "
-                 "flip test)", "; turn off with --config.data.auto_flip_pairs=False"
-                 if config.data.flip_pairs else "")
+    _info_once(f"{ann_file}: flip pairs from the keypoint names: " + (
+        f"{list(config.data.flip_pairs)}; turn off with --config.data.auto_flip_pairs=False"
+        if config.data.flip_pairs else "none pair up (no flip augmentation, no flip test)"))
   return config
+
+
+_LOGGED = set()       # messages already logged by _info_once
+
+
+def _info_once(message):
+  """Logged once per process: the config is resolved by several steps of a run."""
+  if message not in _LOGGED:
+    _LOGGED.add(message)
+    logging.info("%s", message)
 
 
 def dataset_info(config):
