@@ -35,4 +35,6 @@ from mamkpd_jax import config_lib
 def get_config():
   config = config_lib.custom("base")
   config.batch_size = 16
+  config.eval.batch_size = 16     # crops per evaluation pass (x2 with the flip test):
+                                  # MamKPD-base at 256x256 stays within a CPU's memory
   return config

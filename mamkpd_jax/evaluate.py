@@ -75,10 +75,12 @@ def _process_share(padded, batch_size):
   return padded[start:start + per_process]
 
 
-def eval_batch_size(config):
-  """The eval batch rounded up to a multiple of the device count."""
+def eval_batch_size(config, num_instances):
+  """The eval batch, at most the instance count (no padding a small set up to a large
+  batch), rounded up to a multiple of the device count."""
   devices = jax.device_count()
-  return max(devices, -(-int(config.eval.batch_size) // devices) * devices)
+  wanted = min(int(config.eval.batch_size), max(int(num_instances), 1))
+  return max(devices, -(-wanted // devices) * devices)
 
 
 def _fetch(dataset, indices, pool):
@@ -99,7 +101,7 @@ def predict_dataset(config, graphdef, model_state, dataset, info, codec, mesh):
   Returns:
     keypoints (N, K, 2), keypoint_scores (N, K), crop_scales (N, 2), numpy.
   """
-  batch_size = eval_batch_size(config)
+  batch_size = eval_batch_size(config, len(dataset))
   flip_test = bool(config.eval.flip_test)
   forward = _forward_fn(graphdef, flip_test, mesh)
   use_udp = isinstance(codec, codecs.UDPHeatmap)
