@@ -16,6 +16,7 @@ All indices are 0-based. mmpose writes the same facts as per-keypoint dicts (`sw
 """
 
 import dataclasses
+import re
 from typing import Optional, Sequence, Union
 
 from absl import logging
@@ -258,29 +259,94 @@ def _pair_index(names, side, pair):
   return int(side)
 
 
+# Name patterns of a left/right keypoint pair (lower case): a prefix or a suffix, where
+# "left"/"right" may join the rest directly ("leftear") but "l"/"r" need a separator
+# ("l_ear", "ear_l"), so that "leg" and "reg" do not pair.
+_SIDE_PATTERNS = (
+    re.compile(r"^(?P<side>left|right)(?P<rest>.+)$"),
+    re.compile(r"^(?P<side>l|r)(?P<rest>[_\-. ].+)$"),
+    re.compile(r"^(?P<rest>.+)(?P<side>left|right)$"),
+    re.compile(r"^(?P<rest>.+[_\-. ])(?P<side>l|r)$"),
+)
+_OTHER_SIDE = {"left": "right", "right": "left", "l": "r", "r": "l"}
+
+
+def _side_and_mirror(name: str) -> tuple[Optional[str], Optional[str]]:
+  """("left" | "right", the lower-case name of the other side's keypoint), or (None, None).
+
+  "left_ear" -> ("left", "right_ear"); "paw_r" -> ("right", "paw_l").
+  """
+  lower = name.lower()
+  for pattern in _SIDE_PATTERNS:
+    match = pattern.match(lower)
+    if match:
+      side = match.group("side")
+      start, end = match.span("side")
+      full_side = "left" if side in ("left", "l") else "right"
+      return full_side, lower[:start] + _OTHER_SIDE[side] + lower[end:]
+  return None, None
+
+
+def keypoint_side(name: str) -> str:
+  """'left', 'right' or 'center', read from a keypoint name as find_flip_pairs reads it."""
+  return _side_and_mirror(name)[0] or "center"
+
+
+def find_flip_pairs(keypoint_names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+  """(left, right) name pairs that mirror each other: left_*/right_*, l_*/r_*, *_l/*_r,
+  leftX/rightX (case-insensitive, separators _ - . or space). Each name pairs once."""
+  by_lower = {name.lower(): name for name in keypoint_names}
+  pairs, paired = [], set()
+  for name in keypoint_names:
+    side, mirror = _side_and_mirror(name)
+    other = by_lower.get(mirror) if mirror else None
+    if other is None or other == name or name in paired or other in paired:
+      continue
+    pairs.append((name, other) if side == "left" else (other, name))
+    paired.update((name, other))
+  return tuple(pairs)
+
+
+def unnamed_keypoint_names(num_keypoints: int) -> tuple[str, ...]:
+  """Names for a layout whose json gives none: kp1 .. kpK."""
+  return tuple(f"kp{k + 1}" for k in range(num_keypoints))
+
+
+_WARNED = set()       # messages already logged by _warn_once
+
+
+def _warn_once(message: str):
+  """A warning logged once per process (the category is read by several steps)."""
+  if message not in _WARNED:
+    _WARNED.add(message)
+    logging.warning("%s", message)
+
+
 def from_coco_category(category: dict, flip_pairs: Optional[Sequence[FlipPair]] = None,
                        sigmas: Optional[Sequence[float]] = None,
-                       name: Optional[str] = None) -> DatasetInfo:
+                       name: Optional[str] = None,
+                       num_keypoints: Optional[int] = None) -> DatasetInfo:
   """The layout of a COCO-format keypoint category (SPEC §3, custom datasets).
 
   Names and skeleton (1-based in the json) come from `category`; flips and OKS sigmas
   from the arguments. Without `flip_pairs` nothing swaps under a flip (identity flip
   indices); without `sigmas` every keypoint gets DEFAULT_CUSTOM_SIGMA. Either default
   is logged once, here. Body halves are unknown, so both are empty (no half-body).
+  Keypoints the category does not name (no list, given `num_keypoints`; or names
+  that are empty or repeat) are called kp1 .. kpK, said in the log.
 
   Args:
     category: a `categories[i]` entry with "name", "keypoints" and optional "skeleton".
     flip_pairs: (left, right) pairs, 0-based indices or keypoint names.
     sigmas: (K,) OKS sigmas.
     name: the dataset name; the category's name when None.
+    num_keypoints: K, for a category without a "keypoints" list (counted in the
+      annotations).
   """
   if not isinstance(category, dict):
     raise ValueError(f"category must be a dict, got {type(category).__name__}")
-  names = category.get("keypoints")
-  if not isinstance(names, (list, tuple)) or not names:
-    raise ValueError(f"category {category.get('name')!r}: field 'keypoints' must be a "
-                     f"non-empty list of names, got {names!r}")
   name = name or str(category.get("name", "custom"))
+  names = category_keypoint_names(category, num_keypoints, name)
   skeleton = _zero_based_skeleton(category.get("skeleton") or [], len(names), name)
   defaults = []
   if flip_pairs is None:
@@ -293,8 +359,29 @@ def from_coco_category(category: dict, flip_pairs: Optional[Sequence[FlipPair]] 
     defaults.append(f"no sigmas given: OKS sigma {DEFAULT_CUSTOM_SIGMA} for every keypoint")
   if defaults:
     logging.warning("Dataset %r (from its COCO category): %s.", name, "; ".join(defaults))
-  return DatasetInfo(name=name, keypoint_names=tuple(names), flip_indices=flip_indices,
+  return DatasetInfo(name=name, keypoint_names=names, flip_indices=flip_indices,
                      sigmas=sigmas, skeleton=skeleton)
+
+
+def category_keypoint_names(category: dict, num_keypoints: Optional[int] = None,
+                            name: Optional[str] = None) -> tuple[str, ...]:
+  """The category's keypoint names; kp1 .. kpK where it names none (logged once)."""
+  name = name or str(category.get("name", "custom"))
+  names = category.get("keypoints")
+  if not isinstance(names, (list, tuple)) or not names:
+    if not num_keypoints:
+      raise ValueError(f"category {name!r}: field 'keypoints' must be a non-empty list of "
+                       f"names, got {names!r}")
+    names = unnamed_keypoint_names(num_keypoints)
+    _warn_once(f"Dataset {name!r}: the category lists no keypoint names; its "
+               f"{num_keypoints} keypoints are called {names[0]} .. {names[-1]}.")
+    return names
+  named = all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names)
+  if not named:
+    _warn_once(f"Dataset {name!r}: the category's keypoint names {names} are empty or "
+               f"repeat; they are called kp1 .. kp{len(names)}.")
+    return unnamed_keypoint_names(len(names))
+  return tuple(names)
 
 
 def _zero_based_skeleton(skeleton, num_keypoints, name):

@@ -43,6 +43,7 @@ class Datasets:
   info: metadata.DatasetInfo          # keypoint names, flip indices, sigmas, ...
   codec: object                       # encodes targets, decodes predictions
   num_train: int = 0                  # training instances (all processes together)
+  train_instances: list = dataclasses.field(default_factory=list)   # their dicts
 
 
 class InstanceSource(grain.sources.RandomAccessDataSource):
@@ -94,36 +95,103 @@ def make_codec(config):
                            config.data.sigma)
 
 
+# When data.val_ann is empty or names train_ann: the first 80% of its frames train.
+DEFAULT_TRAIN_FRACTION = 0.8
+
+
+def train_fraction(data):
+  """The fraction of train_ann's frames that trains when train_ann is split, else 0.
+
+  data.contiguous_split > 0 states it; otherwise a COCO-format set whose val_ann is
+  empty or names the training json holds out its last frames (DEFAULT_TRAIN_FRACTION).
+  """
+  if data.contiguous_split > 0:
+    return float(data.contiguous_split)
+  if data.dataset == "mpii":
+    return 0.0
+  if not data.val_ann or os.path.realpath(resolve_path(data, data.val_ann)) == \
+      os.path.realpath(resolve_path(data, data.train_ann)):
+    return DEFAULT_TRAIN_FRACTION
+  return 0.0
+
+
+def image_folder(data, split):
+  """The image folder of `split`: data.<split>_images, else the folder of its json."""
+  folder, ann = ((data.train_images, data.train_ann) if split == "train" or train_fraction(data)
+                 else (data.val_images, data.val_ann))
+  return resolve_path(data, folder) if folder else os.path.dirname(resolve_path(data, ann))
+
+
+def resolve_custom_config(config):
+  """`config`, with what a custom json states filled in (a copy; others unchanged).
+
+  model.num_keypoints 0 becomes the json's K (another non-zero K is an error naming
+  both numbers, in dataset_info); with data.flip_pairs empty and data.auto_flip_pairs,
+  the names that pair up (metadata.find_flip_pairs) become data.flip_pairs. Both said
+  in the log.
+  """
+  data = config.data
+  if data.dataset != "custom":
+    return config
+  ann_file = resolve_path(data, data.train_ann)
+  category, num_keypoints = sources.keypoint_category(ann_file)
+  config = config.copy_and_resolve_references()
+  if config.model.num_keypoints == 0:
+    config.model.num_keypoints = num_keypoints
+    _info_once(f"{ann_file}: {num_keypoints} keypoints (model.num_keypoints from the json)")
+  if not data.flip_pairs and data.auto_flip_pairs:
+    names = metadata.category_keypoint_names(category, num_keypoints)
+    config.data.flip_pairs = metadata.find_flip_pairs(names)
+    _info_once(f"{ann_file}: flip pairs from the keypoint names: " + (
+        f"{list(config.data.flip_pairs)}; turn off with --config.data.auto_flip_pairs=False"
+        if config.data.flip_pairs else "none pair up (no flip augmentation, no flip test)"))
+  return config
+
+
+_LOGGED = set()       # messages already logged by _info_once
+
+
+def _info_once(message):
+  """Logged once per process: the config is resolved by several steps of a run."""
+  if message not in _LOGGED:
+    _LOGGED.add(message)
+    logging.info("%s", message)
+
+
 def dataset_info(config):
   """Keypoint metadata: a built-in table, or the custom json's category."""
+  config = resolve_custom_config(config)
   data = config.data
   if data.dataset == "custom":
-    category = sources.load_coco_category(resolve_path(data, data.train_ann))
+    category, num_keypoints = sources.keypoint_category(resolve_path(data, data.train_ann))
     info = metadata.from_coco_category(category, flip_pairs=tuple(data.flip_pairs) or None,
-                                       sigmas=tuple(data.sigmas) or None)
+                                       sigmas=tuple(data.sigmas) or None,
+                                       num_keypoints=num_keypoints)
   else:
     info = metadata.get(data.dataset)
   if config.model.num_keypoints != info.num_keypoints:
     raise ValueError(f"config.model.num_keypoints={config.model.num_keypoints} but the "
-                     f"{info.name} keypoints number {info.num_keypoints}")
+                     f"{info.name} keypoints number {info.num_keypoints}"
+                     + (" in " + resolve_path(data, data.train_ann)
+                        if data.dataset == "custom" else ""))
   return info
 
 
 def load_instances(config, info, split):
   """Instances of `split` ('train' | 'val'); val uses det_file boxes when one is set.
 
-  With data.contiguous_split > 0, train_ann alone is read and split by frame order.
+  When train_fraction(data) > 0, train_ann alone is read and split by frame order.
   """
   data = config.data
-  if data.contiguous_split > 0:
+  kwargs = dict(num_keypoints=info.num_keypoints, on_bad=data.on_bad)
+  fraction = train_fraction(data)
+  if fraction > 0:
     instances = sources.load_coco_instances(
-        resolve_path(data, data.train_ann), resolve_path(data, data.train_images),
-        num_keypoints=info.num_keypoints, on_bad=data.on_bad)
-    train, held_out = sources.split_contiguous_frames(instances, data.contiguous_split)
+        resolve_path(data, data.train_ann), image_folder(data, "train"), **kwargs)
+    train, held_out = sources.split_contiguous_frames(instances, fraction)
     return train if split == "train" else held_out
   ann = resolve_path(data, data.train_ann if split == "train" else data.val_ann)
-  images = resolve_path(data, data.train_images if split == "train" else data.val_images)
-  kwargs = dict(num_keypoints=info.num_keypoints, on_bad=data.on_bad)
+  images = image_folder(data, split)
   if data.dataset == "mpii":        # head boxes (mpii_gt_val.mat) match the val json only
     headboxes = resolve_path(data, data.headbox_file) if data.headbox_file else ""
     return sources.load_mpii_instances(
@@ -204,6 +272,7 @@ def train_loader(config, source, operations):
 
 def create_datasets(config):
   """The training DataLoader and the evaluation dataset of `config` (module docstring)."""
+  config = resolve_custom_config(config)
   info = dataset_info(config)
   codec = make_codec(config)
   train_instances = load_instances(config, info, "train")
@@ -213,10 +282,16 @@ def create_datasets(config):
   logging.info("%s: %d training, %d evaluation instances; codec %s, input %dx%d",
                info.name, len(train_instances), len(eval_instances), config.data.codec,
                *input_size(config))
+  fraction = train_fraction(config.data)
+  if fraction > 0:
+    logging.info("evaluating on the last %.0f%% of the frames of %s (held out from "
+                 "training: data.val_ann %s)", 100 * (1 - fraction),
+                 resolve_path(config.data, config.data.train_ann),
+                 "names it" if config.data.val_ann else "is empty")
   train = train_loader(config, InstanceSource(train_instances),
                        train_transforms(config, info, codec))
   evaluation = grain.MapDataset.source(InstanceSource(eval_instances))
   for step in eval_transforms(config):
     evaluation = evaluation.map(step)
   return Datasets(train, evaluation, list(eval_instances), info, codec,
-                  num_train=len(train_instances))
+                  num_train=len(train_instances), train_instances=list(train_instances))

@@ -19,8 +19,10 @@ keypoints, boxes with w or h <= 0 after clipping to [0, W-1] x [0, H-1]; detecti
 another category or below the score threshold.
 
 Bad input is different: a missing file or folder, malformed json, a keypoint list that
-is not 3K long, a box with no area, labelled keypoints far off the image, an image that
-is not in the annotation file or not on disk, a file name that leaves the image folder.
+is not 3K long, a visibility flag other than 0, 1, 2, a box with no area, labelled
+keypoints far off the image, an image that is not in the annotation file or not on
+disk, a category_id not declared in `categories`, two annotations sharing an id, a file
+name that leaves the image folder (also through a symlink).
 With on_bad="error" (the default) the first one raises `AnnotationError` naming the file
 and the annotation; with on_bad="skip" each is logged and counted in
 `InstanceList.skipped` by reason. No bad annotation ever becomes an instance.
@@ -28,6 +30,8 @@ and the annotation; with on_bad="skip" each is logged and counted in
 
 import collections
 import contextlib
+import copy
+import functools
 import io
 import json
 import math
@@ -50,6 +54,8 @@ MPII_PIXEL_STD = 200.0
 MPII_CENTER_SHIFT = 15.0
 # PCKh: head size = this x the head box's diagonal (mmpose's and MPII's SC_BIAS).
 MPII_HEAD_SIZE_FACTOR = 0.6
+# COCO keypoint visibility: 0 not labelled, 1 labelled but hidden, 2 labelled and visible.
+VISIBILITY_FLAGS = (0, 1, 2)
 # Detection files name people with COCO's person category.
 PERSON_CATEGORY_ID = 1
 
@@ -107,16 +113,23 @@ def _check_image_root(image_root: str) -> str:
   return os.path.abspath(image_root)
 
 
-def resolve_image_path(image_root: str, file_name: str) -> Optional[str]:
-  """image_root/file_name, or None when file_name is not a relative path inside image_root.
+def _inside(root: str, path: str) -> bool:
+  return os.path.commonpath([root, path]) == root and path != root
 
-  Lexical: "..", absolute names and empty names are rejected; symlinks are not followed.
+
+def resolve_image_path(image_root: str, file_name: str) -> Optional[str]:
+  """image_root/file_name, or None when file_name does not lead inside image_root.
+
+  "..", absolute names and empty names are rejected; so is a name that reaches
+  outside through a symlink (checked after resolving links, the root's own included).
   """
   if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
     return None
   root = os.path.normpath(os.path.abspath(image_root))
   path = os.path.normpath(os.path.join(root, file_name))
-  if os.path.isabs(file_name) or os.path.commonpath([root, path]) != root or path == root:
+  if os.path.isabs(file_name) or not _inside(root, path):
+    return None
+  if not _inside(os.path.realpath(root), os.path.realpath(path)):
     return None
   return path
 
@@ -219,7 +232,8 @@ class _CocoFile:
         raise AnnotationError(f"{ann_file}: not a COCO annotation file: field {field!r} "
                               "must be a list")
     data = dict(data, images=self._good_images(data["images"]))
-    data["annotations"] = self._good_annotations(data["annotations"], data["images"])
+    data["annotations"] = self._good_annotations(data["annotations"], data["images"],
+                                                 data["categories"])
     self.coco = COCO()
     self.coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):   # pycocotools prints progress
@@ -238,19 +252,30 @@ class _CocoFile:
       good.append(image)
     return good
 
-  def _good_annotations(self, annotations, images):
+  def _good_annotations(self, annotations, images, categories):
     image_ids = {image["id"] for image in images}
+    category_ids = sorted({c.get("id") for c in categories if isinstance(c, dict)},
+                          key=repr)
+    seen_ids = {}                     # annotation id -> its index in 'annotations'
     good = []
     for i, ann in enumerate(annotations):
       ann = ann if isinstance(ann, dict) else {}
       where = f"annotation id {ann.get('id')!r} (annotations[{i}])"
       if not all(isinstance(ann.get(k), int) for k in ("id", "image_id", "category_id")):
         self.bad("malformed_annotation", where, "needs integer id, image_id and category_id")
+      elif ann["id"] in seen_ids:     # pycocotools keys by id: one would vanish
+        self.bad("duplicate_annotation_id", where, f"field 'id': {ann['id']} is also the id "
+                 f"of annotations[{seen_ids[ann['id']]}]; annotation ids must be unique")
       elif ann["image_id"] not in image_ids:
         self.bad("unknown_image", where, f"image_id {ann['image_id']} is not a (valid) "
                  "entry of 'images'")
+      elif ann["category_id"] not in category_ids:
+        self.bad("unknown_category", where, f"field 'category_id': {ann['category_id']} is "
+                 f"not declared in 'categories' (ids {category_ids})")
       else:
         good.append(ann)
+      if isinstance(ann.get("id"), int):
+        seen_ids.setdefault(ann["id"], i)
     return good
 
   def num_keypoints(self, category_id: int) -> int:
@@ -274,8 +299,8 @@ class _CocoFile:
     """(path, None), or (None, (reason, message)) for a bad image path."""
     path = resolve_image_path(self.image_root, file_name)
     if path is None:
-      return None, ("path_outside_image_root",
-                    f"file_name {file_name!r} resolves outside {self.image_root}")
+      return None, ("path_outside_image_root", f"field 'file_name': {file_name!r} resolves "
+                    f"outside {self.image_root} (symlinks followed)")
     if self.check_image_files and not os.path.isfile(path):
       return None, ("missing_image", f"image file not found: {path}")
     return path, None
@@ -289,6 +314,44 @@ def load_coco_category(ann_file: str, category_id: int = PERSON_CATEGORY_ID) -> 
     if isinstance(category, dict) and category.get("id") == category_id:
       return category
   raise AnnotationError(f"{ann_file}: no category with id {category_id} in 'categories'")
+
+
+def keypoint_category(ann_file: str) -> tuple[dict, int]:
+  """`_keypoint_category` of ann_file, read once while the file is unchanged."""
+  stat = os.stat(ann_file) if os.path.isfile(ann_file) else None
+  key = (os.path.abspath(ann_file), stat and (stat.st_mtime_ns, stat.st_size))
+  return copy.deepcopy(_keypoint_category(*key))
+
+
+@functools.lru_cache(maxsize=8)
+def _keypoint_category(ann_file: str, unused_file_version) -> tuple[dict, int]:
+  """(category, K) of a custom COCO-format keypoint json, whatever its category id.
+
+  The category is the one whose "keypoints" list is non-empty (with several, they must
+  list the same names, as AP-10K's species do; the first is used), else the first
+  category. K is the length of that list, else of the first annotation's "keypoints"
+  over 3 (a json that names no keypoints). AnnotationError naming the file otherwise.
+  """
+  data = load_json(ann_file)
+  categories = data.get("categories") if isinstance(data, dict) else None
+  categories = [c for c in categories if isinstance(c, dict)] \
+      if isinstance(categories, list) else []
+  if not categories:
+    raise AnnotationError(f"{ann_file}: field 'categories' declares no category")
+  named = [c for c in categories if isinstance(c.get("keypoints"), list) and c["keypoints"]]
+  if len({json.dumps(c["keypoints"]) for c in named}) > 1:
+    raise AnnotationError(
+        f"{ann_file}: categories {[c.get('id') for c in named]} list different keypoints; "
+        "one layout per dataset (split the json by category)")
+  if named:
+    return named[0], len(named[0]["keypoints"])
+  annotations = data.get("annotations") or []
+  lengths = [len(a["keypoints"]) for a in annotations
+             if isinstance(a, dict) and isinstance(a.get("keypoints"), list)]
+  if not lengths or lengths[0] % 3 or lengths[0] == 0:
+    raise AnnotationError(f"{ann_file}: no category lists 'keypoints' and no annotation's "
+                          "'keypoints' (3 values per keypoint) tells their number")
+  return categories[0], lengths[0] // 3
 
 
 def _parse_coco_annotation(ann, image, image_path_fn, num_keypoints, bad, filtered):
@@ -308,6 +371,10 @@ def _parse_coco_annotation(ann, image, image_path_fn, num_keypoints, bad, filter
                "finite numbers")
   triples = raw.reshape(num_keypoints, 3)                    # (K, 3) x, y, v
   keypoints, flags = triples[:, :2], triples[:, 2]
+  odd_flags = np.flatnonzero(~np.isin(flags, VISIBILITY_FLAGS)).tolist()
+  if odd_flags:
+    return bad("bad_visibility", where, f"field 'keypoints': visibility flags "
+               f"{flags[odd_flags].tolist()} of keypoints {odd_flags} are not 0, 1 or 2")
   labelled = ann.get("num_keypoints", np.count_nonzero(keypoints.max(axis=1)))
   if raw.max() == 0 or labelled == 0:                         # mmpose: nothing labelled
     filtered["no_keypoints"] += 1

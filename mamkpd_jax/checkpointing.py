@@ -15,6 +15,8 @@ import dataclasses
 import json
 import logging as python_logging
 import os
+import shutil
+import time
 
 import grain
 import jax
@@ -22,14 +24,20 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as ocm
 
 CHECKPOINT_DIR = "checkpoints"
+UNUSABLE_DIR = "unusable_checkpoints"   # beside CHECKPOINT_DIR: steps that did not read back
 META_KEYS = ("model", "dataset", "num_keypoints", "input_size")
 
 
 class CheckpointMismatchError(ValueError):
   """The workdir's checkpoints were written for another model or dataset."""
+
+
+class CheckpointUnusableError(ValueError):
+  """No checkpoint of the workdir reads back (each set aside in UNUSABLE_DIR)."""
 
 
 class _DropLibraryInfo(python_logging.Filter):
@@ -151,15 +159,71 @@ class Checkpointer:
       logging.info("checkpoint: step %d -> %s (async)", step, self.directory)
     return saved
 
-  def restore(self, step, state, data_iterator=None):
-    """Restores step into `state` (and the iterator when given); returns the meta."""
-    items = {"state": ocp.args.StandardRestore(abstract_saveable(state)),
-             "meta": ocp.args.JsonRestore()}
-    if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+  def restore(self, step, state):
+    """Restores step's model and optimiser state into `state` (in place)."""
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_saveable(state))))
     from_saveable(restored["state"], state)
-    return restored["meta"]
+
+  def restore_data_position(self, step, data_iterator):
+    """Restores step's Grain iterator position into `data_iterator`."""
+    self.manager.restore(step, args=ocp.args.Composite(
+        data=grain.checkpoint.CheckpointRestore(data_iterator)))
+
+  def restore_latest_usable(self, state, data_iterator, meta):
+    """Restores the newest checkpoint that reads back whole; returns its step (None: none).
+
+    A step that fails to read (a truncated or missing file: a crash, a full disk) is
+    said in the log, moved to UNUSABLE_DIR beside the checkpoints (kept, not deleted;
+    its step number is then free to be saved again) and the previous step is tried.
+    Checkpoints that all fail are an error, never a silent start from scratch; a
+    checkpoint of another model (CheckpointMismatchError) is an error at once.
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    for step in steps:
+      try:
+        check_meta(self.read_meta(step), meta, self.directory)
+        self._check_data_position_parses(step)
+        self.restore(step, state)
+      except CheckpointMismatchError:
+        raise
+      except Exception as error:    # pylint: disable=broad-except  (Orbax, TensorStore,
+        self._set_aside(step, error)                               # json, OS errors)
+        continue
+      # A position that parses but does not fit this run's data (Grain compares the
+      # source) is an incompatibility, not damage: Grain's error stops the run.
+      self.restore_data_position(step, data_iterator)
+      return step
+    if steps:
+      raise CheckpointUnusableError(
+          f"no checkpoint in {self.directory} reads back (steps {steps}, moved to "
+          f"{self._unusable_dir()}); start over with a new --workdir")
+    return None
+
+  def _check_data_position_parses(self, step):
+    """Raises when a file of the step's Grain iterator position is not whole json."""
+    folder = os.path.join(self.directory, str(step), "data")
+    for name in sorted(os.listdir(folder)):
+      if name.endswith(".json"):
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+          json.load(f)
+
+  def _unusable_dir(self):
+    return os.path.join(os.path.dirname(self.directory), UNUSABLE_DIR)
+
+  def _set_aside(self, step, error):
+    target = os.path.join(self._unusable_dir(), str(step))
+    logging.warning("checkpoint step %d in %s is unusable (%s: %s); it is moved to %s and "
+                    "the previous checkpoint is tried", step, self.directory,
+                    type(error).__name__, str(error).splitlines()[0][:300] if str(error)
+                    else "", target)
+    if jax.process_index() == 0:
+      os.makedirs(self._unusable_dir(), exist_ok=True)
+      if os.path.exists(target):
+        target = f"{target}.{time.strftime('%Y%m%d-%H%M%S')}"
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    multihost_utils.sync_global_devices(f"checkpoint_set_aside_{step}")
+    self.manager.reload()
 
   def read_meta(self, step):
     return self.manager.restore(step, args=ocp.args.Composite(

@@ -60,6 +60,8 @@ def data_config(dataset, root, train_ann, val_ann, train_images, val_images,
                                     # the json's "headbox" fields, else no head sizes
   data.bbox_score_threshold = 0.0   # detections below it are dropped
   data.flip_pairs = ()              # custom only: ((left, right), ...) names or indices
+  data.auto_flip_pairs = True       # custom, flip_pairs empty: pair names such as
+                                    # left_*/right_*, *_l/*_r (logged); False: no flips
   data.sigmas = ()                  # custom only: OKS sigma per keypoint
   data.input_height = input_height  # pixels; (height, width), e.g. (256, 192)
   data.input_width = input_width
@@ -179,6 +181,23 @@ def ap10k(variant):
       "annotations/ap10k-val-split1.json", "data", "data",
       input_height=SQUARE_INPUT, input_width=SQUARE_INPUT)
   return _experiment(variant, AP10K_NUM_KEYPOINTS, data, "AP")
+
+
+def custom(variant):
+  """MamKPD-`variant` on any COCO-format keypoint json, at 256x256 (configs/custom_coco.py).
+
+  Only data.root, data.train_ann and data.val_ann need setting: the keypoint count,
+  names and skeleton come from the json's category (model.num_keypoints 0: from the
+  json), flip pairs from names that pair up (data.auto_flip_pairs), images from the
+  json's folder unless data.train_images / data.val_images name one, and an empty
+  data.val_ann (or one naming train_ann) holds out the last 20% of frames. OKS sigmas
+  0.05 each unless data.sigmas; no half-body (no upper/lower-body ids). Best
+  checkpoint by PCK@0.1. Defaults point at the bundled open-field json.
+  """
+  data = data_config("custom", f"{SAMPLES}/dlc-openfield", "openfield_coco.json", "", "",
+                     "", input_height=SQUARE_INPUT, input_width=SQUARE_INPUT)
+  data.half_body_prob = 0.0
+  return _experiment(variant, 0, data, "PCK@0.1")
 
 
 OPENFIELD_NUM_KEYPOINTS = 4

@@ -25,6 +25,7 @@ from flax import nnx
 from mamkpd_jax import checkpointing, parallel, workdir_lib
 from mamkpd_jax.data_pipelines import codecs, geometry, pipeline
 from mamkpd_jax.evaluation import metrics as metrics_lib
+from mamkpd_jax.evaluation import pck
 from mamkpd_jax.models import ModelConfig, build_model
 
 
@@ -74,10 +75,12 @@ def _process_share(padded, batch_size):
   return padded[start:start + per_process]
 
 
-def eval_batch_size(config):
-  """The eval batch rounded up to a multiple of the device count."""
+def eval_batch_size(config, num_instances):
+  """The eval batch, at most the instance count (no padding a small set up to a large
+  batch), rounded up to a multiple of the device count."""
   devices = jax.device_count()
-  return max(devices, -(-int(config.eval.batch_size) // devices) * devices)
+  wanted = min(int(config.eval.batch_size), max(int(num_instances), 1))
+  return max(devices, -(-wanted // devices) * devices)
 
 
 def _fetch(dataset, indices, pool):
@@ -98,7 +101,7 @@ def predict_dataset(config, graphdef, model_state, dataset, info, codec, mesh):
   Returns:
     keypoints (N, K, 2), keypoint_scores (N, K), crop_scales (N, 2), numpy.
   """
-  batch_size = eval_batch_size(config)
+  batch_size = eval_batch_size(config, len(dataset))
   flip_test = bool(config.eval.flip_test)
   forward = _forward_fn(graphdef, flip_test, mesh)
   use_udp = isinstance(codec, codecs.UDPHeatmap)
@@ -138,15 +141,29 @@ def evaluate_state(config, model_graphdef, model_state, datasets, mesh, step, ru
       config, graphdef, model_state, datasets.eval, datasets.info, datasets.codec, mesh)
   metrics, results = metrics_lib.evaluate_predictions(
       config, datasets.info, datasets.eval_instances, keypoints, scores, crop_scales)
+  floor = _floor(config, datasets, metrics)
   path = run.write_evaluation(step, metrics, results, {
       "dataset": config.data.dataset, "variant": config.model.variant,
       "num_instances": len(datasets.eval), "flip_test": bool(config.eval.flip_test),
-      "boxes": config.data.det_file or "ground truth"})
+      "boxes": config.data.det_file or "ground truth", "mean_pose_floor": floor})
   if jax.process_index() == 0:
     print(metrics_lib.metrics_table(metrics, title=f"{info_title(config)} step {step}"),
           flush=True)
-    logging.info("metrics written to %s", path)
+    for name, value in floor.items():
+      print(f"held-out {name} {metrics[name]:.4f}   (mean-pose floor {value:.4f}: the "
+            "training set's mean pose placed in each box)", flush=True)
+    picture = run.write_prediction_picture(step, datasets, keypoints, scores)
+    logging.info("metrics written to %s, predicted frames drawn in %s", path, picture)
   return metrics
+
+
+def _floor(config, datasets, metrics):
+  """{"PCK@thr": the mean-pose floor} beside a GT-box PCK; {} without one."""
+  name = pck.pck_key(config.eval.pck_threshold)
+  if name not in metrics or not datasets.train_instances:
+    return {}
+  mean_pose = metrics_lib.mean_box_pose(datasets.train_instances)
+  return metrics_lib.mean_pose_floor(config, mean_pose, datasets.eval_instances)
 
 
 def info_title(config):
@@ -160,6 +177,7 @@ def evaluate(config, workdir, checkpoint=""):
   written to workdir (metrics_step<N>.json), never over the checkpoint.
   """
   checkpointing.quiet_orbax_logs()
+  config = pipeline.resolve_custom_config(config)
   source = checkpoint or workdir
   directory, step = checkpointing.resolve_checkpoint(source)
   run = workdir_lib.open_workdir(workdir, config, write_config=False)

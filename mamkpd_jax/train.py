@@ -179,10 +179,8 @@ def best_metric(config, metrics):
 
 def _resume_or_init(config, checkpointer, state, train_iterator, meta):
   """Restores the latest checkpoint (returns its step) or applies init_from (returns 0)."""
-  latest = checkpointer.latest_step()
+  latest = checkpointer.restore_latest_usable(state, train_iterator, meta)
   if latest is not None:
-    checkpointing.check_meta(checkpointer.read_meta(latest), meta, checkpointer.directory)
-    checkpointer.restore(latest, state, train_iterator)
     logging.info("resumed from %s/%d", checkpointer.directory, latest)
     return latest
   if config.init_from:
@@ -196,6 +194,7 @@ def train_and_evaluate(config, workdir, evaluate_during_training=True):
   Returns the metrics of the last evaluation ({} when evaluate_during_training=False).
   """
   checkpointing.quiet_orbax_logs()
+  config = pipeline.resolve_custom_config(config)
   run = workdir_lib.open_workdir(workdir, config)
   mesh = parallel.make_mesh()
   global_batch = parallel.global_batch_size(config)

@@ -1,8 +1,8 @@
 """Pictures of predictions: keypoints and skeleton on the image, heatmap overlays (OpenCV).
 
 Every function takes and returns uint8 RGB arrays (H, W, 3) and never draws into its
-input. Keypoints are coloured by side, read from their names: names starting with
-"left", "l_" or "L_" get LEFT_COLOR, "right", "r_" or "R_" RIGHT_COLOR, others
+input. Keypoints are coloured by side, read from their names (metadata.keypoint_side:
+left_*, l_*, *_l, leftX get LEFT_COLOR, the right ones RIGHT_COLOR, others
 CENTER_COLOR (mmpose's COCO colours); a skeleton link takes its endpoints' side when
 they agree, else the centre colour. Keypoints (and links) below `threshold` are not drawn.
 """
@@ -12,6 +12,8 @@ import os
 import cv2
 import numpy as np
 
+from mamkpd_jax.data_pipelines import metadata
+
 LEFT_COLOR = (0, 255, 0)          # RGB
 RIGHT_COLOR = (255, 128, 0)
 CENTER_COLOR = (51, 153, 255)
@@ -19,13 +21,8 @@ BOX_COLOR = (255, 255, 255)
 
 
 def side(name):
-  """'left', 'right' or 'center' from a keypoint name."""
-  lower = name.lower()
-  if lower.startswith(("left", "l_")):
-    return "left"
-  if lower.startswith(("right", "r_")):
-    return "right"
-  return "center"
+  """'left', 'right' or 'center' from a keypoint name (metadata.keypoint_side)."""
+  return metadata.keypoint_side(name)
 
 
 def keypoint_colors(names):
@@ -104,6 +101,32 @@ def draw_prediction(image, prediction, info, threshold=0.3, draw_boxes=True):
   return draw_keypoints(image, prediction.keypoints, prediction.keypoint_scores,
                         info.keypoint_names, info.skeleton, threshold,
                         prediction.boxes if draw_boxes else None)
+
+
+def prediction_sheet(image_paths, keypoints, scores, info, threshold=0.3, tile_width=480):
+  """Predicted poses on frames, tiled two per row: (H, W, 3) uint8 RGB.
+
+  Args:
+    image_paths: (F,) frames to draw.
+    keypoints: per frame, (M, K, 2) predictions in image pixels.
+    scores: per frame, (M, K) keypoint scores.
+    info: the dataset's DatasetInfo (names, skeleton).
+    tile_width: each frame is resized to this width.
+  """
+  tiles = []
+  for path, frame_keypoints, frame_scores in zip(image_paths, keypoints, scores):
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+      raise ValueError(f"could not read image {path}")
+    drawn = draw_keypoints(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), frame_keypoints,
+                           frame_scores, info.keypoint_names, info.skeleton, threshold)
+    height = round(drawn.shape[0] * tile_width / drawn.shape[1])
+    tiles.append(cv2.resize(drawn, (tile_width, height), interpolation=cv2.INTER_AREA))
+  height = max(tile.shape[0] for tile in tiles)
+  tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0))) for t in tiles]
+  tiles += [np.zeros_like(tiles[0])] * (len(tiles) % 2)
+  rows = [np.concatenate(tiles[i:i + 2], axis=1) for i in range(0, len(tiles), 2)]
+  return np.concatenate(rows, axis=0)
 
 
 def heatmap_overlay(image_crop, heatmaps, keypoint=None, alpha=0.5):

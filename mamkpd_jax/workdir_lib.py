@@ -7,6 +7,7 @@
     WORKDIR/scalars.jsonl            the same scalars, one json object per line
     WORKDIR/eval/metrics_step<N>.json       metrics of the evaluation after step N
     WORKDIR/eval/predictions_step<N>.json   its predictions, COCO results format
+WORKDIR/eval/predictions_step<N>.png    those predictions drawn on a few evaluation frames
     WORKDIR/learning_curve.png       training loss and the evaluation metric by step
 
 Only JAX process 0 writes files (checkpoints are written by Orbax on every process).
@@ -18,12 +19,14 @@ import os
 import time
 
 import jax
+import numpy as np
 from absl import logging
 
-from mamkpd_jax import checkpointing
+from mamkpd_jax import checkpointing, visualization
 from mamkpd_jax.evaluation import metrics as metrics_lib
 
 EVAL_DIR = "eval"
+PICTURE_FRAMES = 4      # evaluation frames drawn with their predictions after each evaluation
 
 
 def _is_main():
@@ -105,6 +108,22 @@ class Workdir:
     self.writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
     self.plot_learning_curve()
     return metrics_path
+
+  def write_prediction_picture(self, step, datasets, keypoints, scores,
+                               num_frames=PICTURE_FRAMES):
+    """eval/predictions_step<N>.png: predictions on `num_frames` evaluation frames, spread
+    over the evaluation set (process 0 only). keypoints (N, K, 2), scores (N, K)."""
+    if not _is_main() or not datasets.eval_instances:
+      return None
+    paths = [instance["image_path"] for instance in datasets.eval_instances]
+    frames = list(dict.fromkeys(paths))                           # in order, once each
+    chosen = [frames[i] for i in np.unique(np.linspace(0, len(frames) - 1, num_frames)
+                                           .round().astype(int))]
+    rows = [[i for i, p in enumerate(paths) if p == frame] for frame in chosen]
+    sheet = visualization.prediction_sheet(chosen, [keypoints[r] for r in rows],
+                                           [scores[r] for r in rows], datasets.info)
+    path = os.path.join(self.path, EVAL_DIR, f"predictions_step{step}.png")
+    return visualization.save_image(path, sheet)
 
   def plot_learning_curve(self):
     if _is_main():

@@ -65,7 +65,7 @@ def gt_annotation_file(config):
   if data.dataset == "mpii":
     raise ValueError("config.data.dataset='mpii': COCO AP needs a COCO-format annotation "
                      "file (MPII is scored by PCKh)")
-  ann = data.train_ann if data.contiguous_split > 0 else data.val_ann
+  ann = data.train_ann if pipeline.train_fraction(data) > 0 else data.val_ann
   return pipeline.resolve_path(data, ann)
 
 
@@ -196,7 +196,7 @@ def upper_bound(config, codec_names):
   height, width = pipeline.input_size(config)
   centers, scales = crop_boxes(instances, gt, width / height)                # (N, 2) each
   image_ids = {instance["image_id"] for instance in instances}
-  if config.data.contiguous_split <= 0:
+  if pipeline.train_fraction(config.data) <= 0:
     image_ids = set(gt.getImgIds())     # the whole val file, as mmpose's CocoMetric
   logging.info("%d instances on %d images of %s", len(instances), len(image_ids), ann_file)
   per_codec = {}

@@ -493,3 +493,25 @@ def test_metrics_table_and_json(tmp_path):
   assert os.listdir(path.parent) == ["metrics_100.json"]     # no temp file left
   with pytest.raises(ValueError, match="metrics"):
     write_metrics_json(str(path), metrics, {"metrics": {}})
+
+
+def _box_instance(box, keypoints, visible):
+  return {"bbox": np.float32(box), "keypoints": np.float32(keypoints),
+          "keypoints_visible": np.float32(visible)}
+
+
+def test_mean_pose_floor_against_a_hand_computation():
+  from mamkpd_jax.evaluation import metrics as metrics_lib
+  # Training poses in box units: keypoint 0 at (0.2, 0.4) and (0.4, 0.6) -> mean (0.3, 0.5);
+  # keypoint 1 labelled once at (1, 1); keypoint 2 never (-> the box centre).
+  train = [_box_instance([0, 0, 10, 10], [[2, 4], [10, 10], [0, 0]], [1, 1, 0]),
+           _box_instance([10, 20, 20, 10], [[18, 26], [0, 0], [0, 0]], [1, 0, 0])]
+  mean = metrics_lib.mean_box_pose(train)
+  np.testing.assert_allclose(mean, [[0.3, 0.5], [1.0, 1.0], [0.5, 0.5]])
+  config = config_lib.coco("tiny")
+  config.eval.pck_threshold = 0.1
+  # Held-out box 100x50 at (0, 0): predictions (30, 25), (100, 50), (50, 25).
+  held_out = [_box_instance([0, 0, 100, 50], [[35, 25], [100, 70], [50, 25]], [1, 1, 1])]
+  floor = metrics_lib.mean_pose_floor(config, mean, held_out)
+  # distances 5 (hit), 20 (miss), 0 (hit); threshold 0.1 x 100 = 10 -> 2 of 3.
+  assert floor == {"PCK@0.1": pytest.approx(2 / 3)}

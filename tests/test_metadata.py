@@ -199,3 +199,15 @@ BAD_CUSTOM = [
 def test_bad_custom_category(category, pairs, sigmas, message):
   with pytest.raises(ValueError, match=message):
     metadata.from_coco_category(category, flip_pairs=pairs, sigmas=sigmas)
+
+
+@pytest.mark.parametrize("category, num_keypoints, names", [
+    ({"name": "x"}, 3, ("kp1", "kp2", "kp3")),                 # no list: K from annotations
+    ({"name": "x", "keypoints": []}, 2, ("kp1", "kp2")),
+    ({"name": "x", "keypoints": ["", ""]}, None, ("kp1", "kp2")),     # empty names
+    ({"name": "x", "keypoints": ["a", "a", "b"]}, None, ("kp1", "kp2", "kp3")),   # repeats
+    ({"name": "x", "keypoints": ["a", "b"]}, 2, ("a", "b")),
+])
+def test_unnamed_keypoints_are_numbered(category, num_keypoints, names):
+  info = metadata.from_coco_category(category, num_keypoints=num_keypoints)
+  assert info.keypoint_names == names

@@ -98,7 +98,7 @@ def test_custom_dataset_with_contiguous_split():
   eval_ids = {i["image_id"] for i in datasets.eval_instances}
   assert len(train_ids) == 92 and len(eval_ids) == 24 and not train_ids & eval_ids
   assert max(train_ids) < min(eval_ids)                            # frames, in order
-  assert first_batches(datasets.train, 1)[0]["heatmaps"].shape == (4, 64, 48, 4)
+  assert first_batches(datasets.train, 1)[0]["heatmaps"].shape == (4, 64, 64, 4)
 
 
 def test_keypoint_count_mismatch_is_named():

@@ -222,6 +222,13 @@ BAD_COCO = [
      "resolves outside"),
     ("absolute path", _set_file_name("/etc/passwd"), "path_outside_image_root",
      "resolves outside"),
+    ("visibility flag 3", _edit_annotation("keypoints", [12, 12, 2, 20, 20, 3, 0, 0, 0]),
+     "bad_visibility", "field 'keypoints': visibility flags [3.0] of keypoints [1]"),
+    ("negative visibility flag", _edit_annotation("keypoints", [12, 12, -1, 20, 20, 2,
+                                                                0, 0, 0]),
+     "bad_visibility", "not 0, 1 or 2"),
+    ("undeclared category", _edit_annotation("category_id", 7), "unknown_category",
+     "field 'category_id': 7 is not declared in 'categories' (ids [1])"),
 ]
 
 
@@ -237,6 +244,46 @@ def test_bad_coco_annotation_errors_or_is_skipped(toy_dir, name, edit, reason, w
   instances = _load_toy(toy_dir, data, on_bad="skip")
   assert [i["instance_id"] for i in instances] == [11]
   assert instances.skipped == {reason: 1}
+
+
+def test_duplicate_annotation_id_errors_or_is_skipped(toy_dir):
+  """pycocotools keys annotations by id: a second annotation 10 would silently vanish."""
+  data = _toy_coco()
+  data["annotations"][1]["id"] = 10
+  with pytest.raises(sources.AnnotationError) as error:
+    _load_toy(toy_dir, data)
+  message = str(error.value)
+  assert str(toy_dir / "ann.json") in message
+  assert "annotation id 10 (annotations[1])" in message
+  assert "field 'id': 10 is also the id of annotations[0]" in message
+  instances = _load_toy(toy_dir, data, on_bad="skip")
+  assert [i["image_id"] for i in instances] == [1]
+  assert instances.skipped == {"duplicate_annotation_id": 1}
+
+
+def test_symlink_leaving_the_image_root_errors_or_is_skipped(toy_dir):
+  outside = toy_dir / "outside.png"
+  cv2.imwrite(str(outside), np.zeros((80, 100, 3), np.uint8))
+  (toy_dir / "images/link.png").symlink_to(outside)
+  (toy_dir / "images/inner.png").symlink_to(toy_dir / "images/b.png")   # stays inside
+  data = _toy_coco()
+  data["images"][0]["file_name"] = "link.png"
+  data["images"][1]["file_name"] = "inner.png"
+  with pytest.raises(sources.AnnotationError) as error:
+    _load_toy(toy_dir, data)
+  message = str(error.value)
+  assert str(toy_dir / "ann.json") in message and "annotation id 10" in message
+  assert "field 'file_name': 'link.png' resolves outside" in message
+  instances = _load_toy(toy_dir, data, on_bad="skip")
+  assert [i["instance_id"] for i in instances] == [11]
+  assert instances.skipped == {"path_outside_image_root": 1}
+
+
+def test_image_root_behind_a_symlink_is_fine(toy_dir):
+  (toy_dir / "linked_images").symlink_to(toy_dir / "images")
+  ann_file = _write(toy_dir, _toy_coco())
+  instances = sources.load_coco_instances(ann_file, str(toy_dir / "linked_images"))
+  assert len(instances) == 2
 
 
 def test_missing_image_file(toy_dir):

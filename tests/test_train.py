@@ -4,13 +4,16 @@ One 4-step run (checkpoints at steps 2 and 4, evaluation at the end) is shared b
 tests; the subprocess tests run main.py itself (two simulated devices, two processes).
 """
 
+import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,6 +96,13 @@ def test_run_writes_checkpoints_metrics_and_curve(trained):
   assert set(metrics) >= {"AP", "AR", "PCK@0.1"} and 0 <= metrics["PCK@0.1"] <= 1
   metrics_path, predictions_path = workdir_lib.Workdir(workdir, None, None).eval_paths(4)
   assert os.path.exists(metrics_path) and os.path.exists(predictions_path)
+  picture = predictions_path.replace(".json", ".png")
+  assert os.path.getsize(picture) > 1000
+  frame = cv2.imread(str(next((REPO / TINY["data.root"]).rglob("*.png"))))
+  tile_height = round(frame.shape[0] * 480 / frame.shape[1])
+  assert cv2.imread(picture).shape == (2 * tile_height, 2 * 480, 3)   # 4 frames, 2 by 2
+  floor = json.loads(pathlib.Path(metrics_path).read_text())["mean_pose_floor"]
+  assert set(floor) == {"PCK@0.1"} and 0 <= floor["PCK@0.1"] <= 1
   scalars = workdir_lib.read_scalars(workdir)
   assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3, 4]
   assert os.path.getsize(os.path.join(workdir, "learning_curve.png")) > 1000
@@ -178,23 +188,50 @@ def free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_train_one_step_together(tmp_path):
-  """jax.distributed on localhost: each process loads half of every batch."""
-  workdir = str(tmp_path / "two_processes")
+def run_two_processes(args):
+  """main.py `args` as JAX processes 0 and 1 on localhost (jax.distributed); both must
+  succeed. Returns their stderr texts."""
   address = f"localhost:{free_port()}"
-  args = [f"--workdir={workdir}", "--mode=train", f"--coordinator_address={address}",
-          "--num_processes=2", *cli_flags(num_steps=1)]
   env = {**os.environ, "XLA_FLAGS": ""}
   procs = [subprocess.Popen([sys.executable, str(REPO / "main.py"), *args,
+                             f"--coordinator_address={address}", "--num_processes=2",
                              f"--process_id={i}"], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
            for i in range(2)]
-  outputs = [p.communicate(timeout=600) for p in procs]
-  for proc, (_, err) in zip(procs, outputs):
+  errors = [p.communicate(timeout=600)[1] for p in procs]
+  for proc, err in zip(procs, errors):
     assert proc.returncode == 0, err[-3000:]
-  assert "JAX process 1 of 2" in outputs[1][1]
-  assert "global batch 4 over 2 devices" in outputs[0][1]
+  assert "JAX process 1 of 2" in errors[1]
+  return errors
+
+
+def test_two_processes_train_one_step_together(tmp_path):
+  """jax.distributed on localhost: each process loads half of every batch."""
+  workdir = str(tmp_path / "two_processes")
+  errors = run_two_processes([f"--workdir={workdir}", "--mode=train",
+                              *cli_flags(num_steps=1)])
+  assert "global batch 4 over 2 devices" in errors[0]
   assert os.listdir(os.path.join(workdir, "checkpoints")) == ["1"]
+
+
+def test_two_processes_evaluate_together_as_one(trained, tmp_path):
+  """Each process predicts half of every batch; the gathered keypoints give process 0
+  the metrics json of a one-process evaluation. Only process 0 writes files."""
+  workdir = str(tmp_path / "eval_two_processes")
+  errors = run_two_processes([f"--workdir={workdir}", "--mode=eval",
+                              f"--checkpoint={trained[0]}", *cli_flags()])
+  assert "metrics written to" in errors[0] and "metrics written to" not in errors[1]
+  assert sorted(os.listdir(os.path.join(workdir, "eval"))) == [
+      "metrics_step4.json", "predictions_step4.json", "predictions_step4.png"]
+  paths = [workdir_lib.Workdir(w, None, None).eval_paths(STEPS)[0] for w in (trained[0],
+                                                                              workdir)]
+  want, got = (json.loads(pathlib.Path(p).read_text()) for p in paths)
+  assert got.keys() == want.keys()
+  for key in want:
+    if key != "metrics":
+      assert got[key] == want[key], key
+  for name, value in want["metrics"].items():
+    assert got["metrics"][name] == pytest.approx(value, abs=1e-6), name
 
 
 def test_main_reports_bad_input_by_name(tmp_path):
@@ -244,3 +281,88 @@ def test_best_metric_falls_back_to_pck():
 def test_eval_steps_include_the_last():
   config = tiny_config(**{"train.eval_every_epochs": 2})
   assert train.eval_steps(config, steps_per_epoch=5, total_steps=25) == {10, 20, 25}
+
+
+# ------------------------------------------------------- crashes and corrupt checkpoints
+
+
+def _largest_file(directory):
+  files = [p for p in pathlib.Path(directory).rglob("*") if p.is_file()]
+  return max(files, key=lambda p: p.stat().st_size)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(trained, tmp_path, caplog):
+  """Step 4's largest state file truncated: resumes from 2, says so, ends bit-exact."""
+  workdir = str(tmp_path / "corrupt")
+  shutil.copytree(trained[0], workdir)
+  victim = _largest_file(os.path.join(workdir, "checkpoints", "4", "state"))
+  with open(victim, "r+b") as f:
+    f.truncate(victim.stat().st_size // 2)
+  caplog.set_level("INFO")
+  train.train_and_evaluate(tiny_config(), workdir, evaluate_during_training=False)
+  assert "checkpoint step 4 in" in caplog.text and "is unusable" in caplog.text
+  assert f"resumed from {workdir}/checkpoints/2" in caplog.text
+  assert os.path.isdir(os.path.join(workdir, checkpointing.UNUSABLE_DIR, "4"))
+  want, got = saved_params(trained[0], STEPS), saved_params(workdir, STEPS)
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_no_usable_checkpoint_is_an_error_not_a_fresh_start(trained, tmp_path):
+  workdir = str(tmp_path / "all_corrupt")
+  shutil.copytree(trained[0], workdir)
+  for step in ("2", "4"):
+    (pathlib.Path(workdir) / "checkpoints" / step / "meta" / "metadata").write_text("{")
+  with pytest.raises(checkpointing.CheckpointUnusableError, match=r"steps \[4, 2\]"):
+    train.train_and_evaluate(tiny_config(), workdir, evaluate_during_training=False)
+
+
+def _run_until(args, pattern):
+  """Runs main.py until a stderr line contains `pattern`, then SIGKILLs it (None: never
+  killed; the run ended). Returns the stderr read."""
+  proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=REPO,
+                          env=dict(os.environ), text=True, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+  lines = []
+  for line in proc.stderr:
+    lines.append(line)
+    if pattern and pattern in line:
+      proc.send_signal(signal.SIGKILL)
+      break
+  proc.wait(timeout=600)
+  return proc.returncode, "".join(lines)
+
+
+# Moments to kill at, one run each: while compiling the first step, between two steps,
+# while an asynchronous checkpoint is being written.
+KILL_AT = ["training tiny on", "step 2/4", "checkpoint: step 3 ->"]
+
+
+def test_sigkill_at_chosen_moments_then_rerun_is_bit_exact(trained, tmp_path):
+  """The same command re-run after each kill -9 ends where the uninterrupted run did."""
+  workdir = str(tmp_path / "killed")
+  args = [f"--workdir={workdir}", *cli_flags(**{"train.checkpoint_every_steps": 1})]
+  for pattern in KILL_AT:
+    returncode, log = _run_until(args, pattern)
+    assert returncode == -signal.SIGKILL, log[-3000:]
+  returncode, log = _run_until(args, None)
+  assert returncode == 0, log[-3000:]
+  assert "resumed from" in log
+  want, got = saved_params(trained[0], STEPS), saved_params(workdir, STEPS)
+  assert want.keys() == got.keys()
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+  want_metrics, got_metrics = (
+      json.loads(pathlib.Path(workdir_lib.Workdir(w, None, None).eval_paths(STEPS)[0])
+                 .read_text()) for w in (trained[0], workdir))
+  assert got_metrics == want_metrics
+
+
+def test_data_that_changed_is_an_error_and_moves_no_checkpoint(trained, tmp_path):
+  """A position Grain cannot restore into other data is not damage: nothing set aside."""
+  workdir = str(tmp_path / "other_data")
+  shutil.copytree(trained[0], workdir)
+  with pytest.raises(ValueError, match="does not match"):
+    train.train_and_evaluate(tiny_config(**{"data.contiguous_split": 0.7}), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+  assert not os.path.exists(os.path.join(workdir, checkpointing.UNUSABLE_DIR))

@@ -17,7 +17,7 @@ import tempfile
 from absl import logging
 import numpy as np
 
-from mamkpd_jax.data_pipelines.pipeline import resolve_path
+from mamkpd_jax.data_pipelines.pipeline import resolve_path, train_fraction
 from mamkpd_jax.evaluation.coco_metric import coco_keypoint_metrics, coco_results
 from mamkpd_jax.evaluation.pck import bbox_pck, mpii_pckh
 from mamkpd_jax.evaluation.postprocess import check_array, nms_per_image, rescore
@@ -59,10 +59,33 @@ def _gt_pck(config, instances, keypoints):
   return bbox_pck(keypoints, gt, visible, boxes, config.eval.pck_threshold)
 
 
+def mean_box_pose(instances):
+  """(K, 2) the mean labelled keypoint position in box units, ((x - x0) / w, (y - y0) / h),
+  over `instances` (the training set); 0.5 (the box centre) for a keypoint never
+  labelled."""
+  boxes = _column(instances, "bbox", np.float64).reshape(-1, 4)            # (N, 4)
+  k = np.shape(instances[0]["keypoints"])[0]
+  keypoints = _column(instances, "keypoints", np.float64).reshape(-1, k, 2)
+  visible = _column(instances, "keypoints_visible", np.float64).reshape(-1, k) > 0
+  in_box = (keypoints - boxes[:, None, :2]) / boxes[:, None, 2:]           # (N, K, 2)
+  counts = visible.sum(axis=0)                                             # (K,)
+  sums = (in_box * visible[..., None]).sum(axis=0)                         # (K, 2)
+  return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], 0.5)
+
+
+def mean_pose_floor(config, mean_pose, instances):
+  """{"PCK@thr": ...} of `mean_pose` (K, 2), box units, placed in every GT box of
+  `instances`: what a model that ignores the image scores. A score near it has
+  learned nothing."""
+  boxes = _column(instances, "bbox", np.float64).reshape(-1, 4)
+  keypoints = boxes[:, None, :2] + mean_pose[None] * boxes[:, None, 2:]    # (N, K, 2)
+  return _gt_pck(config, instances, keypoints)
+
+
 def _coco_format_metrics(config, info, instances, keypoints, results):
   """COCO AP/AR (and GT-box PCK) of a COCO-format dataset."""
   data = config.data
-  if data.contiguous_split > 0:     # held-out frames of train_ann: only those images
+  if train_fraction(data) > 0:      # held-out frames of train_ann: only those images
     ann_file = resolve_path(data, data.train_ann)
     image_ids = sorted({instance["image_id"] for instance in instances})
   else:                             # every image of the json, as mmpose
@@ -93,7 +116,7 @@ def evaluate_predictions(config, info, instances, keypoints, keypoint_scores, cr
 
   Args:
     config: the run's ConfigDict (config.data.dataset, det_file, val_ann / train_ann,
-      contiguous_split, root; config.eval.keypoint_score_threshold,
+      contiguous_split (pipeline.train_fraction), root; config.eval.keypoint_score_threshold,
       oks_nms_threshold, pck_threshold).
     info: the dataset's `metadata.DatasetInfo` (sigmas, num_keypoints).
     instances: the N evaluation instance dicts (`data_pipelines.sources`), in the
