@@ -258,3 +258,35 @@ def add_ratios(rows, peers):
     for peer in peers:
       if peer.get("batch") == row["batch"] and peer.get("images_per_s"):
         row[f"ratio_to_{peer['peer']}"] = round(row["images_per_s"] / peer["images_per_s"], 3)
+
+
+# ------------------------------------------------------------------ plot
+
+
+def plot_throughput(rows, peers, path, title):
+  """images/s against batch size, one line per (model, dtype, scan); peers dashed."""
+  from matplotlib.figure import Figure   # no pyplot: leaves the caller's backend alone
+
+  series = {}
+  for row in rows:
+    series.setdefault((row["model"], row["dtype"], row["scan_impl"], "-"), []).append(row)
+  for peer in peers:
+    if "images_per_s" in peer:
+      series.setdefault((peer["model"], peer["dtype"], "", "--"), []).append(peer)
+  fig = Figure(figsize=(7, 4.5), dpi=110)
+  ax = fig.subplots()
+  for (name, dtype, impl, style), points in series.items():
+    label = " ".join(s for s in (name, dtype, impl) if s)
+    ax.plot([r["batch"] for r in points], [r["images_per_s"] for r in points], style,
+            marker="o", label=label)
+  ax.set_xscale("log", base=2)
+  batches = sorted({r["batch"] for points in series.values() for r in points})
+  ax.set_xticks(batches, [str(b) for b in batches])
+  ax.set_yscale("log")
+  ax.set_xlabel("batch size")
+  ax.set_ylabel("images / s")
+  ax.set_title(title, fontsize=9)
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path)

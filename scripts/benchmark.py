@@ -151,45 +151,16 @@ def markdown(report):
   return "\n".join(lines) + "\n"
 
 
-def plot(report, path):
-  """images/s against batch size, one line per (model, dtype, scan); peers dashed."""
-  import matplotlib   # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt   # pylint: disable=g-import-not-at-top
-
-  series = {}
-  for row in report["results"]:
-    series.setdefault((row["model"], row["dtype"], row["scan_impl"], "-"), []).append(row)
-  for peer in report["peers"] if isinstance(report["peers"], list) else []:
-    if "images_per_s" in peer:
-      series.setdefault((peer["model"], peer["dtype"], "", "--"), []).append(peer)
-  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-  for (name, dtype, impl, style), rows in series.items():
-    label = " ".join(s for s in (name, dtype, impl) if s)
-    ax.plot([r["batch"] for r in rows], [r["images_per_s"] for r in rows], style,
-            marker="o", label=label)
-  ax.set_xscale("log", base=2)
-  batches = sorted({r["batch"] for rows in series.values() for r in rows})
-  ax.set_xticks(batches, [str(b) for b in batches])
-  ax.set_yscale("log")
-  ax.set_xlabel("batch size")
-  ax.set_ylabel("images / s")
-  ax.set_title(f"{report['device']}, JAX {report['jax_version']}, "
-               f"{_HEIGHT.value}x{_WIDTH.value}", fontsize=9)
-  ax.grid(alpha=0.3, which="both")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-
-
 def write_outputs(report, directory):
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, "benchmark.json"), "w", encoding="utf-8") as f:
     json.dump(report, f, indent=1)
   with open(os.path.join(directory, "benchmark.md"), "w", encoding="utf-8") as f:
     f.write(markdown(report))
-  plot(report, os.path.join(directory, "benchmark.png"))
+  benchmarking.plot_throughput(
+      report["results"], report["peers"] if isinstance(report["peers"], list) else [],
+      os.path.join(directory, "benchmark.png"),
+      f"{report['device']}, JAX {report['jax_version']}, {_HEIGHT.value}x{_WIDTH.value}")
   logging.info("wrote benchmark.{json,md,png} to %s", directory)
 
 
