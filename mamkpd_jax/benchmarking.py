@@ -276,6 +276,7 @@ def plot_throughput(rows, peers, path, title):
   fig = Figure(figsize=(7, 4.5), dpi=110)
   ax = fig.subplots()
   for (name, dtype, impl, style), points in series.items():
+    points = sorted(points, key=lambda r: r["batch"])
     label = " ".join(s for s in (name, dtype, impl) if s)
     ax.plot([r["batch"] for r in points], [r["images_per_s"] for r in points], style,
             marker="o", label=label)

@@ -83,13 +83,14 @@ class Plan:
   correctness_batch: int
   scan_variant: str                                # stage 1 of it, at scan_batch
   scan_batch: int
-  inference_variants: tuple[str, ...]
-  batches: tuple[int, ...]                         # inference and peers
+  inference_variants: tuple[str, ...]              # in the order they run
+  batches: tuple[int, ...]                         # inference and peers, in that order
   train_variant: str
   train_batch: int
   real_train_s: float                              # train_real's training time
   real_input_size: int                             # train_real's square crop
   real_batch: int
+  real_num_workers: int                            # Grain worker processes
   real_probe_steps: int                            # steps timed to size the run
   real_max_steps: int
   timing: benchmarking.Timing
@@ -99,15 +100,17 @@ class Plan:
 
 GPU_PLAN = Plan(input_size=(256, 192), correctness_variants=("base", "large"),
                 correctness_stages=(1, 2, 3), correctness_batch=8, scan_variant="base",
-                scan_batch=64, inference_variants=("small", "base", "large"),
-                batches=(1, 64, 256), train_variant="base", train_batch=64,
-                real_train_s=120.0, real_input_size=128, real_batch=16, real_probe_steps=30,
-                real_max_steps=20000, timing=benchmarking.Timing(warmup=2, repeats=10))
+                scan_batch=64, inference_variants=("base", "small", "large"),
+                batches=(64, 256, 1), train_variant="base", train_batch=64,
+                real_train_s=120.0, real_input_size=128, real_batch=16, real_num_workers=4,
+                real_probe_steps=30, real_max_steps=20000,
+                timing=benchmarking.Timing(warmup=2, repeats=10))
 DRY_RUN_PLAN = Plan(input_size=(32, 32), correctness_variants=("tiny",),
                     correctness_stages=(1,), correctness_batch=1, scan_variant="tiny",
                     scan_batch=2, inference_variants=("tiny",), batches=(2,),
                     train_variant="tiny", train_batch=2, real_train_s=5.0,
-                    real_input_size=32, real_batch=8, real_probe_steps=2, real_max_steps=4,
+                    real_input_size=32, real_batch=8, real_num_workers=0,
+                    real_probe_steps=2, real_max_steps=4,
                     timing=benchmarking.Timing(warmup=0, repeats=1), dtypes=("float32",))
 
 
@@ -299,10 +302,10 @@ def inference_speed(plan, budget, recorder):
   height, width = plan.input_size
   items = []
   models = {}
-  for variant in plan.inference_variants:
-    for dtype in plan.dtypes:
-      for impl in kernels.SCAN_IMPLS:
-        for batch in plan.batches:
+  for dtype in plan.dtypes:              # most wanted first: what the budget cuts is last
+    for variant in plan.inference_variants:
+      for batch in plan.batches:
+        for impl in kernels.SCAN_IMPLS:
 
           def measure(variant=variant, dtype=dtype, impl=impl, batch=batch):
             if variant not in models:
@@ -388,6 +391,7 @@ def train_real(plan, budget, recorder):
   base = config_lib.load_config_file(os.path.join(REPO, "configs", "sample_openfield.py"))
   base.data.input_height = base.data.input_width = plan.real_input_size
   base.batch_size = plan.real_batch
+  base.data.num_workers = plan.real_num_workers
 
   def run_config(num_steps):
     config = base.copy_and_resolve_references()
@@ -395,8 +399,7 @@ def train_real(plan, budget, recorder):
     config.train.log_every_steps = max(1, min(25, num_steps // 3))
     config.train.checkpoint_every_steps = num_steps
     config.train.eval_every_epochs = 0          # evaluate once, after the last step
-    config.train.warmup_steps = min(config.train.warmup_steps, num_steps // 4)
-    config.train.lr_decay_epochs = ()
+    config.train.lr_decay_epochs = ()           # so the probe's step is the run's step
     return config
 
   def probe():

@@ -13,7 +13,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def run_gpu_check(*args):
   return subprocess.run([sys.executable, "scripts/gpu_check.py", "--dry_run", *args],
-                        cwd=REPO, capture_output=True, text=True, timeout=900)
+                        cwd=REPO, capture_output=True, text=True, timeout=1800)
 
 
 def read_rows(directory):
