@@ -23,7 +23,7 @@ killed half-way still leaves its files):
 `--budget_s` (default 420 s, compilation included) is shared out between the sections
 in proportion to SHARES; what would not fit in its section's share is skipped and the
 row says so. An implementation that fails to compile or run is recorded with its error
-and skipped by the later sections; nothing aborts the run.
+and skipped for the rest of that section; nothing aborts the run.
 
 Outputs in --output_dir (default benchmarks/<date>-<device>, a new folder each run):
 results.jsonl (one json object per row: section, status ok / failed / skipped, fields),
@@ -148,7 +148,6 @@ class Recorder:
   def __init__(self, directory):
     self.directory = directory
     self.rows = []
-    self.failed_impls = {}             # impl -> the error that made it fail
 
   def path(self, name):
     return os.path.join(self.directory, name)
@@ -170,14 +169,15 @@ def run_items(section, items, budget, recorder):
 
   An item is skipped when the section's time cannot hold it (the estimate is the
   longest item so far in this section), or when it needs an implementation that failed
-  before; an exception is recorded as a failed row (and fails the implementation).
+  earlier in this section; an exception is recorded as a failed row.
   """
   longest = None
+  failed_impls = {}                     # impl -> the error that made it fail
   for fields, fn in items:
     impl = fields.get("impl")
-    if impl in recorder.failed_impls:
+    if impl in failed_impls:
       recorder.add(section, "skipped", **fields,
-                   reason=f"{impl} failed earlier: {recorder.failed_impls[impl]}")
+                   reason=f"{impl} failed earlier in this section: {failed_impls[impl]}")
       continue
     reason = budget.skip_reason(longest)
     if reason:
@@ -192,7 +192,7 @@ def run_items(section, items, budget, recorder):
       logging.error("%s %s failed:\n%s", section, fields, traceback.format_exc())
       recorder.add(section, "failed", **fields, error=message)
       if impl is not None and impl != "reference":
-        recorder.failed_impls[impl] = message
+        failed_impls[impl] = message
     longest = max(longest or 0.0, time.monotonic() - start)
 
 
