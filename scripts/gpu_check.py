@@ -491,7 +491,8 @@ def summary_markdown(recorder):
       if row["status"] != "ok":
         what = ", ".join(f"{k}={row[k]}" for k in row
                          if k not in ("section", "status", "reason", "error", "shape"))
-        lines.append(f"- {row['status']}: {what}: {row.get('reason') or row.get('error')}")
+        why = row.get("reason") or row.get("error")
+        lines.append(f"- {row['status']}: " + (f"{what}: {why}" if what else why))
     lines.append("")
   return "\n".join(lines) + "\n"
 

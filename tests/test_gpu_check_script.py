@@ -52,7 +52,11 @@ def test_dry_run_writes_every_section(dry_run):
   assert {(r["impl"], r["pass_name"]) for r in scans} == {
       (impl, p) for impl in kernels.SCAN_IMPLS for p in ("forward", "forward_backward")}
   for r in scans:
-    assert r["gbps"] == pytest.approx(r["min_gbytes"] / (r["ms"] / 1e3), rel=0.02)
+    assert r["ms"] > 0 and r["gbps"] > 0
+    if r["pass_name"] == "forward":     # bfloat16 u, delta, B, C; float32 merged output
+      tokens, p, n = r["batch"] * r["height"] * r["width"], r["d_inner"], r["d_state"]
+      min_bytes = tokens * (4 * (2 * p + 2 * n) * 2 + 4 * p)
+      assert r["gbps"] == pytest.approx(min_bytes / 1e9 / (r["ms"] / 1e3), rel=0.01)
   speeds = [r for r in rows if r["section"] == "inference"]
   assert {r["scan_impl"] for r in speeds} == set(kernels.SCAN_IMPLS)
   assert all(r["images_per_s"] == pytest.approx(r["batch"] / r["latency_ms"] * 1e3, rel=0.01)
