@@ -53,7 +53,14 @@ setuptools.setup(
     description="MamKPD (Mamba keypoint detection) in JAX/Flax NNX with a Pallas selective scan.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    # Python 3.11 gets JAX 0.10.x; 3.12 and 3.13 get JAX 0.12.x (.ci/run tests 3.11 and 3.12).
     python_requires=">=3.11",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+    ],
     packages=[
         "mamkpd_jax",
         "mamkpd_jax.evaluation",

@@ -195,7 +195,12 @@ def train_and_evaluate(config, workdir, evaluate_during_training=True):
   """
   checkpointing.quiet_orbax_logs()
   config = pipeline.resolve_custom_config(config)
-  run = workdir_lib.open_workdir(workdir, config)
+  with workdir_lib.open_workdir(workdir, config) as run:
+    return _train_in_workdir(run, config, evaluate_during_training)
+
+
+def _train_in_workdir(run, config, evaluate_during_training):
+  """The body of train_and_evaluate, in an opened workdir (closed by the caller)."""
   mesh = parallel.make_mesh()
   global_batch = parallel.global_batch_size(config)
   config = run.config_with_batch(global_batch)
@@ -236,5 +241,4 @@ def train_and_evaluate(config, workdir, evaluate_during_training=True):
       checkpointer.save(step, state, train_iterator, meta,
                         metrics=best_metric(config, metrics) if step in evaluations else None)
   checkpointer.wait()
-  run.finish()
   return metrics

@@ -134,6 +134,14 @@ class Workdir:
   def finish(self):
     self.writer.close()
 
+  # `with open_workdir(...) as run:` closes the writers on every path, errors included
+  # (tensorboardX's writer thread left open prints a traceback at interpreter exit).
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    self.finish()
+
 
 def _save_config(workdir, config):
   """config.json on the first run; a differing later config goes beside it, dated."""

@@ -28,17 +28,12 @@ benchmark.md (a markdown table) and benchmark.png (images/s against batch size).
 import datetime
 import json
 import os
-import statistics
 import sys
-import time
 
 import jax
-import numpy as np
 from absl import app, flags, logging
-from flax import nnx
 
-from mamkpd_jax import inference
-from mamkpd_jax.models import ModelConfig, build_model, model_config, stats
+from mamkpd_jax import benchmarking, inference
 
 _VARIANTS = flags.DEFINE_list("variants", ["small", "base", "large"], "MamKPD variants.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "32", "128"], "Batch sizes.")
@@ -58,74 +53,28 @@ _JSON = flags.DEFINE_bool("json", False, "End stdout with one JSON object.")
 # The paper's figures (images/s, one RTX 4090, its batch not stated), for the table.
 PAPER_THROUGHPUT = {"small": 2564, "base": 2439, "large": 1492, "hrnet_w32": 916,
                     "vit_b16": 944}
-PEER_NAMES = {"hrnet_w32": "HRNet-W32", "vit_b16": "ViT-B/16 + deconv (ViTPose-B)"}
+PEER_NAMES = benchmarking.PEER_NAMES
 
 
-# ------------------------------------------------------------------ timing
-
-
-def time_calls(call, sync):
-  """(compile_s, median latency s) of call(): first call, warm-up, median of repeats."""
-  start = time.perf_counter()
-  sync(call())
-  compile_s = time.perf_counter() - start
-  for _ in range(_WARMUP.value):
-    sync(call())
-  times = []
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    sync(call())
-    times.append(time.perf_counter() - start)
-  return compile_s, statistics.median(times)
-
-
-def timing_row(batch, compile_s, latency_s, **fields):
-  return dict(fields, batch=batch, latency_ms=round(latency_s * 1e3, 4),
-              images_per_s=round(batch / latency_s, 2), compile_s=round(compile_s, 2))
+def timing():
+  return benchmarking.Timing(warmup=_WARMUP.value, repeats=_REPEATS.value)
 
 
 # ------------------------------------------------------------------ MamKPD
 
 
-def build(variant):
-  """An eval-mode MamKPD-`variant` (float32, reference scan), random parameters."""
-  config = model_config(variant, num_keypoints=_KEYPOINTS.value)
-  model = build_model(ModelConfig.from_config(config), seed=0)
-  model.eval()
-  return model
-
-
-def model_sizes(model):
-  flops = stats.forward_flops(model, _HEIGHT.value, _WIDTH.value)
-  return {"params": stats.param_counts(model)["total"], "gflops": round(flops["gmacs"], 4)}
-
-
-def time_model(model, batches):
-  """Rows of one (dtype, scan_impl) model over batch sizes."""
-  graphdef, state = nnx.split(model)
-  forward = jax.jit(lambda state, images: nnx.merge(graphdef, state)(images))
-  rng = np.random.default_rng(0)
-  rows = []
-  for batch in batches:
-    images = jax.device_put(rng.integers(0, 256, (batch, _HEIGHT.value, _WIDTH.value, 3),
-                                         np.uint8))
-    compile_s, latency = time_calls(lambda: forward(state, images), jax.block_until_ready)
-    rows.append(timing_row(batch, compile_s, latency))
-  return rows
-
-
 def benchmark_variant(variant, batches):
   """(sizes, rows) of one variant over dtypes x scan implementations x batches."""
-  model = build(variant)
-  sizes = model_sizes(model)
-  interpret = jax.default_backend() == "cpu"
+  model = benchmarking.build_eval_model(variant, _KEYPOINTS.value)
+  sizes = benchmarking.model_sizes(model, _HEIGHT.value, _WIDTH.value)
   rows = []
   for dtype in _DTYPES.value:
     for impl in _SCAN_IMPLS.value:
       changed = inference.with_model_changes(model, dtype=dtype, scan_impl=impl)
-      for row in time_model(changed, batches):
+      for batch in batches:
+        row = benchmarking.time_model(changed, batch, _HEIGHT.value, _WIDTH.value, timing())
         row = dict(model=f"MamKPD-{variant}", variant=variant, dtype=dtype, scan_impl=impl,
-                   interpret=impl == "pallas" and interpret, **row, **sizes)
+                   interpret=benchmarking.interpreted(impl), **row, **sizes)
         print(f"MamKPD-{variant:<6} {dtype:<9} {impl:<10} batch {row['batch']:>4} "
               f"{row['latency_ms']:10.3f} ms {row['images_per_s']:10.1f} images/s "
               f"(compile {row['compile_s']:.1f} s)", flush=True)
@@ -136,76 +85,12 @@ def benchmark_variant(variant, batches):
 # ------------------------------------------------------------------ peers (PyTorch)
 
 
-def _torch_peers():
-  """The peers' module constructors, or an ImportError."""
-  import timm    # pylint: disable=g-import-not-at-top
-  import torch   # pylint: disable=g-import-not-at-top
-  num_keypoints, height, width = _KEYPOINTS.value, _HEIGHT.value, _WIDTH.value
-
-  class HRNetPose(torch.nn.Module):
-    """HRNet-W32 branches (timm), 1x1 head on the stride-4 branch (HRNet's pose head)."""
-
-    def __init__(self):
-      super().__init__()
-      self.backbone = timm.create_model("hrnet_w32", features_only=True,
-                                        feature_location="", out_indices=(1,))
-      channels = self.backbone.feature_info.channels()[0]
-      self.head = torch.nn.Conv2d(channels, num_keypoints, 1)
-
-    def forward(self, x):
-      return self.head(self.backbone(x)[0])
-
-  class ViTPose(torch.nn.Module):
-    """ViT-B/16 at the crop size, tokens -> (C, H/16, W/16), two deconvs, 1x1 head."""
-
-    def __init__(self):
-      super().__init__()
-      self.backbone = timm.create_model("vit_base_patch16_224", img_size=(height, width),
-                                        num_classes=0, global_pool="")
-      dim = self.backbone.num_features
-      layers = []
-      for in_ch in (dim, 256):
-        layers += [torch.nn.ConvTranspose2d(in_ch, 256, 4, 2, 1, bias=False),
-                   torch.nn.BatchNorm2d(256), torch.nn.ReLU(inplace=True)]
-      self.head = torch.nn.Sequential(*layers, torch.nn.Conv2d(256, num_keypoints, 1))
-
-    def forward(self, x):
-      tokens = self.backbone.forward_features(x)[:, self.backbone.num_prefix_tokens:]
-      grid = tokens.transpose(1, 2).reshape(x.shape[0], -1, height // 16, width // 16)
-      return self.head(grid)
-
-  return torch, {"hrnet_w32": HRNetPose, "vit_b16": ViTPose}
-
-
-def time_peer(torch, module, batches):
-  cuda = torch.cuda.is_available()
-  device = torch.device("cuda" if cuda else "cpu")
-  model = module().to(device).eval().to(memory_format=torch.channels_last)
-  params = sum(p.numel() for p in model.parameters())
-  sync = (lambda _: torch.cuda.synchronize()) if cuda else (lambda _: None)
-  rows = []
-  for batch in batches:
-    x = torch.randn(batch, 3, _HEIGHT.value, _WIDTH.value, device=device)
-    x = x.to(memory_format=torch.channels_last)
-
-    def call(x=x):
-      with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16,
-                                                  enabled=cuda):
-        return model(x)
-
-    compile_s, latency = time_calls(call, sync)
-    rows.append(timing_row(batch, compile_s, latency, params=params,
-                           dtype="float16 AMP" if cuda else "float32",
-                           device=torch.cuda.get_device_name() if cuda else "cpu"))
-  return rows
-
-
 def benchmark_peers(batches):
   """Peer rows, or {"skipped": why}."""
   if not _PEERS.value:
     return {"skipped": "no peers asked for (--peers=)"}
   try:
-    torch, modules = _torch_peers()
+    torch, modules = benchmarking.torch_peers(_KEYPOINTS.value, _HEIGHT.value, _WIDTH.value)
   except ImportError:
     return {"skipped": "torch/timm not installed"}
   rows = []
@@ -213,7 +98,10 @@ def benchmark_peers(batches):
     if name not in modules:
       raise ValueError(f"unknown peer {name!r}; known: {sorted(modules)}")
     try:
-      for row in time_peer(torch, modules[name], batches):
+      model, params = benchmarking.peer_model(torch, modules[name])
+      for batch in batches:
+        row = benchmarking.time_peer(torch, model, params, batch, _HEIGHT.value,
+                                     _WIDTH.value, timing())
         rows.append(dict(model=PEER_NAMES[name], peer=name, **row))
         print(f"{PEER_NAMES[name]:<30} batch {row['batch']:>4} {row['latency_ms']:10.3f} ms "
               f"{row['images_per_s']:10.1f} images/s", flush=True)
@@ -221,16 +109,6 @@ def benchmark_peers(batches):
       logging.exception("peer %s failed", name)
       rows.append({"model": PEER_NAMES[name], "peer": name, "error": repr(error)})
   return rows
-
-
-def add_ratios(rows, peers):
-  """Each of our rows gets images/s divided by each peer's at the same batch."""
-  if not isinstance(peers, list):
-    return
-  for row in rows:
-    for peer in peers:
-      if peer.get("batch") == row["batch"] and peer.get("images_per_s"):
-        row[f"ratio_to_{peer['peer']}"] = round(row["images_per_s"] / peer["images_per_s"], 3)
 
 
 # ------------------------------------------------------------------ report
@@ -273,45 +151,16 @@ def markdown(report):
   return "\n".join(lines) + "\n"
 
 
-def plot(report, path):
-  """images/s against batch size, one line per (model, dtype, scan); peers dashed."""
-  import matplotlib   # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt   # pylint: disable=g-import-not-at-top
-
-  series = {}
-  for row in report["results"]:
-    series.setdefault((row["model"], row["dtype"], row["scan_impl"], "-"), []).append(row)
-  for peer in report["peers"] if isinstance(report["peers"], list) else []:
-    if "images_per_s" in peer:
-      series.setdefault((peer["model"], peer["dtype"], "", "--"), []).append(peer)
-  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-  for (name, dtype, impl, style), rows in series.items():
-    label = " ".join(s for s in (name, dtype, impl) if s)
-    ax.plot([r["batch"] for r in rows], [r["images_per_s"] for r in rows], style,
-            marker="o", label=label)
-  ax.set_xscale("log", base=2)
-  batches = sorted({r["batch"] for rows in series.values() for r in rows})
-  ax.set_xticks(batches, [str(b) for b in batches])
-  ax.set_yscale("log")
-  ax.set_xlabel("batch size")
-  ax.set_ylabel("images / s")
-  ax.set_title(f"{report['device']}, JAX {report['jax_version']}, "
-               f"{_HEIGHT.value}x{_WIDTH.value}", fontsize=9)
-  ax.grid(alpha=0.3, which="both")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-
-
 def write_outputs(report, directory):
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, "benchmark.json"), "w", encoding="utf-8") as f:
     json.dump(report, f, indent=1)
   with open(os.path.join(directory, "benchmark.md"), "w", encoding="utf-8") as f:
     f.write(markdown(report))
-  plot(report, os.path.join(directory, "benchmark.png"))
+  benchmarking.plot_throughput(
+      report["results"], report["peers"] if isinstance(report["peers"], list) else [],
+      os.path.join(directory, "benchmark.png"),
+      f"{report['device']}, JAX {report['jax_version']}, {_HEIGHT.value}x{_WIDTH.value}")
   logging.info("wrote benchmark.{json,md,png} to %s", directory)
 
 
@@ -323,7 +172,8 @@ def run():
     models[variant], rows = benchmark_variant(variant, batches)
     results += rows
   peers = benchmark_peers(batches)
-  add_ratios(results, peers)
+  if isinstance(peers, list):
+    benchmarking.add_ratios(results, peers)
   return dict(
       device=device.device_kind, platform=device.platform, jax_version=jax.__version__,
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

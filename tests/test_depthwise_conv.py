@@ -13,7 +13,7 @@ from mamkpd_jax.models import common
 def test_shifted_sum_matches_grouped_conv(kernel_size, stride):
   channels = 6
   conv = common.depthwise_conv(channels, kernel_size, jnp.float32, nnx.Rngs(0), stride=stride)
-  conv.bias.value = jax.random.normal(jax.random.key(1), (channels,))
+  conv.bias[...] = jax.random.normal(jax.random.key(1), (channels,))
   x = jax.random.normal(jax.random.key(2), (2, 11, 8, channels))      # odd sizes too
   expected = nnx.Conv.__call__(conv, x)                                # the grouped conv
   np.testing.assert_allclose(conv.shifted_sum(x), expected, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,560 @@
+"""One command that turns an available GPU into committed evidence (about 7 minutes).
+
+    python scripts/gpu_check.py                       # on a GPU: benchmarks/<date>-<device>/
+    python scripts/gpu_check.py --dry_run             # the same code on a CPU, tiny shapes
+    python scripts/gpu_check.py --sections=environment,correctness --budget_s=120
+
+Sections, in this order (each one's rows are written the moment they exist, so a run
+killed half-way still leaves its files):
+  environment   device, driver, JAX / jaxlib / Python versions, `nvidia-smi`
+  correctness   every scan implementation in kernels.SCAN_IMPLS against "reference" on
+                the device: MamKPD-B/L stage shapes at batch 8, float32 and bfloat16,
+                the output and the gradient of every input, tests' tolerances
+  scan          the fused SS2D scan alone, stage 1 of MamKPD-B at batch 64: forward and
+                forward+backward, ms, GB/s implied by the minimum bytes, % of HBM peak
+  inference     MamKPD-S/B/L images/s and latency, bfloat16 and float32, batch 1/64/256,
+                each scan implementation
+  peers         HRNet-W32 and ViT-B/16 (PyTorch + timm, when importable), same batches
+  train_speed   images/s of MamKPD-B train steps (mamkpd_jax/train.py), global batch 64,
+                synthetic data, bfloat16 and float32
+  train_real    about 2 minutes of training MamKPD-tiny on the bundled open-field video
+                (configs/sample_openfield.py), then its held-out PCK@0.1
+
+`--budget_s` (default 420 s, compilation included) is shared out between the sections
+in proportion to SHARES; what would not fit in its section's share is skipped and the
+row says so. An implementation that fails to compile or run is recorded with its error
+and skipped for the rest of that section; nothing aborts the run.
+
+Outputs in --output_dir (default benchmarks/<date>-<device>, a new folder each run):
+results.jsonl (one json object per row: section, status ok / failed / skipped, fields),
+environment.json, nvidia-smi.txt, summary.md (rewritten after every section),
+inference.png (images/s against batch), learning_curve.png (train_real).
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+# A second compilation of the same program (train_real's probe, then its run) is a
+# cache hit. Before JAX reads its configuration; an existing setting is kept.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"mamkpd-jax-cache-{os.getuid()}"))
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from mamkpd_jax import (benchmarking, checkpointing, config_lib, inference, kernels,
+                        parallel, train, workdir_lib)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECTIONS = ("environment", "correctness", "scan", "inference", "peers", "train_speed",
+            "train_real")
+# Each section's share of the time budget (environment needs none). Time a section
+# leaves unused passes on to the next ones.
+SHARES = {"environment": 0.0, "correctness": 0.18, "scan": 0.08, "inference": 0.3,
+          "peers": 0.08, "train_speed": 0.1, "train_real": 0.36}
+
+_BUDGET = flags.DEFINE_float("budget_s", 420.0, "Seconds for the whole run, compilation "
+                             "included; what would not fit is skipped and said so.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Tiny shapes and few repeats: the same code "
+                             "path on a CPU in under 2 minutes.")
+_SECTIONS = flags.DEFINE_list("sections", list(SECTIONS), f"A subset of {SECTIONS}.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "", "Default: benchmarks/<date>-<device> "
+                                  "(-dry_run appended with --dry_run); never overwritten.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """The shapes and sizes each section runs at."""
+
+  input_size: tuple[int, int]                      # (height, width) of the crops
+  correctness_variants: tuple[str, ...]
+  correctness_stages: tuple[int, ...]
+  correctness_batch: int
+  scan_variant: str                                # stage 1 of it, at scan_batch
+  scan_batch: int
+  inference_variants: tuple[str, ...]              # in the order they run
+  batches: tuple[int, ...]                         # inference and peers, in that order
+  train_variant: str
+  train_batch: int
+  real_train_s: float                              # train_real's training time
+  real_input_size: int                             # train_real's square crop
+  real_batch: int
+  real_num_workers: int                            # Grain worker processes
+  real_probe_steps: int                            # steps timed to size the run
+  real_max_steps: int
+  timing: benchmarking.Timing
+  dtypes: tuple[str, ...] = ("bfloat16", "float32")
+  num_keypoints: int = 17
+
+
+GPU_PLAN = Plan(input_size=(256, 192), correctness_variants=("base", "large"),
+                correctness_stages=(1, 2, 3), correctness_batch=8, scan_variant="base",
+                scan_batch=64, inference_variants=("base", "small", "large"),
+                batches=(64, 256, 1), train_variant="base", train_batch=64,
+                real_train_s=120.0, real_input_size=128, real_batch=16, real_num_workers=4,
+                real_probe_steps=30, real_max_steps=20000,
+                timing=benchmarking.Timing(warmup=2, repeats=10))
+DRY_RUN_PLAN = Plan(input_size=(32, 32), correctness_variants=("tiny",),
+                    correctness_stages=(1,), correctness_batch=1, scan_variant="tiny",
+                    scan_batch=2, inference_variants=("tiny",), batches=(2,),
+                    train_variant="tiny", train_batch=2, real_train_s=5.0,
+                    real_input_size=32, real_batch=8, real_num_workers=0,
+                    real_probe_steps=2, real_max_steps=4,
+                    timing=benchmarking.Timing(warmup=0, repeats=1), dtypes=("float32",))
+
+
+# ------------------------------------------------------------------ budget and records
+
+
+class Budget:
+  """Deadlines: the run's, and each section's share of what is left when it starts."""
+
+  def __init__(self, total_s):
+    self.end = time.monotonic() + total_s
+    self.section_end = self.end
+
+  def start_section(self, name, sections_left):
+    left = max(self.end - time.monotonic(), 0.0)
+    shares = sum(SHARES[s] for s in sections_left)
+    fraction = SHARES[name] / shares if shares else 1.0
+    self.section_end = time.monotonic() + left * fraction
+
+  def left(self):
+    """Seconds left in the current section."""
+    return self.section_end - time.monotonic()
+
+  def skip_reason(self, estimate_s):
+    """Why an item estimated to take estimate_s must be skipped, or None if it fits."""
+    if self.left() <= 0 or (estimate_s is not None and estimate_s > self.left()):
+      return (f"time budget: this section has {max(self.left(), 0):.0f} s left, the item "
+              f"needs about {estimate_s or 0:.0f} s (--budget_s={_BUDGET.value:g})")
+    return None
+
+
+class Recorder:
+  """results.jsonl, one line per row, flushed at once; summary.md after each section."""
+
+  def __init__(self, directory):
+    self.directory = directory
+    self.rows = []
+
+  def path(self, name):
+    return os.path.join(self.directory, name)
+
+  def add(self, section, status, **fields):
+    row = {"section": section, "status": status, **fields}
+    self.rows.append(row)
+    with open(self.path("results.jsonl"), "a", encoding="utf-8") as f:
+      f.write(json.dumps(row) + "\n")
+    logging.info("%s", row)
+    return row
+
+  def section_rows(self, section, status="ok"):
+    return [r for r in self.rows if r["section"] == section and r["status"] == status]
+
+
+def run_items(section, items, budget, recorder):
+  """Runs (description, fn) items in order; fn() returns a row's fields.
+
+  An item is skipped when the section's time cannot hold it (the estimate is the
+  longest item so far in this section), or when it needs an implementation that failed
+  earlier in this section; an exception is recorded as a failed row.
+  """
+  longest = None
+  failed_impls = {}                     # impl -> the error that made it fail
+  for fields, fn in items:
+    impl = fields.get("impl")
+    if impl in failed_impls:
+      recorder.add(section, "skipped", **fields,
+                   reason=f"{impl} failed earlier in this section: {failed_impls[impl]}")
+      continue
+    reason = budget.skip_reason(longest)
+    if reason:
+      recorder.add(section, "skipped", **fields, reason=reason)
+      continue
+    start = time.monotonic()
+    try:
+      row = recorder.add(section, "ok", **{**fields, **fn()})
+      print(f"[{section}] {row}", flush=True)
+    except Exception as error:   # pylint: disable=broad-except  (one failure must not stop us)
+      message = f"{type(error).__name__}: {str(error)[:400]}"
+      logging.error("%s %s failed:\n%s", section, fields, traceback.format_exc())
+      recorder.add(section, "failed", **fields, error=message)
+      if impl is not None and impl != "reference":
+        failed_impls[impl] = message
+    longest = max(longest or 0.0, time.monotonic() - start)
+
+
+# ------------------------------------------------------------------ sections
+
+
+def environment(plan, budget, recorder):
+  """Device, versions, nvidia-smi: environment.json and nvidia-smi.txt."""
+  del plan, budget
+  import jaxlib   # pylint: disable=g-import-not-at-top
+  device = jax.devices()[0]
+  smi = shutil.which("nvidia-smi")
+  smi_text = _command_output([smi]) if smi else "nvidia-smi: not found on PATH"
+  with open(recorder.path("nvidia-smi.txt"), "w", encoding="utf-8") as f:
+    f.write(smi_text + "\n")
+  driver = _command_output([smi, "--query-gpu=driver_version", "--format=csv,noheader"]
+                           ) if smi else None
+  info = dict(device=device.device_kind, platform=device.platform,
+              device_count=jax.device_count(), driver=driver, jax=jax.__version__,
+              jaxlib=jaxlib.__version__, python=platform.python_version(),
+              host=platform.platform(), scan_impls=sorted(kernels.SCAN_IMPLS),
+              peak_gbps=benchmarking.peak_gbps(device.device_kind),
+              date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              command=" ".join(["python"] + sys.argv), dry_run=_DRY_RUN.value)
+  with open(recorder.path("environment.json"), "w", encoding="utf-8") as f:
+    json.dump(info, f, indent=1)
+  recorder.add("environment", "ok", **info)
+
+
+def _command_output(command):
+  try:
+    return subprocess.run(command, capture_output=True, text=True, timeout=30,
+                          check=False).stdout.strip()
+  except (OSError, subprocess.SubprocessError) as error:
+    return f"{command[0]} failed: {error}"
+
+
+def _kernel_impls():
+  return [name for name in kernels.SCAN_IMPLS if name != "reference"]
+
+
+# cross_selective_scan's arguments, in order (the gradients come in this order).
+CROSS_ARG_NAMES = ("x", "delta", "A", "B", "C", "D", "delta_bias")
+
+
+def correctness(plan, budget, recorder):
+  """Each kernel against the reference: y and every gradient, as a fraction of the
+  tolerance (<= 1 passes, as tests/test_pallas_scan.py's assert_allclose)."""
+  reference_fn = benchmarking.scan_values_and_grads_fn("reference")
+  items = []
+  for dtype in plan.dtypes:
+    for variant in plan.correctness_variants:
+      for stage in plan.correctness_stages:
+        shape = benchmarking.scan_stage_shape(variant, stage, plan.correctness_batch,
+                                              *plan.input_size)
+        expected = {}        # the reference's (y, grads), computed once per shape
+
+        for impl in _kernel_impls():
+
+          def check(shape=shape, dtype=dtype, impl=impl, expected=expected):
+            args = benchmarking.scan_inputs(shape, dtype)
+            if not expected:
+              expected["value"] = jax.device_get(reference_fn(*args))
+            y_ref, grads_ref = expected["value"]
+            y, grads = jax.device_get(benchmarking.scan_values_and_grads_fn(impl)(*args))
+            ratios = {"y": benchmarking.tolerance_ratio(y, y_ref, benchmarking.OUTPUT_RTOL)}
+            for name, got, want in zip(CROSS_ARG_NAMES, grads, grads_ref):
+              ratios[f"d_{name}"] = benchmarking.tolerance_ratio(
+                  got, want, benchmarking.GRAD_RTOL[dtype])
+            worst = max(ratios, key=ratios.get)
+            return dict(passed=ratios[worst] <= 1.0, worst=worst,
+                        worst_ratio=round(ratios[worst], 4),
+                        ratios={k: round(v, 4) for k, v in ratios.items()},
+                        interpret=benchmarking.interpreted(impl))
+
+          items.append((dict(impl=impl, variant=variant, stage=stage, dtype=dtype,
+                             shape=list(shape)), check))
+  run_items("correctness", items, budget, recorder)
+
+
+def scan(plan, budget, recorder):
+  """The fused SS2D scan alone at stage 1 of plan.scan_variant, each implementation."""
+  peak = benchmarking.peak_gbps(jax.devices()[0].device_kind)
+  shape = benchmarking.scan_stage_shape(plan.scan_variant, 1, plan.scan_batch,
+                                        *plan.input_size)
+  dtype = "bfloat16"
+  items = []
+  for pass_name in ("forward", "forward_backward"):
+    for impl in kernels.SCAN_IMPLS:
+
+      def measure(impl=impl, pass_name=pass_name):
+        args = benchmarking.scan_inputs(shape, dtype)
+        fn = benchmarking.scan_fn(impl, pass_name)
+        compile_s, seconds = benchmarking.time_calls(lambda: fn(*args),
+                                                     jax.block_until_ready, plan.timing)
+        row = benchmarking.scan_row(shape, dtype, pass_name, impl, seconds, peak)
+        return dict({k: v for k, v in row.items() if k not in ("impl", "pass_name")},
+                    compile_s=round(compile_s, 2))
+
+      items.append((dict(impl=impl, variant=plan.scan_variant, stage=1,
+                         pass_name=pass_name), measure))
+  run_items("scan", items, budget, recorder)
+
+
+def inference_speed(plan, budget, recorder):
+  """images/s and latency of each variant x dtype x scan implementation x batch."""
+  height, width = plan.input_size
+  items = []
+  models = {}
+  for dtype in plan.dtypes:              # most wanted first: what the budget cuts is last
+    for variant in plan.inference_variants:
+      for batch in plan.batches:
+        for impl in kernels.SCAN_IMPLS:
+
+          def measure(variant=variant, dtype=dtype, impl=impl, batch=batch):
+            if variant not in models:
+              model = benchmarking.build_eval_model(variant, plan.num_keypoints)
+              models[variant] = (model, benchmarking.model_sizes(model, height, width))
+            model, sizes = models[variant]
+            changed = inference.with_model_changes(model, dtype=dtype, scan_impl=impl)
+            row = benchmarking.time_model(changed, batch, height, width, plan.timing)
+            return dict(row, **sizes, interpret=benchmarking.interpreted(impl))
+
+          items.append((dict(model=f"MamKPD-{variant}", variant=variant, dtype=dtype,
+                             scan_impl=impl, impl=impl, batch=batch), measure))
+  run_items("inference", items, budget, recorder)
+
+
+def peers(plan, budget, recorder):
+  """HRNet-W32 and ViT-B/16 in PyTorch at the same input and batches."""
+  height, width = plan.input_size
+  try:
+    torch, modules = benchmarking.torch_peers(plan.num_keypoints, height, width)
+  except ImportError as error:
+    recorder.add("peers", "skipped", reason=f"torch/timm not importable: {error}")
+    return
+  items = []
+  built = {}
+  for name, module in modules.items():
+    for batch in plan.batches:
+
+      def measure(name=name, module=module, batch=batch):
+        if name not in built:
+          built[name] = benchmarking.peer_model(torch, module)
+        return benchmarking.time_peer(torch, *built[name], batch, height, width,
+                                      plan.timing)
+
+      items.append((dict(model=benchmarking.PEER_NAMES[name], peer=name, batch=batch),
+                    measure))
+  run_items("peers", items, budget, recorder)
+  benchmarking.add_ratios(recorder.section_rows("inference"), recorder.section_rows("peers"))
+
+
+def train_speed(plan, budget, recorder):
+  """images/s of train.py's train step on synthetic batches (no input pipeline)."""
+  height, width = plan.input_size
+  items = []
+  for dtype in plan.dtypes:
+
+    def measure(dtype=dtype):
+      config = config_lib.coco(plan.train_variant)
+      config.model.dtype = dtype
+      config.batch_size = plan.train_batch
+      mesh = parallel.make_mesh()
+      trainer, state, _ = train.create_trainer(config, steps_per_epoch=1000, mesh=mesh)
+      rng = np.random.default_rng(0)
+      batch = parallel.global_batch({            # heatmaps at the decoder's stride 4
+          "image": rng.integers(0, 256, (plan.train_batch, height, width, 3), np.uint8),
+          "heatmaps": rng.random((plan.train_batch, height // 4, width // 4,
+                                  plan.num_keypoints), np.float32),
+          "keypoint_weights": np.ones((plan.train_batch, plan.num_keypoints), np.float32),
+      }, mesh)
+      holder = {"state": state}                  # the step donates its state
+
+      def step():
+        holder["state"], metrics = trainer.step_fn(holder["state"], batch)
+        return metrics
+
+      compile_s, seconds = benchmarking.time_calls(step, jax.block_until_ready,
+                                                   plan.timing)
+      return benchmarking.timing_row(plan.train_batch, compile_s, seconds)
+
+    items.append((dict(model=f"MamKPD-{plan.train_variant}", dtype=dtype,
+                       input_size=list(plan.input_size)), measure))
+  run_items("train_speed", items, budget, recorder)
+
+
+def train_real(plan, budget, recorder):
+  """MamKPD-tiny on the open-field video for about plan.real_train_s, then PCK@0.1.
+
+  A short probe run measures the steps/s (its compilation is then a cache hit for the
+  real run), which sets the real run's steps. The sample config's learning-rate decays
+  (epochs 120 and 140 of 150) are dropped: a 2-minute run keeps the rate after warm-up.
+  """
+  workdir_root = tempfile.mkdtemp(prefix="gpu_check_train_")
+  base = config_lib.load_config_file(os.path.join(REPO, "configs", "sample_openfield.py"))
+  base.data.input_height = base.data.input_width = plan.real_input_size
+  base.batch_size = plan.real_batch
+  base.data.num_workers = plan.real_num_workers
+
+  def run_config(num_steps):
+    config = base.copy_and_resolve_references()
+    config.train.num_steps = num_steps
+    config.train.log_every_steps = max(1, min(25, num_steps // 3))
+    config.train.checkpoint_every_steps = num_steps
+    config.train.eval_every_epochs = 0          # evaluate once, after the last step
+    config.train.lr_decay_epochs = ()           # so the probe's step is the run's step
+    return config
+
+  def probe():
+    workdir = os.path.join(workdir_root, "probe")
+    start = time.monotonic()
+    train.train_and_evaluate(run_config(plan.real_probe_steps), workdir,
+                             evaluate_during_training=False)
+    rates = workdir_lib.read_scalars(workdir)["train/images_per_s"]
+    return dict(probe_steps=plan.real_probe_steps, probe_s=round(time.monotonic() - start, 1),
+                images_per_s=round(rates[-1][1], 2))
+
+  def real_run():
+    probes = recorder.section_rows("train_real")
+    if not probes:
+      raise RuntimeError("the probe run did not finish: no steps/s to size the run")
+    images_per_s = probes[-1]["images_per_s"]
+    seconds = min(plan.real_train_s, 0.8 * budget.left())
+    steps = int(np.clip(seconds * images_per_s / plan.real_batch, plan.real_probe_steps,
+                        plan.real_max_steps))
+    config = run_config(steps)
+    workdir = os.path.join(workdir_root, "run")
+    start = time.monotonic()
+    metrics = train.train_and_evaluate(config, workdir)
+    elapsed = time.monotonic() - start
+    curve = os.path.join(workdir, "learning_curve.png")
+    if os.path.exists(curve):
+      shutil.copy(curve, recorder.path("learning_curve.png"))
+    return dict(steps=steps, batch=plan.real_batch, input_size=plan.real_input_size,
+                planned_train_s=round(seconds, 1), wall_s=round(elapsed, 1),
+                **{k: round(float(v), 4) for k, v in metrics.items()})
+
+  config_name = "configs/sample_openfield.py (MamKPD-tiny)"
+  run_items("train_real", [(dict(stage="probe", config=config_name), probe),
+                           (dict(stage="run", config=config_name), real_run)],
+            budget, recorder)
+  shutil.rmtree(workdir_root, ignore_errors=True)
+
+
+SECTION_FNS = {"environment": environment, "correctness": correctness, "scan": scan,
+               "inference": inference_speed, "peers": peers, "train_speed": train_speed,
+               "train_real": train_real}
+
+
+# ------------------------------------------------------------------ summary
+
+
+COLUMNS = {
+    "correctness": ("impl", "variant", "stage", "dtype", "shape", "passed", "worst",
+                    "worst_ratio", "interpret"),
+    "scan": ("impl", "pass_name", "dtype", "batch", "height", "width", "d_inner", "ms",
+             "min_gbytes", "gbps", "fraction_of_peak", "compile_s", "interpret"),
+    "inference": ("model", "dtype", "scan_impl", "batch", "latency_ms", "images_per_s",
+                  "compile_s", "ratio_to_hrnet_w32", "ratio_to_vit_b16", "interpret"),
+    "peers": ("model", "dtype", "batch", "latency_ms", "images_per_s", "params"),
+    "train_speed": ("model", "dtype", "batch", "input_size", "latency_ms", "images_per_s",
+                    "compile_s"),
+    "train_real": ("stage", "config", "probe_steps", "images_per_s", "steps", "batch",
+                   "input_size", "wall_s", "PCK@0.1", "AP"),
+}
+
+
+def _table(rows, columns):
+  columns = [c for c in columns if any(c in r for r in rows)]
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  for row in rows:
+    lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+  return lines
+
+
+def summary_markdown(recorder):
+  env = next((r for r in recorder.rows if r["section"] == "environment"), {})
+  lines = [f"# gpu_check: {env.get('device', '?')}", ""]
+  if env:
+    lines += [f"JAX {env['jax']} (jaxlib {env['jaxlib']}), Python {env['python']}, "
+              f"driver {env['driver']}, {env['device_count']} device(s), peak HBM "
+              f"{env['peak_gbps']} GB/s, {env['date']}.", "",
+              f"Command: `{env['command']}`" + (" (dry run: tiny shapes, timings "
+                                                "meaningless)" if env["dry_run"] else ""),
+              ""]
+  for section in SECTIONS[1:]:
+    rows = [r for r in recorder.rows if r["section"] == section]
+    if not rows:
+      continue
+    lines += [f"## {section}", ""]
+    done = [r for r in rows if r["status"] == "ok"]
+    if done:
+      lines += _table(done, COLUMNS[section]) + [""]
+    for row in rows:
+      if row["status"] != "ok":
+        what = ", ".join(f"{k}={row[k]}" for k in row
+                         if k not in ("section", "status", "reason", "error", "shape"))
+        why = row.get("reason") or row.get("error")
+        lines.append(f"- {row['status']}: " + (f"{what}: {why}" if what else why))
+    lines.append("")
+  return "\n".join(lines) + "\n"
+
+
+def write_summary(recorder):
+  with open(recorder.path("summary.md"), "w", encoding="utf-8") as f:
+    f.write(summary_markdown(recorder))
+  rows, peer_rows = recorder.section_rows("inference"), recorder.section_rows("peers")
+  if not rows:
+    return
+  try:
+    benchmarking.plot_throughput(rows, peer_rows, recorder.path("inference.png"),
+                                 f"{jax.devices()[0].device_kind}, JAX {jax.__version__}")
+  except ImportError as error:       # matplotlib missing on a lent machine: no png
+    logging.warning("inference.png not written: %s", error)
+
+
+# ------------------------------------------------------------------ main
+
+
+def output_directory():
+  """--output_dir, or a new benchmarks/<date>-<device>[-dry_run][-N] (never reused)."""
+  if _OUTPUT_DIR.value:
+    if os.path.exists(_OUTPUT_DIR.value) and os.listdir(_OUTPUT_DIR.value):
+      raise app.UsageError(f"--output_dir={_OUTPUT_DIR.value} is not empty; results are "
+                           "never written over earlier ones: give a new folder")
+    return _OUTPUT_DIR.value
+  device = re.sub(r"[^A-Za-z0-9]+", "-", jax.devices()[0].device_kind).strip("-").lower()
+  name = f"{datetime.date.today().isoformat()}-{device}" + ("-dry_run" if _DRY_RUN.value
+                                                             else "")
+  path, n = os.path.join(REPO, "benchmarks", name), 1
+  while os.path.exists(path):
+    n += 1
+    path = os.path.join(REPO, "benchmarks", f"{name}-{n}")
+  return path
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  unknown = sorted(set(_SECTIONS.value) - set(SECTIONS))
+  if unknown:
+    raise app.UsageError(f"--sections: unknown {unknown}; known: {list(SECTIONS)}")
+  if jax.default_backend() == "cpu" and not _DRY_RUN.value:
+    logging.warning("no GPU: JAX runs on the CPU; full shapes there take hours. Did you "
+                    "mean --dry_run?")
+  checkpointing.quiet_orbax_logs()
+  plan = DRY_RUN_PLAN if _DRY_RUN.value else GPU_PLAN
+  directory = output_directory()
+  os.makedirs(directory, exist_ok=True)
+  print(f"gpu_check: writing to {directory}", flush=True)
+  recorder, budget = Recorder(directory), Budget(_BUDGET.value)
+  chosen = [s for s in SECTIONS if s in _SECTIONS.value or s == "environment"]
+  for i, section in enumerate(chosen):
+    budget.start_section(section, chosen[i:])
+    start = time.monotonic()
+    SECTION_FNS[section](plan, budget, recorder)
+    logging.info("section %s took %.1f s", section, time.monotonic() - start)
+    write_summary(recorder)
+  print(summary_markdown(recorder))
+  print(f"gpu_check: wrote {sorted(os.listdir(directory))} to {directory}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
