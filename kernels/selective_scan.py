@@ -8,6 +8,8 @@ fallback to another implementation.
 import typing
 
 from mamkpd_jax.kernels.cross_scan import NUM_DIRECTIONS, cross_selective_scan_reference
+from mamkpd_jax.kernels.selective_scan_chunked import (cross_selective_scan_chunked,
+                                                       selective_scan_chunked)
 from mamkpd_jax.kernels.selective_scan_pallas import (cross_selective_scan_pallas,
                                                       selective_scan_pallas)
 from mamkpd_jax.kernels.selective_scan_ref import selective_scan_reference
@@ -22,6 +24,7 @@ class ScanImpl(typing.NamedTuple):
 SCAN_IMPLS = {
     "reference": ScanImpl(selective_scan_reference, cross_selective_scan_reference, False),
     "pallas": ScanImpl(selective_scan_pallas, cross_selective_scan_pallas, True),
+    "chunked": ScanImpl(selective_scan_chunked, cross_selective_scan_chunked, False),
 }
 
 
