@@ -1,15 +1,18 @@
 """Scan kernels for MamKPD, installed as `mamkpd_jax.kernels`.
 
 `selective_scan` and `cross_selective_scan` (SS2D's four-direction scan of a map)
-dispatch by name to an implementation (`SCAN_IMPLS`): "reference", pure JAX, or
-"pallas", the Pallas kernels. Each fused kernel keeps a readable reference beside it.
+dispatch by name to an implementation (`SCAN_IMPLS`): "reference" and "chunked", pure
+JAX, or "pallas", the Pallas kernels; "auto" picks by backend (`resolve_impl`). Each fused kernel keeps a readable reference beside it.
 """
 
 from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, cross_merge, cross_scan,
                                            cross_selective_scan_reference,
                                            direction_tokens)
-from mamkpd_jax.kernels.selective_scan import (SCAN_IMPLS, cross_selective_scan,
+from mamkpd_jax.kernels.selective_scan import (AUTO, PURE_JAX_IMPLS, SCAN_IMPLS,
+                                               cross_selective_scan, resolve_impl,
                                                selective_scan)
+from mamkpd_jax.kernels.selective_scan_chunked import (cross_selective_scan_chunked,
+                                                       selective_scan_chunked)
 from mamkpd_jax.kernels.selective_scan_pallas import (cross_selective_scan_pallas,
                                                       selective_scan_pallas)
 from mamkpd_jax.kernels.selective_scan_ref import selective_scan_reference

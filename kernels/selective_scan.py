@@ -1,11 +1,15 @@
 """`selective_scan` and `cross_selective_scan`: one entry point each, implementation by name.
 
-`SCAN_IMPLS` maps a name to the pair of functions; "reference" is pure JAX, "pallas" the
-Pallas kernels (interpreted on CPU). An unknown name is an error, never a silent
-fallback to another implementation.
+`SCAN_IMPLS` maps a name to the pair of functions; "reference" is the readable pure-JAX
+definition, "chunked" the fast pure-JAX one (time-major, checkpointed chunks), "pallas"
+the Pallas kernels (interpreted on CPU). `AUTO` ("auto", the model's default) picks by
+backend: the fastest measured there (`AUTO_IMPLS`). An unknown name is an error, never
+a silent fallback to another implementation.
 """
 
 import typing
+
+import jax
 
 from mamkpd_jax.kernels.cross_scan import NUM_DIRECTIONS, cross_selective_scan_reference
 from mamkpd_jax.kernels.selective_scan_chunked import (cross_selective_scan_chunked,
@@ -26,6 +30,22 @@ SCAN_IMPLS = {
     "pallas": ScanImpl(selective_scan_pallas, cross_selective_scan_pallas, True),
     "chunked": ScanImpl(selective_scan_chunked, cross_selective_scan_chunked, False),
 }
+
+# impl="auto": per backend, the implementation measured fastest there (kernels/README.md).
+# The chunked scan beat the reference on the 2-core CPU for MamKPD inference and training.
+AUTO = "auto"
+AUTO_IMPLS = {"cpu": "chunked", "gpu": "pallas"}
+PURE_JAX_IMPLS = ("reference", "chunked")   # any backend, any (symbolic) batch
+
+
+def resolve_impl(impl, backend=None):
+  """The SCAN_IMPLS key that `impl` names: itself, or for "auto" the default backend's."""
+  if impl == AUTO:
+    return AUTO_IMPLS.get(backend or jax.default_backend(), "chunked")
+  if impl not in SCAN_IMPLS:
+    raise ValueError(f"unknown impl {impl!r}; available: {AUTO!r} or one of "
+                     f"{sorted(SCAN_IMPLS)}")
+  return impl
 
 
 def _expect(name, array, shape, context):
@@ -69,8 +89,7 @@ def _check_cross_shapes(x, delta, A, B, C, D, delta_bias):
 
 
 def _impl(impl, interpret):
-  if impl not in SCAN_IMPLS:
-    raise ValueError(f"unknown impl {impl!r}; available: {sorted(SCAN_IMPLS)}")
+  impl = resolve_impl(impl)
   chosen = SCAN_IMPLS[impl]
   if interpret is not None and not chosen.takes_interpret:
     raise ValueError(f"interpret={interpret} applies to impl='pallas' only, not {impl!r}")
@@ -87,7 +106,7 @@ def selective_scan(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
     B, C: (batch, L, G, N); channel c uses group c // (channels // G).
     D, delta_bias: (channels,) float32.
     delta_softplus: apply softplus to delta + delta_bias.
-    impl: a key of `SCAN_IMPLS`.
+    impl: a key of `SCAN_IMPLS`, or "auto" (`resolve_impl`).
     interpret: impl="pallas" only; None interprets when the default backend is the CPU.
 
   Returns:

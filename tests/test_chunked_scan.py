@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import numpy_refs
+from conftest import jitted_forward, with_config
 from mamkpd_jax import kernels
 from mamkpd_jax.kernels import selective_scan_chunked
 from scan_inputs import cross_inputs, scan_inputs
@@ -105,3 +106,21 @@ def test_chunked_takes_no_interpret_flag():
   with pytest.raises(ValueError, match="impl='pallas' only"):
     kernels.selective_scan(**scan_inputs(0, 1, 8, 4, 1, 1), impl="chunked", interpret=True)
 
+
+
+def test_auto_resolves_by_backend():
+  assert kernels.resolve_impl("auto", "cpu") == "chunked"
+  assert kernels.resolve_impl("auto", "gpu") == "pallas"
+  assert kernels.resolve_impl("reference", "gpu") == "reference"   # explicit names stay
+  with pytest.raises(ValueError, match="unknown impl 'triton'.*'auto'.*chunked"):
+    kernels.resolve_impl("triton")
+
+
+def test_model_default_is_auto_and_equals_reference(tiny_model):
+  """The tiny model's default scan ("auto": chunked on CPU) against the reference."""
+  assert tiny_model.config.scan_impl == "auto"
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 64, 48, 3)), jnp.uint8)
+  forward = jitted_forward()
+  reference = with_config(tiny_model, scan_impl="reference")
+  np.testing.assert_allclose(np.asarray(forward(tiny_model, images)),
+                             np.asarray(forward(reference, images)), rtol=1e-4, atol=1e-5)
