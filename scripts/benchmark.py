@@ -1,10 +1,22 @@
 """Inference throughput and latency of MamKPD (and, when PyTorch and timm are there, peers).
 
-For each variant, computation dtype, selective-scan implementation and batch size it
-times the forward pass on random uint8 crops (the model normalises them itself): the
-first call compiles (reported apart, as compile_s), `--warmup` calls follow, then the
-median of `--repeats` calls, each ended by `block_until_ready`. images/s = batch /
-median latency. Parameters and GFLOPs (multiply-adds, the paper's convention) come from
+For each variant, computation dtype, selective-scan implementation, mode and batch size
+it times the forward pass (mode "inference") or one training step (mode "train":
+mamkpd_jax.train's step, forward + backward + the paper's Adam update, on random
+heatmap targets) on random uint8 crops (the model normalises them itself): the first
+call compiles (reported apart, as compile_s), `--warmup` calls follow, then the median
+of `--repeats` calls, each ended by `block_until_ready`. images/s = batch / median
+latency.
+
+`--scan_impls` takes the keys of kernels.SCAN_IMPLS, "auto" (the model's default) and
+`identity`: the selective scan replaced by y = D*u (cross-scan and merge kept), for
+timing only (it is no SCAN_IMPLS entry, so no model can train with it). With identity
+in the run every row also gets `scan_share`: 1 - identity's latency / the row's, the
+share of the row's time the scan takes (same variant, dtype, mode and batch).
+
+    python scripts/benchmark.py --variants=base,large --batch_sizes=1,4,8 \
+        --dtypes=float32 --scan_impls=reference,chunked,identity --modes=inference,train \
+        --peers= --repeats=5 --warmup=1 --json                  # the CPU table (README) Parameters and GFLOPs (multiply-adds, the paper's convention) come from
 mamkpd_jax/models/stats.py.
 
     python scripts/benchmark.py --json --output_dir=benchmarks/h100        # a GPU
@@ -25,6 +37,7 @@ results [...], peers [...] or {"skipped": why}); with --output_dir, benchmark.js
 benchmark.md (a markdown table) and benchmark.png (images/s against batch size).
 """
 
+import contextlib
 import datetime
 import json
 import os
@@ -32,19 +45,25 @@ import statistics
 import sys
 import time
 
+from unittest import mock
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 from flax import nnx
 
-from mamkpd_jax import inference
+from mamkpd_jax import config_lib, inference, kernels, optim, train
 from mamkpd_jax.models import ModelConfig, build_model, model_config, stats
+from mamkpd_jax.models.variants import HEATMAP_STRIDE
 
 _VARIANTS = flags.DEFINE_list("variants", ["small", "base", "large"], "MamKPD variants.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "32", "128"], "Batch sizes.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Computation dtypes.")
 _SCAN_IMPLS = flags.DEFINE_list("scan_impls", ["reference", "pallas"],
                                 "Selective-scan implementations.")
+_MODES = flags.DEFINE_list("modes", ["inference"], "inference (forward) and/or train "
+                           "(one training step).")
 _HEIGHT = flags.DEFINE_integer("input_height", 256, "Input crop height.")
 _WIDTH = flags.DEFINE_integer("input_width", 192, "Input crop width.")
 _KEYPOINTS = flags.DEFINE_integer("num_keypoints", 17, "Heatmaps (COCO: 17).")
@@ -86,6 +105,25 @@ def timing_row(batch, compile_s, latency_s, **fields):
 
 # ------------------------------------------------------------------ MamKPD
 
+IDENTITY = "identity"   # benchmark-only scan: y = D*u; never a SCAN_IMPLS entry
+MODES = ("inference", "train")
+
+
+def identity_scan(x, delta, A, B, C, D, delta_bias, **unused):
+  """`cross_selective_scan` with the scan taken out: each direction's y = D*u, merged."""
+  del delta, A, B, C, delta_bias, unused
+  batch, height, width, per_group = x.shape
+  skip = D.reshape(kernels.NUM_DIRECTIONS, per_group) * kernels.cross_scan(x).astype(
+      jnp.float32)                                                     # (b, L, K, P)
+  return kernels.cross_merge(skip, height, width)
+
+
+def scan_override(impl):
+  """A context in which SS2D's scan is `identity_scan` (impl "identity"), else nothing."""
+  if impl != IDENTITY:
+    return contextlib.nullcontext()
+  return mock.patch.object(kernels, "cross_selective_scan", identity_scan)
+
 
 def build(variant):
   """An eval-mode MamKPD-`variant` (float32, reference scan), random parameters."""
@@ -100,18 +138,59 @@ def model_sizes(model):
   return {"params": stats.param_counts(model)["total"], "gflops": round(flops["gmacs"], 4)}
 
 
-def time_model(model, batches):
-  """Rows of one (dtype, scan_impl) model over batch sizes."""
+def inference_call(model, images):
+  """() -> heatmaps: the jitted forward pass of eval-mode `model` on `images`."""
   graphdef, state = nnx.split(model)
   forward = jax.jit(lambda state, images: nnx.merge(graphdef, state)(images))
+  return lambda: forward(state, images)
+
+
+def train_call(model, images):
+  """() -> metrics: one step of mamkpd_jax.train (the paper's Adam), state carried over."""
+  graphdef, state = nnx.split(model)
+  model = nnx.merge(graphdef, jax.tree.map(jnp.copy, state))   # the step donates its state
+  model.train()
+  optimizer, _ = optim.make_nnx_optimizer(model, config_lib.train_config(), 1)
+  (model_graphdef, model_state), (opt_graphdef, opt_state) = (nnx.split(model),
+                                                              nnx.split(optimizer))
+  step = jax.jit(train.make_train_step(model_graphdef, opt_graphdef), donate_argnums=0)
+  heatmap_shape = (images.shape[1] // HEATMAP_STRIDE, images.shape[2] // HEATMAP_STRIDE,
+                   model.config.num_keypoints)                        # (h, w, K)
+  rng = np.random.default_rng(1)
+  batch = {"image": images,
+           "heatmaps": jnp.asarray(rng.random((images.shape[0], *heatmap_shape)),
+                                   jnp.float32),
+           "keypoint_weights": jnp.ones((images.shape[0], heatmap_shape[-1]), jnp.float32)}
+  carried = {"state": {"model": model_state, "opt": opt_state}}
+
+  def call():
+    carried["state"], metrics = step(carried["state"], batch)
+    return metrics
+  return call
+
+
+def time_model(model, batches, mode):
+  """Rows of one (dtype, scan_impl) model over batch sizes, in `mode`."""
   rng = np.random.default_rng(0)
   rows = []
   for batch in batches:
     images = jax.device_put(rng.integers(0, 256, (batch, _HEIGHT.value, _WIDTH.value, 3),
                                          np.uint8))
-    compile_s, latency = time_calls(lambda: forward(state, images), jax.block_until_ready)
-    rows.append(timing_row(batch, compile_s, latency))
+    call = (train_call if mode == "train" else inference_call)(model, images)
+    compile_s, latency = time_calls(call, jax.block_until_ready)
+    rows.append(timing_row(batch, compile_s, latency, mode=mode))
   return rows
+
+
+def add_scan_shares(rows):
+  """scan_share = 1 - identity latency / row latency, when identity was timed alike."""
+  identity = {(r["variant"], r["dtype"], r["mode"], r["batch"]): r["latency_ms"]
+              for r in rows if r["scan_impl"] == IDENTITY}
+  for row in rows:
+    base = identity.get((row["variant"], row["dtype"], row["mode"], row["batch"]))
+    if base is not None:
+      row["scan_share"] = round(1 - base / row["latency_ms"], 3)
+      row["x_identity"] = round(row["latency_ms"] / base, 3)
 
 
 def benchmark_variant(variant, batches):
@@ -121,15 +200,22 @@ def benchmark_variant(variant, batches):
   interpret = jax.default_backend() == "cpu"
   rows = []
   for dtype in _DTYPES.value:
-    for impl in _SCAN_IMPLS.value:
-      changed = inference.with_model_changes(model, dtype=dtype, scan_impl=impl)
-      for row in time_model(changed, batches):
-        row = dict(model=f"MamKPD-{variant}", variant=variant, dtype=dtype, scan_impl=impl,
-                   interpret=impl == "pallas" and interpret, **row, **sizes)
-        print(f"MamKPD-{variant:<6} {dtype:<9} {impl:<10} batch {row['batch']:>4} "
-              f"{row['latency_ms']:10.3f} ms {row['images_per_s']:10.1f} images/s "
-              f"(compile {row['compile_s']:.1f} s)", flush=True)
-        rows.append(row)
+    for mode in _MODES.value:
+      for impl in _SCAN_IMPLS.value:
+        changed = inference.with_model_changes(
+            model, dtype=dtype, scan_impl="reference" if impl == IDENTITY else impl)
+        with scan_override(impl):
+          timed = time_model(changed, batches, mode)
+        for row in timed:
+          row = dict(model=f"MamKPD-{variant}", variant=variant, dtype=dtype,
+                     scan_impl=impl, interpret=impl == "pallas" and interpret, **row,
+                     **sizes)
+          print(f"MamKPD-{variant:<6} {dtype:<9} {mode:<9} {impl:<10} batch "
+                f"{row['batch']:>4} {row['latency_ms']:10.3f} ms "
+                f"{row['images_per_s']:10.1f} images/s (compile {row['compile_s']:.1f} s)",
+                flush=True)
+          rows.append(row)
+  add_scan_shares(rows)
   return sizes, rows
 
 
@@ -224,10 +310,10 @@ def benchmark_peers(batches):
 
 
 def add_ratios(rows, peers):
-  """Each of our rows gets images/s divided by each peer's at the same batch."""
+  """Each inference row gets images/s divided by each peer's at the same batch."""
   if not isinstance(peers, list):
     return
-  for row in rows:
+  for row in (r for r in rows if r["mode"] == "inference"):
     for peer in peers:
       if peer.get("batch") == row["batch"] and peer.get("images_per_s"):
         row[f"ratio_to_{peer['peer']}"] = round(row["images_per_s"] / peer["images_per_s"], 3)
@@ -256,19 +342,21 @@ def markdown(report):
   for peer in peers if isinstance(peers, list) else []:
     if "error" in peer:
       lines.append(f"- {peer['model']}: failed: {peer['error']}")
-  lines += ["", "| model | dtype | scan | batch | latency ms | images/s |"
-            + "".join(f" x {PEER_NAMES[p]} |" for p in peer_names),
-            "|---|---|---|---|---|---|" + "---|" * len(peer_names)]
+  lines += ["", "| model | dtype | mode | scan | batch | latency ms | images/s | "
+            "x identity |" + "".join(f" x {PEER_NAMES[p]} |" for p in peer_names),
+            "|---|---|---|---|---|---|---|---|" + "---|" * len(peer_names)]
   for row in report["results"]:
-    lines.append(f"| {row['model']} | {row['dtype']} | {row['scan_impl']}"
+    lines.append(f"| {row['model']} | {row['dtype']} | {row['mode']} | {row['scan_impl']}"
                  f"{' (interpret)' if row['interpret'] else ''} | {row['batch']} | "
-                 f"{row['latency_ms']:.3f} | {row['images_per_s']:.1f} |"
+                 f"{row['latency_ms']:.3f} | {row['images_per_s']:.1f} | "
+                 f"{row.get('x_identity', float('nan')):.2f} |"
                  + "".join(f" {row.get(f'ratio_to_{p}', float('nan')):.2f} |"
                            for p in peer_names))
   for peer in peers if isinstance(peers, list) else []:
     if "images_per_s" in peer:
-      lines.append(f"| {peer['model']} | {peer['dtype']} | - | {peer['batch']} | "
-                   f"{peer['latency_ms']:.3f} | {peer['images_per_s']:.1f} |"
+      lines.append(f"| {peer['model']} | {peer['dtype']} | inference | - | "
+                   f"{peer['batch']} | {peer['latency_ms']:.3f} | "
+                   f"{peer['images_per_s']:.1f} | |"
                    + " |" * len(peer_names))
   return "\n".join(lines) + "\n"
 
@@ -281,7 +369,8 @@ def plot(report, path):
 
   series = {}
   for row in report["results"]:
-    series.setdefault((row["model"], row["dtype"], row["scan_impl"], "-"), []).append(row)
+    series.setdefault((row["model"], row["dtype"], f"{row['scan_impl']} {row['mode']}", "-"),
+                      []).append(row)
   for peer in report["peers"] if isinstance(report["peers"], list) else []:
     if "images_per_s" in peer:
       series.setdefault((peer["model"], peer["dtype"], "", "--"), []).append(peer)
@@ -316,6 +405,13 @@ def write_outputs(report, directory):
 
 
 def run():
+  for mode in _MODES.value:
+    if mode not in MODES:
+      raise ValueError(f"--modes: unknown mode {mode!r}; known: {MODES}")
+  for impl in _SCAN_IMPLS.value:
+    if impl not in (IDENTITY, kernels.AUTO, *kernels.SCAN_IMPLS):
+      raise ValueError(f"--scan_impls: unknown {impl!r}; known: {IDENTITY!r}, "
+                       f"{kernels.AUTO!r} or one of {sorted(kernels.SCAN_IMPLS)}")
   device = jax.devices()[0]
   batches = [int(b) for b in _BATCH_SIZES.value]
   models, results = {}, []
@@ -329,7 +425,7 @@ def run():
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       command=" ".join(["python"] + sys.argv),
       settings=dict(input_size=[_HEIGHT.value, _WIDTH.value], num_keypoints=_KEYPOINTS.value,
-                    repeats=_REPEATS.value, warmup=_WARMUP.value,
+                    repeats=_REPEATS.value, warmup=_WARMUP.value, modes=_MODES.value,
                     input="uint8 RGB crops, normalised inside the model"),
       paper_images_per_s=PAPER_THROUGHPUT, models=models, results=results, peers=peers)
 
