@@ -16,7 +16,7 @@ import pytest
 import numpy_refs
 from conftest import jitted_forward, with_config
 from mamkpd_jax import kernels
-from mamkpd_jax.kernels import selective_scan_chunked
+from mamkpd_jax.kernels import selective_scan_chunked  # the function (kernels/__init__)
 from scan_inputs import cross_inputs, scan_inputs
 from test_pallas_scan import CASES, CROSS_CASES, RTOL, assert_close, values_and_grads
 from test_selective_scan import _largest_intermediate
@@ -86,7 +86,7 @@ def test_long_sequence_does_not_drift(decay):
 def test_chunk_size_does_not_change_the_result(chunk_size):
   """Padded last chunks (L 50 is no multiple of 5 nor 64) against the float64 loop."""
   inputs = scan_inputs(2, 2, 50, 12, 4, 3)
-  y = selective_scan_chunked.selective_scan_chunked(**inputs, chunk_size=chunk_size)
+  y = selective_scan_chunked(**inputs, chunk_size=chunk_size)
   expected = numpy_refs.selective_scan(**{k: np.asarray(v, np.float64)
                                           for k, v in inputs.items()})
   np.testing.assert_allclose(np.asarray(y), expected, rtol=2e-5,
@@ -97,7 +97,7 @@ def test_memory_no_full_state_tensor():
   """Forward and backward never hold a (batch, L, channels, N) tensor."""
   batch, length, channels, groups, d_state = 1, 1024, 8, 1, 4
   inputs = scan_inputs(0, batch, length, channels, groups, d_state)
-  loss = lambda kw: jnp.sum(selective_scan_chunked.selective_scan_chunked(**kw))
+  loss = lambda kw: jnp.sum(selective_scan_chunked(**kw))
   jaxpr = jax.make_jaxpr(jax.value_and_grad(loss))(inputs)
   assert _largest_intermediate(jaxpr.jaxpr) < batch * length * channels * d_state
 
