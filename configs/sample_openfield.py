@@ -12,6 +12,10 @@ score measures generalisation to new frames, not memory. The tiny MamKPD at 128x
 Expected result (measured 2026-11-22 on a 2-core CPU, JAX 0.10.2, the command above):
 PCK@0.1 (normalised by the box's longer side) 0.594 after 125 steps, 0.958 after all
 750; AP 0.597; 11 min 15 s in all. Predicting the mean pose scores 0.22.
+Re-run 2026-12-01 with the default scan "auto" (= "chunked" on a CPU), same command with
+--workdir=/tmp/of_chunked: PCK@0.1 0.583 after 125 steps, 0.958 after 750 (92 of 96
+held-out keypoints, as before); AP 0.580 (0.597 before). Wall time 44 min 11 s, but the
+machine was shared (load average 10-17), so it says nothing about speed.
 """
 
 from mamkpd_jax import config_lib
