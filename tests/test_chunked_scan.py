@@ -124,3 +124,18 @@ def test_model_default_is_auto_and_equals_reference(tiny_model):
   reference = with_config(tiny_model, scan_impl="reference")
   np.testing.assert_allclose(np.asarray(forward(tiny_model, images)),
                              np.asarray(forward(reference, images)), rtol=1e-4, atol=1e-5)
+
+
+def test_exports_with_a_symbolic_batch():
+  """scripts/export.py's symbolic batch accepts "chunked": it must trace with batch "b"."""
+  inputs = cross_inputs(0, 2, 5, 7, 6, 1)
+  mapped = ("x", "delta", "B", "C")               # the per-image inputs
+  scan = lambda *maps: kernels.cross_selective_scan(
+      *maps[:2], inputs["A"], *maps[2:], inputs["D"], inputs["delta_bias"], impl="chunked")
+  batch = jax.export.symbolic_shape("b")[0]
+  specs = [jax.ShapeDtypeStruct((batch, *inputs[n].shape[1:]), inputs[n].dtype)
+           for n in mapped]
+  exported = jax.export.export(jax.jit(scan))(*specs)
+  maps = [inputs[n] for n in mapped]
+  np.testing.assert_allclose(np.asarray(exported.call(*maps)), np.asarray(scan(*maps)),
+                             rtol=1e-5, atol=1e-5)
