@@ -2,7 +2,8 @@
 
 `selective_scan` and `cross_selective_scan` (SS2D's four-direction scan of a map)
 dispatch by name to an implementation (`SCAN_IMPLS`): "reference" and "chunked", pure
-JAX, or "pallas", the Pallas kernels; "auto" picks by backend (`resolve_impl`). Each fused kernel keeps a readable reference beside it.
+JAX, or "pallas", the Pallas kernels; "auto" picks by backend (`resolve_impl`). Each fused
+kernel keeps a readable reference beside it.
 """
 
 from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, cross_merge, cross_scan,

@@ -16,7 +16,9 @@ share of the row's time the scan takes (same variant, dtype, mode and batch).
 
     python scripts/benchmark.py --variants=base,large --batch_sizes=1,4,8 \
         --dtypes=float32 --scan_impls=reference,chunked,identity --modes=inference,train \
-        --peers= --repeats=5 --warmup=1 --json                  # the CPU table (README) Parameters and GFLOPs (multiply-adds, the paper's convention) come from
+        --peers= --repeats=5 --warmup=1 --json                  # the CPU table (README)
+
+Parameters and GFLOPs (multiply-adds, the paper's convention) come from
 mamkpd_jax/models/stats.py.
 
     python scripts/benchmark.py --json --output_dir=benchmarks/h100        # a GPU
