@@ -36,7 +36,7 @@ def test_cpu_smoke_run_reports_fields(tmp_path):
   if isinstance(peers, dict):          # torch/timm absent here (CI): said so, not hidden
     assert peers["skipped"] == "torch/timm not installed"
   table = (tmp_path / "benchmark.md").read_text()
-  assert "| MamKPD-tiny | bfloat16 | reference | 2 |" in table
+  assert "| MamKPD-tiny | bfloat16 | inference | reference | 2 |" in table
   assert json.loads((tmp_path / "benchmark.json").read_text())["results"] == report["results"]
   assert (tmp_path / "benchmark.png").stat().st_size > 5000
 
