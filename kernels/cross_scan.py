@@ -45,7 +45,7 @@ def cross_merge(ys, height, width):
   return row_major.reshape(batch, height, width, dim) + col_as_rows
 
 
-def _per_direction(t):
+def per_direction(t):
   """(batch, H, W, K, X) -> (batch, L, K, X): direction k's slice in direction k's order."""
   return jnp.stack([direction_tokens(t[:, :, :, k], k) for k in range(NUM_DIRECTIONS)],
                    axis=2)
@@ -67,7 +67,7 @@ def cross_selective_scan_reference(x, delta, A, B, C, D, delta_bias, *,
   length, channels = height * width, NUM_DIRECTIONS * per_group
   ys = selective_scan_reference(
       cross_scan(x).reshape(batch, length, channels),                 # u (b, L, K*P)
-      _per_direction(delta).reshape(batch, length, channels),
-      A, _per_direction(B), _per_direction(C), D, delta_bias,
+      per_direction(delta).reshape(batch, length, channels),
+      A, per_direction(B), per_direction(C), D, delta_bias,
       delta_softplus=delta_softplus)                                  # (b, L, K*P)
   return cross_merge(ys.reshape(batch, length, NUM_DIRECTIONS, per_group), height, width)

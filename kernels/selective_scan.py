@@ -1,17 +1,24 @@
 """`selective_scan` and `cross_selective_scan`: one entry point each, implementation by name.
 
-`SCAN_IMPLS` maps a name to the pair of functions; "reference" is pure JAX; the Pallas
+`SCAN_IMPLS` maps a name to the pair of functions; "reference" is the readable pure-JAX
+definition, "chunked" the fast pure-JAX one (time-major, checkpointed chunks); the Pallas
 kernels (interpreted on CPU) are "pallas_triton" and "pallas_mosaic" (Mosaic GPU), and
-"pallas" is the default GPU backend (`backend.default_gpu_backend`). An unknown name, or
-a backend this JAX lacks, is an error naming what is available, never a silent fallback.
+"pallas" is the default GPU backend (`backend.default_gpu_backend`). `AUTO` ("auto", the
+model's default) picks by backend: the fastest measured there (`AUTO_IMPLS`). An unknown
+name, or a backend this JAX lacks, is an error naming what is available, never a silent
+fallback.
 """
 
 import functools
 import typing
 
+import jax
+
 from mamkpd_jax.kernels import backend
 
 from mamkpd_jax.kernels.cross_scan import NUM_DIRECTIONS, cross_selective_scan_reference
+from mamkpd_jax.kernels.selective_scan_chunked import (cross_selective_scan_chunked,
+                                                       selective_scan_chunked)
 from mamkpd_jax.kernels.selective_scan_pallas import (cross_selective_scan_pallas,
                                                       selective_scan_pallas)
 from mamkpd_jax.kernels.selective_scan_ref import selective_scan_reference
@@ -34,7 +41,24 @@ SCAN_IMPLS = {
     "pallas": ScanImpl(selective_scan_pallas, cross_selective_scan_pallas, True),
     "pallas_triton": ScanImpl(*_on_backend(backend.TRITON), True),
     "pallas_mosaic": ScanImpl(*_on_backend(backend.MOSAIC_GPU), True),
+    "chunked": ScanImpl(selective_scan_chunked, cross_selective_scan_chunked, False),
 }
+
+# impl="auto": per backend, the implementation measured fastest there (kernels/README.md).
+# The chunked scan beat the reference on the 2-core CPU for MamKPD inference and training.
+AUTO = "auto"
+AUTO_IMPLS = {"cpu": "chunked", "gpu": "pallas"}
+PURE_JAX_IMPLS = ("reference", "chunked")   # any backend, any (symbolic) batch
+
+
+def resolve_impl(impl, backend=None):
+  """The SCAN_IMPLS key that `impl` names: itself, or for "auto" the default backend's."""
+  if impl == AUTO:
+    return AUTO_IMPLS.get(backend or jax.default_backend(), "chunked")
+  if impl not in SCAN_IMPLS:
+    raise ValueError(f"unknown impl {impl!r}; available: {AUTO!r} or one of "
+                     f"{sorted(SCAN_IMPLS)}")
+  return impl
 
 
 def _expect(name, array, shape, context):
@@ -78,8 +102,7 @@ def _check_cross_shapes(x, delta, A, B, C, D, delta_bias):
 
 
 def _impl(impl, interpret):
-  if impl not in SCAN_IMPLS:
-    raise ValueError(f"unknown impl {impl!r}; available: {sorted(SCAN_IMPLS)}")
+  impl = resolve_impl(impl)
   chosen = SCAN_IMPLS[impl]
   if interpret is not None and not chosen.takes_interpret:
     raise ValueError(f"interpret={interpret} applies to the Pallas impls only, not {impl!r}")
@@ -96,7 +119,7 @@ def selective_scan(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
     B, C: (batch, L, G, N); channel c uses group c // (channels // G).
     D, delta_bias: (channels,) float32.
     delta_softplus: apply softplus to delta + delta_bias.
-    impl: a key of `SCAN_IMPLS`.
+    impl: a key of `SCAN_IMPLS`, or "auto" (`resolve_impl`).
     interpret: Pallas impls only; None interprets when the default backend is the CPU.
 
   Returns:

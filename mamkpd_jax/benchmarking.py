@@ -13,17 +13,20 @@ outputs float32):
             d(delta) per direction (float32), dB and dC per direction.
 """
 
+import contextlib
 import dataclasses
 import statistics
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mamkpd_jax import kernels
+from mamkpd_jax import config_lib, kernels, optim, train
 from mamkpd_jax.models import ModelConfig, build_model, model_config, stats
+from mamkpd_jax.models.variants import HEATMAP_STRIDE
 
 K = kernels.NUM_DIRECTIONS
 # Published HBM bandwidth (GB/s) by device name fragment, most specific first.
@@ -171,15 +174,79 @@ def model_sizes(model, height, width):
   return {"params": stats.param_counts(model)["total"], "gflops": round(flops["gmacs"], 4)}
 
 
-def time_model(model, batch, height, width, timing):
-  """One timing_row of the forward pass on random uint8 crops of `batch`."""
+def inference_call(model, images):
+  """() -> heatmaps: the jitted forward pass of eval-mode `model` on `images`."""
   graphdef, state = nnx.split(model)
   forward = jax.jit(lambda state, images: nnx.merge(graphdef, state)(images))
+  return lambda: forward(state, images)
+
+
+def train_call(model, images):
+  """() -> metrics: one step of mamkpd_jax.train (the paper's Adam), state carried over."""
+  graphdef, state = nnx.split(model)
+  model = nnx.merge(graphdef, jax.tree.map(jnp.copy, state))   # the step donates its state
+  model.train()
+  optimizer, _ = optim.make_nnx_optimizer(model, config_lib.train_config(), 1)
+  (model_graphdef, model_state), (opt_graphdef, opt_state) = (nnx.split(model),
+                                                              nnx.split(optimizer))
+  step = jax.jit(train.make_train_step(model_graphdef, opt_graphdef), donate_argnums=0)
+  heatmap_shape = (images.shape[1] // HEATMAP_STRIDE, images.shape[2] // HEATMAP_STRIDE,
+                   model.config.num_keypoints)                        # (h, w, K)
+  rng = np.random.default_rng(1)
+  batch = {"image": images,
+           "heatmaps": jnp.asarray(rng.random((images.shape[0], *heatmap_shape)),
+                                   jnp.float32),
+           "keypoint_weights": jnp.ones((images.shape[0], heatmap_shape[-1]), jnp.float32)}
+  carried = {"state": {"model": model_state, "opt": opt_state}}
+
+  def call():
+    carried["state"], metrics = step(carried["state"], batch)
+    return metrics
+  return call
+
+
+MODES = {"inference": inference_call, "train": train_call}
+
+
+def time_model(model, batch, height, width, timing, mode="inference"):
+  """One timing_row of the forward pass (or a train step) on random uint8 crops."""
   images = jax.device_put(np.random.default_rng(0).integers(
       0, 256, (batch, height, width, 3), np.uint8))
-  compile_s, latency = time_calls(lambda: forward(state, images), jax.block_until_ready,
+  compile_s, latency = time_calls(MODES[mode](model, images), jax.block_until_ready,
                                   timing)
-  return timing_row(batch, compile_s, latency)
+  return timing_row(batch, compile_s, latency, mode=mode)
+
+
+# ------------------------------------------------------------------ the scan's share
+
+IDENTITY = "identity"   # benchmark-only scan: y = D*u; never a SCAN_IMPLS entry
+
+
+def identity_scan(x, delta, A, B, C, D, delta_bias, **unused):
+  """`cross_selective_scan` with the scan taken out: each direction's y = D*u, merged."""
+  del delta, A, B, C, delta_bias, unused
+  batch, height, width, per_group = x.shape
+  skip = D.reshape(kernels.NUM_DIRECTIONS, per_group) * kernels.cross_scan(x).astype(
+      jnp.float32)                                                     # (b, L, K, P)
+  return kernels.cross_merge(skip, height, width)
+
+
+def scan_override(impl):
+  """A context in which SS2D's scan is `identity_scan` (impl "identity"), else nothing."""
+  if impl != IDENTITY:
+    return contextlib.nullcontext()
+  return mock.patch.object(kernels, "cross_selective_scan", identity_scan)
+
+
+def add_scan_shares(rows):
+  """scan_share = 1 - identity latency / row latency, when identity was timed alike."""
+  identity = {(r["variant"], r["dtype"], r["mode"], r["batch"]): r["latency_ms"]
+              for r in rows if r["scan_impl"] == IDENTITY}
+  for row in rows:
+    base = identity.get((row["variant"], row["dtype"], row["mode"], row["batch"]))
+    if base is not None:
+      row["scan_share"] = round(1 - base / row["latency_ms"], 3)
+      row["x_identity"] = round(row["latency_ms"] / base, 3)
 
 
 # ------------------------------------------------------------------ peers (PyTorch)
@@ -254,8 +321,8 @@ def time_peer(torch, model, params, batch, height, width, timing):
 
 
 def add_ratios(rows, peers):
-  """Each of our rows gets images/s divided by each peer's at the same batch."""
-  for row in rows:
+  """Each of our inference rows gets images/s divided by each peer's at the same batch."""
+  for row in (r for r in rows if r.get("mode", "inference") == "inference"):
     for peer in peers:
       if peer.get("batch") == row["batch"] and peer.get("images_per_s"):
         row[f"ratio_to_{peer['peer']}"] = round(row["images_per_s"] / peer["images_per_s"], 3)
@@ -265,12 +332,13 @@ def add_ratios(rows, peers):
 
 
 def plot_throughput(rows, peers, path, title):
-  """images/s against batch size, one line per (model, dtype, scan); peers dashed."""
+  """images/s against batch size, one line per (model, dtype, scan, mode); peers dashed."""
   from matplotlib.figure import Figure   # no pyplot: leaves the caller's backend alone
 
   series = {}
   for row in rows:
-    series.setdefault((row["model"], row["dtype"], row["scan_impl"], "-"), []).append(row)
+    scan = f"{row['scan_impl']} {row.get('mode', 'inference')}"
+    series.setdefault((row["model"], row["dtype"], scan, "-"), []).append(row)
   for peer in peers:
     if "images_per_s" in peer:
       series.setdefault((peer["model"], peer["dtype"], "", "--"), []).append(peer)

@@ -352,7 +352,7 @@ def export_forward(estimator, batch_size=None, platforms=None):
   """`serving_fn(estimator)` as a jax.export.Exported.
 
   batch_size None: a symbolic batch dimension "b" (any batch, recompiled per size by
-  the caller's JAX; needs scan_impl "reference"); an int: that batch only.
+  the caller's JAX; needs a pure-JAX scan, kernels.PURE_JAX_IMPLS); an int: that batch only.
   platforms: e.g. ("cpu", "cuda"); default the current backend.
   """
   height, width = estimator.input_size

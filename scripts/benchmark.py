@@ -1,10 +1,24 @@
 """Inference throughput and latency of MamKPD (and, when PyTorch and timm are there, peers).
 
-For each variant, computation dtype, selective-scan implementation and batch size it
-times the forward pass on random uint8 crops (the model normalises them itself): the
-first call compiles (reported apart, as compile_s), `--warmup` calls follow, then the
-median of `--repeats` calls, each ended by `block_until_ready`. images/s = batch /
-median latency. Parameters and GFLOPs (multiply-adds, the paper's convention) come from
+For each variant, computation dtype, selective-scan implementation, mode and batch size
+it times the forward pass (mode "inference") or one training step (mode "train":
+mamkpd_jax.train's step, forward + backward + the paper's Adam update, on random
+heatmap targets) on random uint8 crops (the model normalises them itself): the first
+call compiles (reported apart, as compile_s), `--warmup` calls follow, then the median
+of `--repeats` calls, each ended by `block_until_ready`. images/s = batch / median
+latency.
+
+`--scan_impls` takes the keys of kernels.SCAN_IMPLS, "auto" (the model's default) and
+`identity`: the selective scan replaced by y = D*u (cross-scan and merge kept), for
+timing only (it is no SCAN_IMPLS entry, so no model can train with it). With identity
+in the run every row also gets `scan_share`: 1 - identity's latency / the row's, the
+share of the row's time the scan takes (same variant, dtype, mode and batch).
+
+    python scripts/benchmark.py --variants=base,large --batch_sizes=1,4,8 \
+        --dtypes=float32 --scan_impls=reference,chunked,identity --modes=inference,train \
+        --peers= --repeats=5 --warmup=1 --json                  # the CPU table (README)
+
+Parameters and GFLOPs (multiply-adds, the paper's convention) come from
 mamkpd_jax/models/stats.py.
 
     python scripts/benchmark.py --json --output_dir=benchmarks/h100        # a GPU
@@ -33,13 +47,15 @@ import sys
 import jax
 from absl import app, flags, logging
 
-from mamkpd_jax import benchmarking, inference
+from mamkpd_jax import benchmarking, inference, kernels
 
 _VARIANTS = flags.DEFINE_list("variants", ["small", "base", "large"], "MamKPD variants.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "32", "128"], "Batch sizes.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Computation dtypes.")
 _SCAN_IMPLS = flags.DEFINE_list("scan_impls", ["reference", "pallas"],
                                 "Selective-scan implementations.")
+_MODES = flags.DEFINE_list("modes", ["inference"], "inference (forward) and/or train "
+                           "(one training step).")
 _HEIGHT = flags.DEFINE_integer("input_height", 256, "Input crop height.")
 _WIDTH = flags.DEFINE_integer("input_width", 192, "Input crop width.")
 _KEYPOINTS = flags.DEFINE_integer("num_keypoints", 17, "Heatmaps (COCO: 17).")
@@ -64,21 +80,28 @@ def timing():
 
 
 def benchmark_variant(variant, batches):
-  """(sizes, rows) of one variant over dtypes x scan implementations x batches."""
+  """(sizes, rows) of one variant over dtypes x modes x scan implementations x batches."""
   model = benchmarking.build_eval_model(variant, _KEYPOINTS.value)
   sizes = benchmarking.model_sizes(model, _HEIGHT.value, _WIDTH.value)
   rows = []
   for dtype in _DTYPES.value:
-    for impl in _SCAN_IMPLS.value:
-      changed = inference.with_model_changes(model, dtype=dtype, scan_impl=impl)
-      for batch in batches:
-        row = benchmarking.time_model(changed, batch, _HEIGHT.value, _WIDTH.value, timing())
-        row = dict(model=f"MamKPD-{variant}", variant=variant, dtype=dtype, scan_impl=impl,
-                   interpret=benchmarking.interpreted(impl), **row, **sizes)
-        print(f"MamKPD-{variant:<6} {dtype:<9} {impl:<10} batch {row['batch']:>4} "
-              f"{row['latency_ms']:10.3f} ms {row['images_per_s']:10.1f} images/s "
-              f"(compile {row['compile_s']:.1f} s)", flush=True)
-        rows.append(row)
+    for mode in _MODES.value:
+      for impl in _SCAN_IMPLS.value:
+        scan_impl = "reference" if impl == benchmarking.IDENTITY else impl
+        changed = inference.with_model_changes(model, dtype=dtype, scan_impl=scan_impl)
+        for batch in batches:
+          with benchmarking.scan_override(impl):
+            row = benchmarking.time_model(changed, batch, _HEIGHT.value, _WIDTH.value,
+                                          timing(), mode)
+          row = dict(model=f"MamKPD-{variant}", variant=variant, dtype=dtype,
+                     scan_impl=impl, interpret=benchmarking.interpreted(impl), **row,
+                     **sizes)
+          print(f"MamKPD-{variant:<6} {dtype:<9} {mode:<9} {impl:<10} batch "
+                f"{row['batch']:>4} {row['latency_ms']:10.3f} ms "
+                f"{row['images_per_s']:10.1f} images/s (compile {row['compile_s']:.1f} s)",
+                flush=True)
+          rows.append(row)
+  benchmarking.add_scan_shares(rows)
   return sizes, rows
 
 
@@ -134,19 +157,21 @@ def markdown(report):
   for peer in peers if isinstance(peers, list) else []:
     if "error" in peer:
       lines.append(f"- {peer['model']}: failed: {peer['error']}")
-  lines += ["", "| model | dtype | scan | batch | latency ms | images/s |"
-            + "".join(f" x {PEER_NAMES[p]} |" for p in peer_names),
-            "|---|---|---|---|---|---|" + "---|" * len(peer_names)]
+  lines += ["", "| model | dtype | mode | scan | batch | latency ms | images/s | "
+            "x identity |" + "".join(f" x {PEER_NAMES[p]} |" for p in peer_names),
+            "|---|---|---|---|---|---|---|---|" + "---|" * len(peer_names)]
   for row in report["results"]:
-    lines.append(f"| {row['model']} | {row['dtype']} | {row['scan_impl']}"
+    lines.append(f"| {row['model']} | {row['dtype']} | {row['mode']} | {row['scan_impl']}"
                  f"{' (interpret)' if row['interpret'] else ''} | {row['batch']} | "
-                 f"{row['latency_ms']:.3f} | {row['images_per_s']:.1f} |"
+                 f"{row['latency_ms']:.3f} | {row['images_per_s']:.1f} | "
+                 f"{row.get('x_identity', float('nan')):.2f} |"
                  + "".join(f" {row.get(f'ratio_to_{p}', float('nan')):.2f} |"
                            for p in peer_names))
   for peer in peers if isinstance(peers, list) else []:
     if "images_per_s" in peer:
-      lines.append(f"| {peer['model']} | {peer['dtype']} | - | {peer['batch']} | "
-                   f"{peer['latency_ms']:.3f} | {peer['images_per_s']:.1f} |"
+      lines.append(f"| {peer['model']} | {peer['dtype']} | inference | - | "
+                   f"{peer['batch']} | {peer['latency_ms']:.3f} | "
+                   f"{peer['images_per_s']:.1f} | |"
                    + " |" * len(peer_names))
   return "\n".join(lines) + "\n"
 
@@ -164,7 +189,18 @@ def write_outputs(report, directory):
   logging.info("wrote benchmark.{json,md,png} to %s", directory)
 
 
+def check_flags():
+  for mode in _MODES.value:
+    if mode not in benchmarking.MODES:
+      raise ValueError(f"--modes: unknown mode {mode!r}; known: {sorted(benchmarking.MODES)}")
+  for impl in _SCAN_IMPLS.value:
+    if impl not in (benchmarking.IDENTITY, kernels.AUTO, *kernels.SCAN_IMPLS):
+      raise ValueError(f"--scan_impls: unknown {impl!r}; known: {benchmarking.IDENTITY!r}, "
+                       f"{kernels.AUTO!r} or one of {sorted(kernels.SCAN_IMPLS)}")
+
+
 def run():
+  check_flags()
   device = jax.devices()[0]
   batches = [int(b) for b in _BATCH_SIZES.value]
   models, results = {}, []
@@ -179,7 +215,7 @@ def run():
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       command=" ".join(["python"] + sys.argv),
       settings=dict(input_size=[_HEIGHT.value, _WIDTH.value], num_keypoints=_KEYPOINTS.value,
-                    repeats=_REPEATS.value, warmup=_WARMUP.value,
+                    repeats=_REPEATS.value, warmup=_WARMUP.value, modes=_MODES.value,
                     input="uint8 RGB crops, normalised inside the model"),
       paper_images_per_s=PAPER_THROUGHPUT, models=models, results=results, peers=peers)
 

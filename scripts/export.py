@@ -13,8 +13,9 @@ their boxes as the estimator does (mamkpd_jax.inference), and returns a dict:
 refinement: run the codec's decode on the heatmaps for that) and "scores" (B, K).
 
 Batch: --batch_size=0 (default) exports a symbolic batch dimension: one artefact for
-every batch size (the runtime compiles each size it sees). It needs the "reference"
-scan; with --scan_impl=pallas give a fixed --batch_size. The function is traced on this
+every batch size (the runtime compiles each size it sees). It needs a pure-JAX scan
+("reference" or "chunked", what "auto" picks off GPUs); with --scan_impl=pallas give a
+fixed --batch_size. The function is traced on this
 machine's backend, which picks some implementations (on a CPU, depthwise convolutions
 are written as shifted sums and a Pallas scan is interpreted): --platforms=cpu,cuda
 from a CPU gives an artefact that runs on a GPU correctly but not at GPU speed, so
@@ -40,7 +41,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mamkpd_jax import checkpointing, inference
+from mamkpd_jax import checkpointing, inference, kernels
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A workdir, checkpoints/ folder or "
                                   "step folder.")
@@ -74,8 +75,10 @@ def run():
   estimator = inference.Estimator.from_workdir(_CHECKPOINT.value, config=_CONFIG.value,
                                                **changes)
   batch = _BATCH.value or None
-  if batch is None and estimator.config.model.scan_impl != "reference":
-    raise ValueError("a symbolic batch needs scan_impl 'reference'; give --batch_size")
+  scan_impl = kernels.resolve_impl(estimator.config.model.scan_impl)
+  if batch is None and scan_impl not in kernels.PURE_JAX_IMPLS:
+    raise ValueError(f"a symbolic batch needs a pure-JAX scan {kernels.PURE_JAX_IMPLS}, "
+                     f"not {scan_impl!r}; give --batch_size")
   exported = inference.export_forward(estimator, batch, tuple(_PLATFORMS.value) or None)
   artefact, meta = inference.save_exported(
       exported, inference.export_metadata(estimator, batch), _OUTPUT.value)

@@ -5,6 +5,10 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
+from mamkpd_jax.models import ModelConfig, model_config
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -32,6 +36,33 @@ def test_cpu_smoke_run_reports_fields(tmp_path):
   if isinstance(peers, dict):          # torch/timm absent here (CI): said so, not hidden
     assert peers["skipped"] == "torch/timm not installed"
   table = (tmp_path / "benchmark.md").read_text()
-  assert "| MamKPD-tiny | bfloat16 | reference | 2 |" in table
+  assert "| MamKPD-tiny | bfloat16 | inference | reference | 2 |" in table
   assert json.loads((tmp_path / "benchmark.json").read_text())["results"] == report["results"]
   assert (tmp_path / "benchmark.png").stat().st_size > 5000
+
+
+def test_train_mode_and_identity_scan_share(tmp_path):
+  """--modes=train times mamkpd_jax.train's step; identity gives each row its scan share."""
+  args = ["--variants=tiny", "--batch_sizes=2", "--dtypes=float32",
+          "--scan_impls=chunked,identity", "--modes=train", "--input_height=64",
+          "--input_width=64", "--num_keypoints=4", "--repeats=2", "--warmup=1", "--peers=",
+          "--json"]
+  result = subprocess.run([sys.executable, "scripts/benchmark.py", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = {r["scan_impl"]: r for r in json.loads(result.stdout.strip().splitlines()[-1])
+          ["results"]}
+  assert set(rows) == {"chunked", "identity"}
+  assert all(r["mode"] == "train" and r["latency_ms"] > 0 for r in rows.values())
+  ratio = rows["chunked"]["latency_ms"] / rows["identity"]["latency_ms"]
+  assert abs(rows["chunked"]["x_identity"] - ratio) < 0.01 * ratio
+  assert rows["identity"]["scan_share"] == 0.0
+
+
+
+def test_identity_is_no_model_scan():
+  """identity is a benchmark override, not an implementation a model could train with."""
+  config = model_config("tiny")
+  config.scan_impl = "identity"
+  with pytest.raises(ValueError, match="scan_impl='identity': available implementations"):
+    ModelConfig.from_config(config)

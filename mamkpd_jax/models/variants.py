@@ -19,7 +19,7 @@ import math
 
 import ml_collections
 
-from mamkpd_jax.kernels import SCAN_IMPLS
+from mamkpd_jax.kernels import AUTO, SCAN_IMPLS
 
 # The paper's rows, plus a private tiny row that only tests use.
 VARIANTS = {
@@ -61,7 +61,7 @@ class ModelConfig:
   cmm_kernel: int = 3               # CMM depth-wise conv kernels (inter-patch)
   decoder_dims: tuple[int, ...] = (192, 96)   # widths of the two deconvolutions
   drop_path_rate: float = 0.1       # stochastic depth, linear over all blocks
-  scan_impl: str = "reference"      # a key of mamkpd_jax.kernels.SCAN_IMPLS
+  scan_impl: str = AUTO             # "auto" (by backend) or a key of kernels.SCAN_IMPLS
   dtype: str = "float32"            # computation dtype; parameters stay float32
 
   @classmethod
@@ -114,8 +114,9 @@ class ModelConfig:
            "the stride-16 features to stride-4 heatmaps")
     if not 0.0 <= self.drop_path_rate < 1.0:
       fail("drop_path_rate", "must be in [0, 1)")
-    if self.scan_impl not in SCAN_IMPLS:
-      fail("scan_impl", f"available implementations: {sorted(SCAN_IMPLS)}")
+    if self.scan_impl != AUTO and self.scan_impl not in SCAN_IMPLS:
+      fail("scan_impl", f"available implementations: {AUTO!r} (by backend) or one of "
+           f"{sorted(SCAN_IMPLS)}")
     if self.dtype not in COMPUTE_DTYPES:
       fail("dtype", f"one of {COMPUTE_DTYPES}")
 

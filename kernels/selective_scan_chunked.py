@@ -1,0 +1,130 @@
+"""The selective scan in pure JAX, laid out for XLA on CPUs: `scan_impl="chunked"`.
+
+Same math as `selective_scan_ref` (SPEC §1); what differs is the layout and the loop:
+
+* **Time-major, channels last.** The scan runs over (L, batch, G, P) arrays (P = channels
+  per group, the fastest axis), so one step reads one contiguous row per batch element
+  and every elementwise op vectorises over channels. The state is (batch, G, N, P):
+  channels stay minor even for d_state 1, where a trailing N axis of size 1 would leave
+  XLA scalar loops. The transposes into and out of this layout fuse with the softplus and
+  with the cross-merge, so they cost no extra pass.
+* **Chunks of `CHUNK_SIZE` tokens.** An outer `lax.scan` over L/T chunks carries the
+  state; the chunk body, a sequential `lax.scan` over its T tokens, is `jax.checkpoint`ed.
+  Autodiff therefore keeps one state per chunk plus one chunk's per-token states during
+  the backward: never a (batch, L, channels, N) tensor, forward or backward.
+* **One exp per token, channel and state.** `exp(delta_t A)` and the drive
+  `delta_t u_t B_t` are formed inside the step from (L, batch, G, P) and (L, batch, G, N)
+  inputs, so nothing of size L x channels x N is ever materialised.
+
+Why not the "segment-sum" (Mamba-2 SSD) matrix form inside a chunk. There the T x T
+decay matrix exp(S_t - S_s) is shared by all channels of a head, and the chunk becomes a
+matmul. Here the decay exp(delta_t A[c, n]) differs per channel AND state, so the matrix
+is per (channel, n): T exponentials per token, channel and state instead of one, applied
+by an elementwise multiply-and-reduce, not a matmul. Measured on the 2-core CPU
+(2026-12-01, batch 4, L 3072, 768 channels, d_state 1, forward of the linear recurrence):
+the T x T form took 1.9 s (T 4) to 3.4 s (T 16), a sequential scan 0.2 s; see
+kernels/README.md for the numbers and commands.
+
+Padding: L is padded with zeros to a multiple of the chunk, after every real token
+(delta 0 keeps the state, drive 0 adds nothing), so padding reaches no real output and
+no real gradient.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, cross_merge, cross_scan,
+                                           per_direction)
+
+# Tokens per checkpointed chunk, chosen by measurement (kernels/README.md, "chunked").
+CHUNK_SIZE = 64
+
+
+def _scan_time_major(delta, u, B, C, A, chunk_size):
+  """The recurrence over time-major inputs; returns sum_n C_t h_t (without D u).
+
+  Args:
+    delta: (L, batch, G, P) float32, after bias and softplus.
+    u: (L, batch, G, P) float32.
+    B, C: (L, batch, G, N) float32.
+    A: (G, N, P) float32.
+    chunk_size: tokens per checkpointed chunk.
+  Returns:
+    (L, batch, G, P) float32.
+  """
+  length, batch, groups, per_group = u.shape
+  d_state = B.shape[-1]
+  chunk = min(chunk_size, length)
+  pad = (-length) % chunk
+  num_chunks = (length + pad) // chunk
+
+  def to_chunks(x):                           # (L, ...) -> (num_chunks, chunk, ...)
+    x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+    return x.reshape(num_chunks, chunk, *x.shape[1:])
+
+  def token_step(h, token):
+    delta_t, u_t, B_t, C_t = token            # (b, G, P) x2, (b, G, N) x2
+    decay = jnp.exp(delta_t[:, :, None] * A)                            # (b, G, N, P)
+    h = decay * h + (delta_t * u_t)[:, :, None] * B_t[..., None]        # (b, G, N, P)
+    return h, jnp.sum(C_t[..., None] * h, axis=2)                       # (b, G, P)
+
+  def chunk_step(h, chunk_inputs):
+    return lax.scan(token_step, h, chunk_inputs)
+
+  h0 = jnp.zeros((batch, groups, d_state, per_group), jnp.float32)
+  _, ys = lax.scan(jax.checkpoint(chunk_step), h0,
+                   tuple(to_chunks(x) for x in (delta, u, B, C)))  # (nc, T, b, G, P)
+  return ys.reshape(num_chunks * chunk, batch, groups, per_group)[:length]
+
+
+def _delta(delta, delta_bias, delta_softplus):
+  delta = delta.astype(jnp.float32) + delta_bias.astype(jnp.float32)
+  return jax.nn.softplus(delta) if delta_softplus else delta
+
+
+def selective_scan_chunked(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
+                           chunk_size=CHUNK_SIZE):
+  """Selective scan (shapes and math as `selective_scan_reference`), chunked.
+
+  Args:
+    u, delta: (batch, L, channels), float32 or bfloat16.
+    A: (channels, N); B, C: (batch, L, G, N); D, delta_bias: (channels,).
+  Returns:
+    (batch, L, channels) float32.
+  """
+  batch, length, channels = u.shape
+  groups, d_state = B.shape[2], B.shape[3]
+  per_group = channels // groups
+  time_major = lambda x: jnp.swapaxes(x.astype(jnp.float32), 0, 1)   # (L, b, ...)
+  grouped = lambda x: time_major(x).reshape(length, batch, groups, per_group)
+  ys = _scan_time_major(
+      grouped(_delta(delta, delta_bias, delta_softplus)), grouped(u),
+      time_major(B), time_major(C),
+      A.astype(jnp.float32).reshape(groups, per_group, d_state).transpose(0, 2, 1),
+      chunk_size)                                                     # (L, b, G, P)
+  y = jnp.swapaxes(ys.reshape(length, batch, channels), 0, 1)        # (b, L, ch)
+  return y + D.astype(jnp.float32) * u.astype(jnp.float32)
+
+
+def cross_selective_scan_chunked(x, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
+                                 chunk_size=CHUNK_SIZE):
+  """SS2D's four-direction scan (args as `cross_selective_scan_reference`), chunked.
+
+  The directions are the G = 4 groups; their token orders come from `cross_scan`'s
+  `direction_tokens`, and XLA fuses those reversals and transposes with the move to the
+  time-major layout, so no permuted copy is made beyond the scan's own inputs.
+  """
+  batch, height, width, per_group = x.shape
+  length, d_state = height * width, B.shape[-1]
+  k = NUM_DIRECTIONS
+  time_major = lambda t: jnp.swapaxes(t.astype(jnp.float32), 0, 1)   # (L, b, K, X)
+  delta_bias = delta_bias.reshape(k, per_group)
+  ys = _scan_time_major(
+      time_major(_delta(per_direction(delta), delta_bias, delta_softplus)),
+      time_major(cross_scan(x)), time_major(per_direction(B)), time_major(per_direction(C)),
+      A.astype(jnp.float32).reshape(k, per_group, d_state).transpose(0, 2, 1),
+      chunk_size)                                                     # (L, b, K, P)
+  skip = D.astype(jnp.float32).reshape(k, per_group) * cross_scan(x).astype(jnp.float32)
+  ys = jnp.swapaxes(ys, 0, 1) + skip                                  # (b, L, K, P)
+  return cross_merge(ys, height, width)

@@ -1,0 +1,141 @@
+"""scan_impl="chunked" against the reference: outputs and the gradient of every input.
+
+The table of cases is the Pallas tests' (L 1 to 768, d_state 1/3/16, groups 1/4, channel
+counts that fill no tile, bfloat16), plus a long sequence (L 6912, the HR branch at
+384x288) where a carried state must not drift, checked against the float64 numpy loop,
+and decays near 0 and near 1.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import numpy_refs
+from conftest import jitted_forward, with_config
+from mamkpd_jax import kernels
+from mamkpd_jax.kernels import selective_scan_chunked  # the function (kernels/__init__)
+from scan_inputs import cross_inputs, scan_inputs
+from test_pallas_scan import CASES, CROSS_CASES, RTOL, assert_close, values_and_grads
+from conftest import largest_intermediate
+
+
+@functools.lru_cache(maxsize=None)
+def scan_fn(impl, cross=False, **kwargs):
+  """One jitted scan per (impl, op, kwargs), shared by the cases of equal shapes."""
+  op = kernels.cross_selective_scan if cross else kernels.selective_scan
+  return jax.jit(functools.partial(op, impl=impl, **kwargs))
+
+
+def compare(inputs, rtol, cross=False, **kwargs):
+  """Chunked vs reference on `inputs`; returns the chunked output."""
+  run = lambda impl: values_and_grads(scan_fn(impl, cross, **kwargs), inputs)
+  (y, grads), (y_ref, grads_ref) = run("chunked"), run("reference")
+  assert y.dtype == jnp.float32 and y.shape == y_ref.shape
+  assert_close(y, y_ref, 2e-5, "y")
+  for name in inputs:
+    assert grads[name].dtype == inputs[name].dtype, name
+    assert_close(grads[name], grads_ref[name], rtol, name)
+  return y
+
+
+@pytest.mark.parametrize("batch,length,channels,groups,d_state,dtype", CASES)
+def test_matches_reference(batch, length, channels, groups, d_state, dtype):
+  inputs = scan_inputs(length + channels, batch, length, channels, groups, d_state, dtype)
+  compare(inputs, RTOL[dtype])
+
+
+def test_without_softplus():
+  inputs = scan_inputs(0, 1, 20, 8, 2, 2)
+  inputs["delta"] = jnp.abs(inputs["delta"])
+  inputs["delta_bias"] = jnp.abs(inputs["delta_bias"])
+  compare(inputs, 2e-5, delta_softplus=False)
+
+
+@pytest.mark.parametrize("batch,height,width,per_group,d_state", CROSS_CASES)
+def test_fused_cross_scan_matches_reference(batch, height, width, per_group, d_state):
+  compare(cross_inputs(height * width, batch, height, width, per_group, d_state), 2e-5,
+          cross=True)
+
+
+@pytest.mark.parametrize("decay", ["near_0", "near_1"])
+def test_long_sequence_does_not_drift(decay):
+  """L 6912 (the 384x288 HR branch's map): float64 loop for y, reference for gradients.
+
+  near_1: A = -1e-4 and small delta, decay ~ 1 - 1e-5 per token, so the state sums the
+  whole sequence and any error in the carried state would accumulate. near_0: A = -50
+  and delta ~ 5, decay exp(-250) = 0 in float32: each state forgets its past at once.
+  """
+  inputs = scan_inputs(5, 1, 6912, 8, 4, 1)
+  if decay == "near_1":
+    inputs["A"] = jnp.full_like(inputs["A"], -1e-4)
+    inputs["delta_bias"] = jnp.full_like(inputs["delta_bias"], -4.0)   # softplus ~ 0.02
+  else:
+    inputs["A"] = jnp.full_like(inputs["A"], -50.0)
+    inputs["delta_bias"] = jnp.full_like(inputs["delta_bias"], 5.0)
+  y = compare(inputs, 1e-4)
+  expected = numpy_refs.selective_scan(**{k: np.asarray(v, np.float64)
+                                          for k, v in inputs.items()})
+  np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-4,
+                             atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 64])
+def test_chunk_size_does_not_change_the_result(chunk_size):
+  """Padded last chunks (L 50 is no multiple of 5 nor 64) against the float64 loop."""
+  inputs = scan_inputs(2, 2, 50, 12, 4, 3)
+  y = selective_scan_chunked(**inputs, chunk_size=chunk_size)
+  expected = numpy_refs.selective_scan(**{k: np.asarray(v, np.float64)
+                                          for k, v in inputs.items()})
+  np.testing.assert_allclose(np.asarray(y), expected, rtol=2e-5,
+                             atol=2e-5 * np.abs(expected).max())
+
+
+def test_memory_no_full_state_tensor():
+  """Forward and backward never hold a (batch, L, channels, N) tensor."""
+  batch, length, channels, groups, d_state = 1, 1024, 8, 1, 4
+  inputs = scan_inputs(0, batch, length, channels, groups, d_state)
+  loss = lambda kw: jnp.sum(selective_scan_chunked(**kw))
+  jaxpr = jax.make_jaxpr(jax.value_and_grad(loss))(inputs)
+  assert largest_intermediate(jaxpr.jaxpr) < batch * length * channels * d_state
+
+
+def test_chunked_takes_no_interpret_flag():
+  with pytest.raises(ValueError, match="impl='pallas' only"):
+    kernels.selective_scan(**scan_inputs(0, 1, 8, 4, 1, 1), impl="chunked", interpret=True)
+
+
+
+def test_auto_resolves_by_backend():
+  assert kernels.resolve_impl("auto", "cpu") == "chunked"
+  assert kernels.resolve_impl("auto", "gpu") == "pallas"
+  assert kernels.resolve_impl("reference", "gpu") == "reference"   # explicit names stay
+  with pytest.raises(ValueError, match="unknown impl 'triton'.*'auto'.*chunked"):
+    kernels.resolve_impl("triton")
+
+
+def test_model_default_is_auto_and_equals_reference(tiny_model):
+  """The tiny model's default scan ("auto": chunked on CPU) against the reference."""
+  assert tiny_model.config.scan_impl == "auto"
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 64, 48, 3)), jnp.uint8)
+  forward = jitted_forward()
+  reference = with_config(tiny_model, scan_impl="reference")
+  np.testing.assert_allclose(np.asarray(forward(tiny_model, images)),
+                             np.asarray(forward(reference, images)), rtol=1e-4, atol=1e-5)
+
+
+def test_exports_with_a_symbolic_batch():
+  """scripts/export.py's symbolic batch accepts "chunked": it must trace with batch "b"."""
+  inputs = cross_inputs(0, 2, 5, 7, 6, 1)
+  mapped = ("x", "delta", "B", "C")               # the per-image inputs
+  scan = lambda *maps: kernels.cross_selective_scan(
+      *maps[:2], inputs["A"], *maps[2:], inputs["D"], inputs["delta_bias"], impl="chunked")
+  batch = jax.export.symbolic_shape("b")[0]
+  specs = [jax.ShapeDtypeStruct((batch, *inputs[n].shape[1:]), inputs[n].dtype)
+           for n in mapped]
+  exported = jax.export.export(jax.jit(scan))(*specs)
+  maps = [inputs[n] for n in mapped]
+  np.testing.assert_allclose(np.asarray(exported.call(*maps)), np.asarray(scan(*maps)),
+                             rtol=1e-5, atol=1e-5)
