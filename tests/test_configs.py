@@ -9,7 +9,7 @@ import pytest
 
 from mamkpd_jax.data_pipelines import pipeline
 from mamkpd_jax.models import VARIANTS, ModelConfig, model_config
-from mamkpd_jax.models.variants import ENCODER_STRIDE
+from mamkpd_jax.models.mamkpd.variants import ENCODER_STRIDE
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 

@@ -9,7 +9,7 @@ from flax import nnx
 import numpy_refs
 from conftest import cached_model, jitted_forward, make_config, with_dtype
 from mamkpd_jax.models import PAPER_SIZES, MamKPD, mamkpd, stats
-from mamkpd_jax.models.decoder import HeatmapDecoder
+from mamkpd_jax.models.mamkpd.decoder import HeatmapDecoder
 from mamkpd_jax.models.ss2d import DT_MAX, DT_MIN, SS2D
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from mamkpd_jax import kernels
-from mamkpd_jax.models.variants import ModelConfig
+from mamkpd_jax.models.mamkpd.variants import ModelConfig
 
 K = kernels.NUM_DIRECTIONS
 

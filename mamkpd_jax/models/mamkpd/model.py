@@ -10,25 +10,14 @@ forget the normalisation. H and W must be multiples of 16. Parameters are float3
 activations use `model_config.dtype`; the scan state is always float32.
 """
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from mamkpd_jax.models import common
-from mamkpd_jax.models.decoder import HeatmapDecoder
-from mamkpd_jax.models.encoder import Encoder
-from mamkpd_jax.models.stem import Stem
-from mamkpd_jax.models.variants import ENCODER_STRIDE, ModelConfig
-
-# ImageNet statistics, RGB on the 0-255 scale (mmpose, SPEC §3).
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
-
-
-def normalize_images(images):
-  """(N, H, W, 3) RGB 0-255, any real dtype -> float32 (images - mean) / std."""
-  mean = jnp.asarray(PIXEL_MEAN, jnp.float32)
-  return (images.astype(jnp.float32) - mean) * (1.0 / jnp.asarray(PIXEL_STD, jnp.float32))
+from mamkpd_jax.models.mamkpd.decoder import HeatmapDecoder
+from mamkpd_jax.models.mamkpd.encoder import Encoder
+from mamkpd_jax.models.mamkpd.stem import Stem
+from mamkpd_jax.models.mamkpd.variants import ENCODER_STRIDE, ModelConfig
 
 
 class MamKPD(nnx.Module):
@@ -52,31 +41,8 @@ class MamKPD(nnx.Module):
     if height % ENCODER_STRIDE or width % ENCODER_STRIDE:
       raise ValueError(f"MamKPD input height and width must be multiples of "
                        f"{ENCODER_STRIDE}; got {height}x{width}")
-    x = normalize_images(images).astype(common.compute_dtype(self.config.dtype))
+    x = common.normalize_images(images).astype(common.compute_dtype(self.config.dtype))
     if self.stem is not None:
       x = self.stem(x)                     # (N, H/2, W/2, d_s)
     x = self.encoder(x)                    # (N, H/16, W/16, C3)
     return self.decoder(x).astype(jnp.float32)
-
-
-# XLA:CPU spends ~0.25 s compiling each threefry random draw at the default
-# optimisation level; initialisation runs once, so compile it at level 0 there
-# (tiny model 17 s -> 7 s, MamKPD-B 11 s on 2 cores).
-_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
-
-
-def build_model(model_config, seed=0):
-  """MamKPD from a ModelConfig or a `config.model` ConfigDict (validated).
-
-  Initialisation runs as one compiled program, not hundreds of eager ops.
-  """
-  if not isinstance(model_config, ModelConfig):
-    model_config = ModelConfig.from_config(model_config)
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: MamKPD(model_config, rngs=nnx.Rngs(0))))
-
-  def init_state(key):
-    return nnx.split(MamKPD(model_config, rngs=nnx.Rngs(key)))[1]
-
-  options = _INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-  state = jax.jit(init_state, compiler_options=options)(jax.random.key(seed))
-  return nnx.merge(graphdef, state)
