@@ -20,7 +20,7 @@ import time
 import jax
 from absl import logging
 
-from mamkpd_jax import checkpointing
+from mamkpd_jax import checkpointing, models
 from mamkpd_jax.evaluation import metrics as metrics_lib
 
 EVAL_DIR = "eval"
@@ -109,7 +109,7 @@ class Workdir:
   def plot_learning_curve(self):
     if _is_main():
       plot_learning_curve(self.path, os.path.join(self.path, "learning_curve.png"),
-                          title=f"MamKPD-{self.config.model.variant} on "
+                          title=f"{models.model_title(self.config.model)} on "
                                 f"{self.config.data.dataset}: {os.path.basename(self.path)}")
 
   def finish(self):

@@ -75,7 +75,7 @@ def main(argv):
   logging.info("JAX %s on %s", jax.__version__, jax.devices())
   config = _CONFIG.value
   try:
-    model_config = ModelConfig.from_config(config.model)
+    model_config = parse_model_config(config.model)
   except ValueError as e:
     raise SystemExit(f"model_stats.py: {e}") from None
   result = measure(config, model_config)

@@ -39,6 +39,15 @@ def parse_model_config(config_model):
   return FAMILIES[name][0].from_config(config_model)
 
 
+TITLES = {"mamkpd": "MamKPD", "hrvmamba": "HRVMamba"}
+
+
+def model_title(config_model):
+  """'MamKPD-base', 'HRVMamba-tiny', ... for a config.model (ConfigDict or typed)."""
+  name = getattr(config_model, "name", None) or dict(config_model).get("name", "mamkpd")
+  return f"{TITLES.get(name, name)}-{config_model.variant}"
+
+
 def model_class(model_config):
   """The nnx.Module class a typed model config builds."""
   return FAMILIES[model_config.name][1]
