@@ -7,6 +7,7 @@ devices, two processes) inherit through the environment: the same step compiles 
 
 import dataclasses
 import functools
+import math
 import os
 import tempfile
 
@@ -56,6 +57,19 @@ def with_dtype(model, dtype):
 def jitted_forward():
   """One jitted `model(images)`, shared so equal structures reuse the compilation."""
   return nnx.jit(lambda model, images: model(images))
+
+
+def largest_intermediate(jaxpr):
+  """Elements of the largest value any equation (at any nesting depth) produces."""
+  largest = 0
+  for eqn in jaxpr.eqns:
+    for var in eqn.outvars:
+      largest = max(largest, math.prod(var.aval.shape) if hasattr(var.aval, "shape") else 0)
+    for param in eqn.params.values():
+      inner = getattr(param, "jaxpr", param)
+      if hasattr(inner, "eqns"):
+        largest = max(largest, largest_intermediate(inner))
+  return largest
 
 
 @pytest.fixture(scope="session")

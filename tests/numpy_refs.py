@@ -1,6 +1,7 @@
 """Plain-numpy (float64) references the tests compare the JAX code against.
 
-Written from the equations in ../shared/SPEC.md, independently of mamkpd_jax.
+Written from the equations in ../shared/SPEC.md (DCNv4: ../shared/hrvmamba/SPEC.md §4),
+independently of mamkpd_jax.
 """
 
 import math
@@ -101,3 +102,66 @@ def mamkpd_params(cfg):
                        + out * cfg.num_keypoints + cfg.num_keypoints)
   counts["total"] = sum(counts.values())
   return counts
+
+
+def dcnv4_positions(out_h, out_w, kernel_size, stride, padding, dilation, offset_scale,
+                    dx, dy):
+  """Sampling positions x, y (H_out, W_out, K) of one image and group, float64.
+
+  dx, dy: (H_out, W_out, K) offsets; kernel point k = i*kernel_size + j is grid
+  offset (i, j) in (x, y) (x-major).
+  """
+  centre = dilation * (kernel_size - 1) // 2
+  x = np.zeros(dx.shape)
+  y = np.zeros(dy.shape)
+  for h_o in range(out_h):
+    for w_o in range(out_w):
+      for i in range(kernel_size):
+        for j in range(kernel_size):
+          k = i * kernel_size + j
+          x[h_o, w_o, k] = (w_o * stride - padding + centre
+                            + (i * dilation - centre + dx[h_o, w_o, k]) * offset_scale)
+          y[h_o, w_o, k] = (h_o * stride - padding + centre
+                            + (j * dilation - centre + dy[h_o, w_o, k]) * offset_scale)
+  return x, y
+
+
+def bilinear_zero_padded(image, y, x):
+  """image (H, W, D) at one fractional (y, x); pixel centres at integers, zeros outside."""
+  height, width, _ = image.shape
+  y0, x0 = math.floor(y), math.floor(x)
+  ly, lx = y - y0, x - x0
+  total = np.zeros(image.shape[-1])
+  for yy, xx, weight in ((y0, x0, (1 - ly) * (1 - lx)), (y0, x0 + 1, (1 - ly) * lx),
+                         (y0 + 1, x0, ly * (1 - lx)), (y0 + 1, x0 + 1, ly * lx)):
+    if 0 <= yy < height and 0 <= xx < width:
+      total += weight * image[yy, xx]
+  return total
+
+
+def dcnv4(value, offset_mask, groups, kernel_size=3, stride=1, padding=1, dilation=1,
+          offset_scale=1.0):
+  """DCNv4's core op (no projections), a plain loop; value (N, H, W, G*D) -> float64.
+
+  offset_mask (N, H_out, W_out, P): per group g, lane 3Kg+2k is dx_k, 3Kg+2k+1 dy_k,
+  3Kg+2K+k the raw mask m_k; lanes from 3KG on are never read.
+  """
+  value, offset_mask = np.asarray(value, np.float64), np.asarray(offset_mask, np.float64)
+  batch, height, width, channels = value.shape
+  _, out_h, out_w, _ = offset_mask.shape
+  group_dim, num_points = channels // groups, kernel_size**2
+  out = np.zeros((batch, out_h, out_w, channels))
+  for n in range(batch):
+    for g in range(groups):
+      lanes = offset_mask[n, :, :, 3 * num_points * g:3 * num_points * (g + 1)]
+      x, y = dcnv4_positions(out_h, out_w, kernel_size, stride, padding, dilation,
+                             offset_scale, lanes[..., 0:2 * num_points:2],
+                             lanes[..., 1:2 * num_points:2])
+      image = value[n, :, :, g * group_dim:(g + 1) * group_dim]
+      for h_o in range(out_h):
+        for w_o in range(out_w):
+          for k in range(num_points):
+            out[n, h_o, w_o, g * group_dim:(g + 1) * group_dim] += (
+                lanes[h_o, w_o, 2 * num_points + k]
+                * bilinear_zero_padded(image, y[h_o, w_o, k], x[h_o, w_o, k]))
+  return out

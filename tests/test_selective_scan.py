@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import numpy_refs
+from conftest import largest_intermediate
 from scan_inputs import scan_inputs
 from mamkpd_jax.kernels import selective_scan, selective_scan_reference
 
@@ -76,19 +77,6 @@ def test_gradients_match_finite_differences():
                                atol=1e-4 * np.abs(numeric).max(), err_msg=name)
 
 
-def _largest_intermediate(jaxpr):
-  """Elements of the largest value any equation (at any nesting depth) produces."""
-  largest = 0
-  for eqn in jaxpr.eqns:
-    for var in eqn.outvars:
-      largest = max(largest, int(np.prod(var.aval.shape)) if hasattr(var.aval, "shape") else 0)
-    for param in eqn.params.values():
-      inner = getattr(param, "jaxpr", param)
-      if hasattr(inner, "eqns"):
-        largest = max(largest, _largest_intermediate(inner))
-  return largest
-
-
 def test_memory_no_full_state_tensor():
   """Forward and backward never hold a (batch, L, channels, N) tensor."""
   batch, length, channels, groups, d_state = 1, 1024, 8, 1, 4
@@ -96,7 +84,7 @@ def test_memory_no_full_state_tensor():
   loss = lambda kw: jnp.sum(selective_scan_reference(**kw))
   jaxpr = jax.make_jaxpr(jax.value_and_grad(loss))(inputs)
   full_state = batch * length * channels * d_state
-  assert _largest_intermediate(jaxpr.jaxpr) < full_state
+  assert largest_intermediate(jaxpr.jaxpr) < full_state
 
 
 @pytest.mark.parametrize("name,shape,message", [
