@@ -116,7 +116,7 @@ class Workdir:
     self.writer.close()
 
 
-def _save_config(workdir, config):
+def save_config(workdir, config):
   """config.json on the first run; a differing later config goes beside it, dated."""
   text = config.to_json_best_effort(indent=1, sort_keys=True)
   path = os.path.join(workdir, "config.json")
@@ -140,7 +140,7 @@ def open_workdir(workdir, config, write_config=True):
   if _is_main():
     os.makedirs(workdir, exist_ok=True)
     if write_config:
-      _save_config(workdir, config)
+      save_config(workdir, config)
   return Workdir(os.path.abspath(workdir), config, ScalarWriter(workdir) if write_config
                  else _NullWriter())
 

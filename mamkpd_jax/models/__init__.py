@@ -57,21 +57,35 @@ def model_class(model_config):
 # optimisation level; initialisation runs once, so compile it at level 0 there
 # (tiny model 17 s -> 7 s, MamKPD-B 11 s on 2 cores).
 _INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+# Families initialised eagerly instead: HRVMamba-tiny's ~1,800 tensors made the one
+# compiled init program take 407 s to build on the shared 2-core CPU, eager 87 s.
+_EAGER_INIT = ("hrvmamba",)
 
 
 def abstract_model(model_config):
-  """The model's structure with shapes only (no arrays): graphdef and parameter shapes."""
+  """The model's structure with shapes only (no arrays): graphdef and parameter shapes.
+
+  HRVMamba is built for real instead (seconds to a minute): tracing its constructor
+  costs quadratic time in Flax 0.12 / JAX 0.10 (each RNG-count update inside the trace
+  formats an error message that walks the whole trace: tiny 197 s vs 87 s eager, on the
+  loaded 2-core CPU).
+  """
   model_config = parse_model_config(model_config)
-  return nnx.eval_shape(lambda: model_class(model_config)(model_config, rngs=nnx.Rngs(0)))
+  cls = model_class(model_config)
+  if model_config.name in _EAGER_INIT:
+    return cls(model_config, rngs=nnx.Rngs(0))
+  return nnx.eval_shape(lambda: cls(model_config, rngs=nnx.Rngs(0)))
 
 
 def build_model(model_config, seed=0):
   """The model a typed config or a `config.model` ConfigDict (validated) describes.
 
-  Initialisation runs as one compiled program, not hundreds of eager ops.
+  MamKPD's initialisation runs as one compiled program, not hundreds of eager ops.
   """
   model_config = parse_model_config(model_config)
   cls = model_class(model_config)
+  if model_config.name in _EAGER_INIT:
+    return cls(model_config, rngs=nnx.Rngs(jax.random.key(seed)))
   graphdef, _ = nnx.split(abstract_model(model_config))
 
   def init_state(key):
