@@ -5,10 +5,10 @@ train, the last 20% are held out), the HRVMamba authors' recipe (AdamW, weight d
 0.01, MSRA codec sigma 2, flip test with heatmap shift) at a shorter schedule, and a
 128x128 input (multiple of 32: branches at 32, 16, 8 and 4 pixels).
 
-    python main.py --config=configs/sample_openfield_hrvmamba.py \\
-        --workdir=/tmp/sample_openfield_hrvmamba
-    python main.py --config=configs/sample_openfield_hrvmamba.py \\
-        --workdir=/tmp/sample_openfield_hrvmamba --mode=eval
+    python main.py --config=configs/sample_openfield_hrvmamba.py --workdir=/tmp/sample_openfield_hrvmamba
+    python main.py --config=configs/sample_openfield_hrvmamba.py --workdir=/tmp/sample_openfield_hrvmamba --mode=eval
+
+Expected result: not yet measured (see README, "HRVMamba").
 """
 
 from mamkpd_jax import config_lib

@@ -70,7 +70,7 @@ def test_every_manifest_tensor_maps_to_exactly_one_variable(variant):
   converted = convert.convert_state_dict(zeros, model)    # raises on any mismatch
   counted = [(n, s) for n, s in rows if not n.endswith("num_batches_tracked")]
   assert len(converted) == len(counted) == len(
-      nnx.to_flat_state(nnx.state(model, nnx.Param, nnx.BatchStat)))
+      nnx.to_flat_state(nnx.state(model, (nnx.Param, nnx.BatchStat))))
   assert (sum(int(np.prod(s)) for _, s in counted)
           == sum(a.size for a in converted.values()))
 

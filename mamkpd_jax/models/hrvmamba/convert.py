@@ -123,7 +123,7 @@ def convert_state_dict(state_dict, model):
   """
   state_dict = unwrap(state_dict)
   targets = {path: var for path, var in nnx.to_flat_state(
-      nnx.state(model, nnx.Param, nnx.BatchStat))}
+      nnx.state(model, (nnx.Param, nnx.BatchStat)))}
   converted, unknown, misshapen, repeated = {}, [], [], []
   for name, value in state_dict.items():
     located = _our_path(name)
@@ -173,7 +173,7 @@ def _listed(names, limit=8):
 def load_state_dict(model, state_dict):
   """Writes the converted checkpoint into `model` (in place); returns the model."""
   converted = convert_state_dict(state_dict, model)
-  state = nnx.state(model, nnx.Param, nnx.BatchStat)
+  state = nnx.state(model, (nnx.Param, nnx.BatchStat))
   flat = {path: var for path, var in nnx.to_flat_state(state)}
   for path, array in converted.items():
     flat[path].value = jax.numpy.asarray(array, flat[path].value.dtype)
@@ -187,8 +187,8 @@ def model_from_state_dict(state_dict, config_model, seed=0):
   For notebooks and tests; `scripts/convert_checkpoint.py` writes it as a checkpoint.
   """
   from mamkpd_jax import models   # pylint: disable=g-import-not-at-top (models imports us)
-  model = models.build_model(config_model, seed=seed)
-  if model.config.name != "hrvmamba":
-    raise ValueError(f"config.model.name={model.config.name!r}: the converter reads the "
+  model_config = models.parse_model_config(config_model)
+  if model_config.name != "hrvmamba":
+    raise ValueError(f"config.model.name={model_config.name!r}: the converter reads the "
                      f"HRVMamba authors' checkpoints only")
-  return load_state_dict(model, state_dict)
+  return load_state_dict(models.build_model(model_config, seed=seed), state_dict)
