@@ -234,3 +234,43 @@ def test_converted_model_output_depends_on_every_kind_of_tensor():
 def test_model_from_state_dict_rejects_a_mamkpd_config():
   with pytest.raises(ValueError, match="HRVMamba"):
     convert.model_from_state_dict({}, config_lib.coco("tiny").model)
+
+
+@pytest.mark.parametrize("width,height_width", [(16, (5, 6)), (80, (4, 3))])
+def test_dvss_block_matches_the_spec_equations_in_numpy(width, height_width):
+  """One DVSS block (random weights, non-square map; width 80 has offset_mask_dw) against
+  numpy_refs.dvss_block, which takes the weights in the authors' layout through the
+  converter's rules: float32 round-off."""
+  import numpy_refs   # pylint: disable=g-import-not-at-top
+  cfg = models.parse_model_config(hrvmamba.model_config("tiny"))
+  block = dvss_block.DVSSBlock(width, model_config=cfg, drop_path_rate=0.0,
+                               dtype=jnp.float32, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  # Torch-layout weights of this block (names as the authors'), converted into ours.
+  torch_params = {}
+  for path, var in nnx.to_flat_state(nnx.state(block, nnx.Param)):
+    name = ".".join(map(str, path))
+    shape = tuple(var.shape)
+    scale = 0.2 if "offset_mask" in name else 0.4
+    torch_params[name] = (scale * rng.standard_normal(shape)).astype(np.float32)
+  converted = {}
+  for name, value in torch_params.items():
+    module_path, _, leaf = name.rpartition(".")
+    module = convert._module_at(block, module_path)   # pylint: disable=protected-access
+    rule = next(r for (t, n), r in convert.RULES.items()
+                if r is not None and r[0] == leaf and isinstance(module, t))
+    inverse = {"kernel": (lambda w: np.transpose(w, (3, 2, 0, 1)) if w.ndim == 4 else w.T)}
+    torch_name = module_path + "." + {"kernel": "weight", "scale": "weight"}.get(leaf, leaf)
+    converted[torch_name] = inverse.get(leaf, lambda w: w)(value)
+    assert rule[1](converted[torch_name]).shape == value.shape
+  state = nnx.state(block, nnx.Param)
+  for path, var in nnx.to_flat_state(state):
+    var.set_value(jnp.asarray(torch_params[".".join(map(str, path))]))
+  nnx.update(block, state)
+  height, width_px = height_width
+  x = rng.standard_normal((2, height, width_px, width)).astype(np.float32)
+  got = nnx.jit(lambda b, x: b(x))(block, jnp.asarray(x))
+  want = numpy_refs.dvss_block(x.transpose(0, 3, 1, 2), converted,
+                               groups=cfg.dt_rank(width)).transpose(0, 2, 3, 1)
+  scale = np.abs(want).max()
+  np.testing.assert_allclose(np.asarray(got) / scale, want / scale, atol=5e-6)

@@ -176,7 +176,7 @@ def load_state_dict(model, state_dict):
   state = nnx.state(model, (nnx.Param, nnx.BatchStat))
   flat = {path: var for path, var in nnx.to_flat_state(state)}
   for path, array in converted.items():
-    flat[path].value = jax.numpy.asarray(array, flat[path].value.dtype)
+    flat[path].set_value(jax.numpy.asarray(array, flat[path].get_value().dtype))
   nnx.update(model, state)
   return model
 
