@@ -34,6 +34,20 @@ def normalize_images(images):
   return (images.astype(jnp.float32) - mean) * (1.0 / jnp.asarray(PIXEL_STD, jnp.float32))
 
 
+def prepare_images(images, stride, dtype, family):
+  """(N, H, W, 3) RGB 0-255 -> normalised (N, H, W, 3) in `dtype`; H, W multiples of stride.
+
+  Raises ValueError naming the family and the expected shape for anything else.
+  """
+  if images.ndim != 4 or images.shape[-1] != 3:
+    raise ValueError(f"{family} expects (N, H, W, 3) images; got shape {images.shape}")
+  height, width = images.shape[1:3]
+  if height % stride or width % stride:
+    raise ValueError(f"{family} input height and width must be multiples of {stride}; "
+                     f"got {height}x{width}")
+  return normalize_images(images).astype(compute_dtype(dtype))
+
+
 def compute_dtype(name):
   """'float32' | 'bfloat16' -> the jnp dtype used for activations."""
   return jnp.dtype(name)
@@ -150,6 +164,30 @@ def field_defaults(config_class):
   """{field: default} of a model-config dataclass (the fields that have one)."""
   return {f.name: f.default for f in dataclasses.fields(config_class)
           if f.default is not dataclasses.MISSING}
+
+
+class TypedConfig:
+  """Base of the families' frozen config dataclasses: parsing and the shared checks."""
+
+  @classmethod
+  def from_config(cls, config):
+    """Validates `config.model` (a ConfigDict or dict) into this dataclass."""
+    return typed_config(cls, config)
+
+  def fail(self, field, why):
+    raise ValueError(f"config.model.{field}={getattr(self, field)!r}: {why}")
+
+  def validate_shared(self):
+    """Fields both families have: keypoints, stochastic depth, scan, dtype."""
+    from mamkpd_jax.kernels import SCAN_IMPLS   # pylint: disable=g-import-not-at-top
+    if self.num_keypoints < 1:
+      self.fail("num_keypoints", "must be >= 1")
+    if not 0.0 <= self.drop_path_rate < 1.0:
+      self.fail("drop_path_rate", "must be in [0, 1)")
+    if self.scan_impl not in SCAN_IMPLS:
+      self.fail("scan_impl", f"available implementations: {sorted(SCAN_IMPLS)}")
+    if self.dtype not in COMPUTE_DTYPES:
+      self.fail("dtype", f"one of {COMPUTE_DTYPES}")
 
 
 def typed_config(config_class, config):

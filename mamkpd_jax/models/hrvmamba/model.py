@@ -67,13 +67,7 @@ class HRVMamba(nnx.Module):
 
   def __call__(self, images):
     """(N, H, W, 3) RGB 0-255 images (uint8 or float) -> (N, H/4, W/4, K) f32 heatmaps."""
-    if images.ndim != 4 or images.shape[-1] != 3:
-      raise ValueError(f"HRVMamba expects (N, H, W, 3) images; got shape {images.shape}")
-    height, width = images.shape[1:3]
-    if height % INPUT_STRIDE or width % INPUT_STRIDE:
-      raise ValueError(f"HRVMamba input height and width must be multiples of "
-                       f"{INPUT_STRIDE}; got {height}x{width}")
-    x = common.normalize_images(images).astype(common.compute_dtype(self.config.dtype))
+    x = common.prepare_images(images, INPUT_STRIDE, self.config.dtype, "HRVMamba")
     x = jax.nn.relu(self.bn1(self.conv1(x)))           # (N, H/2, W/2, 64)
     x = jax.nn.relu(self.bn2(self.conv2(x)))           # (N, H/4, W/4, 64)
     for block in self.layer1:

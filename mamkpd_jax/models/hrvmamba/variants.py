@@ -17,7 +17,6 @@ import math
 
 import ml_collections
 
-from mamkpd_jax.kernels import SCAN_IMPLS
 from mamkpd_jax.models import common
 
 VARIANTS = {
@@ -48,7 +47,7 @@ NUM_STAGES = 3            # stages 2, 3, 4 (stage 1 is layer1)
 
 
 @dataclasses.dataclass(frozen=True)
-class HRVMambaConfig:
+class HRVMambaConfig(common.TypedConfig):
   """Every architectural choice of HRVMamba, typed (SPEC §5, §6)."""
 
   name = "hrvmamba"                 # the family, config.model.name (not a field)
@@ -68,18 +67,10 @@ class HRVMambaConfig:
   scan_impl: str = "reference"      # a key of mamkpd_jax.kernels.SCAN_IMPLS
   dtype: str = "float32"            # computation dtype; parameters stay float32
 
-  @classmethod
-  def from_config(cls, config):
-    """Validates `config.model` (a ConfigDict or dict) into an HRVMambaConfig."""
-    return common.typed_config(cls, config)
-
   def validate(self):
     """Raises ValueError naming the first impossible field."""
-    def fail(field, why):
-      raise ValueError(f"config.model.{field}={getattr(self, field)!r}: {why}")
-
-    if self.num_keypoints < 1:
-      fail("num_keypoints", "must be >= 1")
+    fail = self.fail
+    self.validate_shared()
     if len(self.widths) != NUM_STAGES + 1:
       fail("widths", "HRVMamba has four branches: four widths")
     for width in self.widths:
@@ -99,14 +90,8 @@ class HRVMambaConfig:
       fail("ssm_ratio", "ssm_ratio * width must be a positive integer")
     if self.mlp_ratio <= 0:
       fail("mlp_ratio", "must be > 0 (the DVSS block always has its MLP)")
-    if not 0.0 <= self.drop_path_rate < 1.0:
-      fail("drop_path_rate", "must be in [0, 1)")
     if not 0.0 <= self.drop_rate < 1.0:
       fail("drop_rate", "must be in [0, 1)")
-    if self.scan_impl not in SCAN_IMPLS:
-      fail("scan_impl", f"available implementations: {sorted(SCAN_IMPLS)}")
-    if self.dtype not in common.COMPUTE_DTYPES:
-      fail("dtype", f"one of {common.COMPUTE_DTYPES}")
 
   def d_inner(self, width):
     return int(self.ssm_ratio * width)

@@ -35,13 +35,7 @@ class MamKPD(nnx.Module):
 
   def __call__(self, images):
     """(N, H, W, 3) RGB 0-255 images (uint8 or float) -> (N, H/4, W/4, K) f32 heatmaps."""
-    if images.ndim != 4 or images.shape[-1] != 3:
-      raise ValueError(f"MamKPD expects (N, H, W, 3) images; got shape {images.shape}")
-    height, width = images.shape[1:3]
-    if height % ENCODER_STRIDE or width % ENCODER_STRIDE:
-      raise ValueError(f"MamKPD input height and width must be multiples of "
-                       f"{ENCODER_STRIDE}; got {height}x{width}")
-    x = common.normalize_images(images).astype(common.compute_dtype(self.config.dtype))
+    x = common.prepare_images(images, ENCODER_STRIDE, self.config.dtype, "MamKPD")
     if self.stem is not None:
       x = self.stem(x)                     # (N, H/2, W/2, d_s)
     x = self.encoder(x)                    # (N, H/16, W/16, C3)

@@ -19,7 +19,6 @@ import math
 
 import ml_collections
 
-from mamkpd_jax.kernels import SCAN_IMPLS
 from mamkpd_jax.models import common
 
 # The paper's rows, plus a private tiny row that only tests use.
@@ -45,7 +44,7 @@ HEATMAP_STRIDE = 4
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(common.TypedConfig):
   """Every architectural choice of MamKPD, typed. See docs/architecture.md."""
 
   name = "mamkpd"                   # the family, config.model.name (not a field)
@@ -66,18 +65,10 @@ class ModelConfig:
   scan_impl: str = "reference"      # a key of mamkpd_jax.kernels.SCAN_IMPLS
   dtype: str = "float32"            # computation dtype; parameters stay float32
 
-  @classmethod
-  def from_config(cls, config):
-    """Validates `config.model` (a ConfigDict or dict) into a ModelConfig."""
-    return common.typed_config(cls, config)
-
   def validate(self):
     """Raises ValueError naming the first impossible field."""
-    def fail(field, why):
-      raise ValueError(f"config.model.{field}={getattr(self, field)!r}: {why}")
-
-    if self.num_keypoints < 1:
-      fail("num_keypoints", "must be >= 1")
+    fail = self.fail
+    self.validate_shared()
     if len(self.dims) != 3 or len(self.depths) != 3:
       fail("dims", f"MamKPD has three stages: dims and depths need 3 entries each "
            f"(depths={self.depths!r})")
@@ -101,12 +92,6 @@ class ModelConfig:
     if len(self.decoder_dims) != 2 or min(self.decoder_dims) < 1:
       fail("decoder_dims", "two positive widths: the paper's two deconvolutions take "
            "the stride-16 features to stride-4 heatmaps")
-    if not 0.0 <= self.drop_path_rate < 1.0:
-      fail("drop_path_rate", "must be in [0, 1)")
-    if self.scan_impl not in SCAN_IMPLS:
-      fail("scan_impl", f"available implementations: {sorted(SCAN_IMPLS)}")
-    if self.dtype not in COMPUTE_DTYPES:
-      fail("dtype", f"one of {COMPUTE_DTYPES}")
 
   def d_inner(self, dim):
     return int(self.ssm_ratio * dim)
