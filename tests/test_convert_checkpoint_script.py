@@ -1,6 +1,7 @@
 """scripts/convert_checkpoint.py: reads .npz / .safetensors, writes a checkpoint that
 evaluation, config.init_from and the Estimator's loader read back unchanged."""
 
+import functools
 import importlib.util
 import pathlib
 
@@ -16,7 +17,9 @@ from test_hrvmamba import random_state_dict, read_manifest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@functools.lru_cache(maxsize=None)
 def load_script():
+  """The script as a module, loaded once (its absl flags can be defined only once)."""
   spec = importlib.util.spec_from_file_location(
       "convert_checkpoint", ROOT / "scripts" / "convert_checkpoint.py")
   module = importlib.util.module_from_spec(spec)
