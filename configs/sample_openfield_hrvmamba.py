@@ -8,7 +8,8 @@ train, the last 20% are held out), the HRVMamba authors' recipe (AdamW, weight d
     python main.py --config=configs/sample_openfield_hrvmamba.py --workdir=/tmp/sample_openfield_hrvmamba
     python main.py --config=configs/sample_openfield_hrvmamba.py --workdir=/tmp/sample_openfield_hrvmamba --mode=eval
 
-Expected result: not yet measured (see README, "HRVMamba").
+Expected result: not yet measured. On the loaded shared 2-core CPU (2026-12-01) the
+first training step did not finish compiling within 43 minutes (README, "HRVMamba").
 """
 
 from mamkpd_jax import config_lib
