@@ -275,4 +275,5 @@ def test_dvss_block_matches_the_spec_equations_in_numpy(width, height_width):
   want = numpy_refs.dvss_block(x.transpose(0, 3, 1, 2), converted,
                                groups=cfg.dt_rank(width)).transpose(0, 2, 3, 1)
   scale = np.abs(want).max()
-  np.testing.assert_allclose(np.asarray(got) / scale, want / scale, atol=5e-6)
+  # float32 round-off: SPEC §8 measures 3e-5 (relative to max) for the whole float32 model.
+  np.testing.assert_allclose(np.asarray(got) / scale, want / scale, atol=2e-5)

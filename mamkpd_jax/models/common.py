@@ -54,13 +54,19 @@ def compute_dtype(name):
 
 
 def layer_norm(num_features, dtype, rngs):
-  """Channels-last LayerNorm, statistics in float32 whatever `dtype` is."""
-  return nnx.LayerNorm(num_features, epsilon=LAYER_NORM_EPS, dtype=dtype, rngs=rngs)
+  """Channels-last LayerNorm, statistics in float32 whatever `dtype` is.
+
+  Variance as E[(x - mean)^2] (as PyTorch), not Flax's default E[x^2] - mean^2, which
+  cancels catastrophically for features with a large mean (mean 100, std 0.01: error 28
+  against float64, 0.13 with this setting).
+  """
+  return nnx.LayerNorm(num_features, epsilon=LAYER_NORM_EPS, dtype=dtype,
+                       use_fast_variance=False, rngs=rngs)
 
 
 def batch_norm(num_features, dtype, rngs):
   return nnx.BatchNorm(num_features, momentum=BN_MOMENTUM, epsilon=BN_EPS, dtype=dtype,
-                       rngs=rngs)
+                       use_fast_variance=False, rngs=rngs)   # as layer_norm
 
 
 def dense(in_features, out_features, dtype, rngs, use_bias=True):
