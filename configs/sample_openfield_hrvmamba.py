@@ -8,8 +8,9 @@ train, the last 20% are held out), the HRVMamba authors' recipe (AdamW, weight d
     python main.py --config=configs/sample_openfield_hrvmamba.py --workdir=/tmp/sample_openfield_hrvmamba
     python main.py --config=configs/sample_openfield_hrvmamba.py --workdir=/tmp/sample_openfield_hrvmamba --mode=eval
 
-Expected result: not yet measured. On the loaded shared 2-core CPU (2026-12-01) the
-first training step did not finish compiling within 43 minutes (README, "HRVMamba").
+Expected result: not yet measured. On the shared 2-core CPU (2026-12-01) training did
+not reach step 25 within 16-43 minutes and grew to 10-16 GB while compiling (README,
+"HRVMamba").
 """
 
 from mamkpd_jax import config_lib
