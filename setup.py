@@ -38,7 +38,11 @@ TFDS_REQUIRES = [
     "importlib_resources",
     "tensorflow-datasets>=4.9.10",
 ]
+# scripts/convert_checkpoint.py: .safetensors input (safetensors) and .pth input (torch).
+CONVERT_REQUIRES = ["safetensors>=0.4"]
+TORCH_REQUIRES = ["torch>=2.1"]
 DEV_REQUIRES = [
+    *CONVERT_REQUIRES, # the converter's tests read .safetensors
     # The test suite executes notebooks/demo.ipynb.
     "ipykernel>=6",
     "nbclient>=0.10",
@@ -65,6 +69,8 @@ setuptools.setup(
         "mamkpd_jax",
         "mamkpd_jax.evaluation",
         "mamkpd_jax.models",
+        "mamkpd_jax.models.mamkpd",
+        "mamkpd_jax.models.hrvmamba",
         "mamkpd_jax.kernels",
         "mamkpd_jax.data_pipelines",
     ],
@@ -74,5 +80,6 @@ setuptools.setup(
         "mamkpd_jax.data_pipelines": "data_pipelines",
     },
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": DEV_REQUIRES, "tfds": TFDS_REQUIRES},
+    extras_require={"dev": DEV_REQUIRES, "tfds": TFDS_REQUIRES,
+                    "convert": CONVERT_REQUIRES, "torch": TORCH_REQUIRES},
 )

@@ -26,7 +26,7 @@ from flax import nnx
 
 from mamkpd_jax import config_lib, kernels, optim, train
 from mamkpd_jax.models import ModelConfig, build_model, model_config, stats
-from mamkpd_jax.models.variants import HEATMAP_STRIDE
+from mamkpd_jax.models.mamkpd.variants import HEATMAP_STRIDE
 
 K = kernels.NUM_DIRECTIONS
 # Published HBM bandwidth (GB/s) by device name fragment, most specific first.

@@ -233,6 +233,24 @@ class Checkpointer:
     self.manager.wait_until_finished()
 
 
+def save_model_checkpoint(directory, step, model, meta):
+  """Writes `model` alone as checkpoint `directory`/`step` (state {"model": ...} and meta),
+  readable by evaluation, config.init_from and the Estimator (no optimiser, no data
+  position: not resumable as a training run). Refuses an existing step."""
+  path = os.path.join(os.path.abspath(directory), str(step))
+  if os.path.exists(path):
+    raise FileExistsError(f"{path} exists; not overwriting it")
+  handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+  options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
+  with ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                             item_handlers=handlers) as manager:
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(to_saveable({"model": nnx.state(model)})),
+        meta=ocp.args.JsonSave(meta)), force=True)
+    manager.wait_until_finished()
+  return path
+
+
 def make_checkpointer(directory, keep=3, best_metric="", read_only=False):
   """A Checkpointer on `directory` keeping the latest `keep` and the best by `best_metric`."""
   policies = [ocm.LatestN(n=max(int(keep), 1))]

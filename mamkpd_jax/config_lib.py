@@ -5,7 +5,7 @@ variant) and overrides what differs; every field can also be overridden on the c
 line (`--config.data.codec=msra`).
 
     config.seed, config.batch_size, config.per_device_batch_size, config.init_from
-    config.model   models.variants.model_config
+    config.model   models.{mamkpd,hrvmamba}.model_config; config.model.name = family
     config.data    data_config: annotations, crop, codec, augmentation
     config.train   train_config: optimiser recipe, schedule, logging, checkpoints
     config.eval    eval_config: flip test, rescoring, OKS-NMS, PCK threshold
@@ -16,7 +16,7 @@ import os
 
 import ml_collections
 
-from mamkpd_jax.models import model_config
+from mamkpd_jax.models import hrvmamba, mamkpd
 
 COCO_NUM_KEYPOINTS = 17
 COCO_INPUT_HEIGHT, COCO_INPUT_WIDTH = 256, 192
@@ -37,6 +37,10 @@ def load_config_file(path):
   if not hasattr(module, "get_config"):
     raise ValueError(f"{path} defines no get_config()")
   return module.get_config()
+
+
+# config.model.name -> its `model_config(variant, num_keypoints)`.
+MODEL_CONFIGS = {"mamkpd": mamkpd.model_config, "hrvmamba": hrvmamba.model_config}
 
 
 def data_config(dataset, root, train_ann, val_ann, train_images, val_images,
@@ -79,6 +83,9 @@ def data_config(dataset, root, train_ann, val_ann, train_images, val_images,
   return data
 
 
+TRAIN_RECIPES = ("paper", "vitpose", "hrvmamba")
+
+
 def train_config(recipe="paper"):
   """`config.train`: the optimiser recipe and the loop's cadence.
 
@@ -86,9 +93,11 @@ def train_config(recipe="paper"):
   warm-up over 500 steps from 0.001x, no weight decay, no clipping.
   recipe "vitpose" (ViTPose's, SPEC §4): AdamW lr 5e-4, betas (0.9, 0.999), weight
   decay 0.1 on weights only (not on norms or biases), gradient clipping at global norm 1.
+  recipe "hrvmamba" (the HRVMamba authors' configs): AdamW lr 5e-4, weight decay 0.01,
+  no clipping; the same 500-step warm-up and x0.1 at epochs 170 and 200 of 210.
   """
-  if recipe not in ("paper", "vitpose"):
-    raise ValueError(f"train recipe must be 'paper' or 'vitpose', got {recipe!r}")
+  if recipe not in TRAIN_RECIPES:
+    raise ValueError(f"train recipe must be one of {TRAIN_RECIPES}, got {recipe!r}")
   train = ml_collections.ConfigDict()
   train.num_epochs = 210            # one epoch = len(train instances) // global batch
   train.num_steps = 0               # > 0: train this many steps instead (quick runs)
@@ -96,8 +105,9 @@ def train_config(recipe="paper"):
   train.learning_rate = 1e-3 if recipe == "paper" else 5e-4    # peak, after warm-up
   train.b1 = 0.9
   train.b2 = 0.999
-  train.weight_decay = 0.0 if recipe == "paper" else 0.1       # adamw: not norms/biases
-  train.grad_clip_norm = 0.0 if recipe == "paper" else 1.0     # 0: no clipping
+  train.weight_decay = {"paper": 0.0, "vitpose": 0.1, "hrvmamba": 0.01}[recipe]
+  #                                                 adamw: not norms/biases/A_logs/Ds
+  train.grad_clip_norm = 1.0 if recipe == "vitpose" else 0.0   # 0: no clipping
   train.lr_decay_epochs = (170, 200)  # multiply the lr by lr_decay_factor at these
   train.lr_decay_factor = 0.1
   train.warmup_steps = 500          # linear warm-up from warmup_factor x lr
@@ -121,8 +131,11 @@ def eval_config(best_metric="AP"):
   return evaluation
 
 
-def _experiment(variant, num_keypoints, data, best_metric):
-  """The whole config: MamKPD-`variant` with K heatmaps, the paper's recipe, on `data`.
+def _experiment(variant, num_keypoints, data, best_metric, family="mamkpd"):
+  """The whole config: `family`-`variant` with K heatmaps and its recipe, on `data`.
+
+  family "mamkpd": the MamKPD paper's recipe (UDP codec). family "hrvmamba": the HRVMamba
+  authors' (train recipe "hrvmamba", MSRA codec sigma 2, flip test with heatmap shift).
 
   Batch: the paper trains on two GPUs and does not state its batch; config.batch_size is
   global (split over JAX processes, then devices). ViTPose's and mmpose's 64 per GPU:
@@ -133,14 +146,19 @@ def _experiment(variant, num_keypoints, data, best_metric):
   config.batch_size = 64            # global: split over JAX processes, then devices
   config.per_device_batch_size = 0  # > 0: global batch = this x device count instead
   config.init_from = ""             # a checkpoint (or workdir) to fine-tune from
-  config.model = model_config(variant, num_keypoints=num_keypoints)
+  if family not in MODEL_CONFIGS:
+    raise ValueError(f"unknown model family {family!r}; known: {sorted(MODEL_CONFIGS)}")
+  config.model = MODEL_CONFIGS[family](variant, num_keypoints=num_keypoints)
   config.data = data
-  config.train = train_config("paper")
+  config.train = train_config("paper" if family == "mamkpd" else "hrvmamba")
+  if family == "hrvmamba":
+    data.codec = "msra"             # the authors' MSRAHeatmap, sigma 2; its flip test
+    data.sigma = 2.0                # shifts the flipped heatmaps one cell
   config.eval = eval_config(best_metric)
   return config
 
 
-def coco(variant):
+def coco(variant, family="mamkpd"):
   """MamKPD-`variant` on COCO-17 keypoints at 256x192 (paper Tables 1 and 2).
 
   Expects COCO 2017 where mmpose expects it: data/coco/annotations/
@@ -149,10 +167,10 @@ def coco(variant):
   data = data_config(
       "coco", "data/coco", "annotations/person_keypoints_train2017.json",
       "annotations/person_keypoints_val2017.json", "train2017", "val2017")
-  return _experiment(variant, COCO_NUM_KEYPOINTS, data, "AP")
+  return _experiment(variant, COCO_NUM_KEYPOINTS, data, "AP", family)
 
 
-def mpii(variant):
+def mpii(variant, family="mamkpd"):
   """MamKPD-`variant` on MPII-16 at 256x256 (paper Table 3, PCKh@0.5).
 
   Expects mmpose's layout: data/mpii/annotations/mpii_{train,val}.json (and
@@ -165,10 +183,10 @@ def mpii(variant):
       "images", "images", input_height=SQUARE_INPUT, input_width=SQUARE_INPUT)
   data.half_body_prob = 0.0
   data.shift_prob = 0.0
-  return _experiment(variant, MPII_NUM_KEYPOINTS, data, "PCKh")
+  return _experiment(variant, MPII_NUM_KEYPOINTS, data, "PCKh", family)
 
 
-def ap10k(variant):
+def ap10k(variant, family="mamkpd"):
   """MamKPD-`variant` on AP-10K (17 animal keypoints, 54 species) at 256x256 (Table 4).
 
   Expects mmpose's layout: data/ap10k/annotations/ap10k-{train,val,test}-split1.json,
@@ -180,7 +198,7 @@ def ap10k(variant):
       "ap10k", "data/ap10k", "annotations/ap10k-train-split1.json",
       "annotations/ap10k-val-split1.json", "data", "data",
       input_height=SQUARE_INPUT, input_width=SQUARE_INPUT)
-  return _experiment(variant, AP10K_NUM_KEYPOINTS, data, "AP")
+  return _experiment(variant, AP10K_NUM_KEYPOINTS, data, "AP", family)
 
 
 def custom(variant):
@@ -203,7 +221,7 @@ def custom(variant):
 OPENFIELD_NUM_KEYPOINTS = 4
 
 
-def openfield(variant):
+def openfield(variant, family="mamkpd"):
   """MamKPD-`variant` on the bundled open-field mouse video (a custom COCO-format set).
 
   One video, so data.contiguous_split holds out its last 20% of frames instead of a
@@ -216,4 +234,4 @@ def openfield(variant):
   data.contiguous_split = 0.8   # one video: first 80% of frames train, the rest held out
   data.flip_pairs = metadata.OPENFIELD_FLIP_PAIRS
   data.half_body_prob = 0.0
-  return _experiment(variant, OPENFIELD_NUM_KEYPOINTS, data, "PCK@0.1")
+  return _experiment(variant, OPENFIELD_NUM_KEYPOINTS, data, "PCK@0.1", family)

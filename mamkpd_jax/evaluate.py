@@ -26,7 +26,7 @@ from mamkpd_jax import checkpointing, parallel, workdir_lib
 from mamkpd_jax.data_pipelines import codecs, geometry, pipeline
 from mamkpd_jax.evaluation import metrics as metrics_lib
 from mamkpd_jax.evaluation import pck
-from mamkpd_jax.models import ModelConfig, build_model
+from mamkpd_jax.models import build_model, model_title, parse_model_config
 
 
 READ_THREADS = 8     # evaluation crops read in parallel per process
@@ -167,7 +167,7 @@ def _floor(config, datasets, metrics):
 
 
 def info_title(config):
-  return f"MamKPD-{config.model.variant} on {config.data.dataset}"
+  return f"{model_title(config.model)} on {config.data.dataset}"
 
 
 def evaluate(config, workdir, checkpoint=""):
@@ -183,7 +183,7 @@ def evaluate(config, workdir, checkpoint=""):
   run = workdir_lib.open_workdir(workdir, config, write_config=False)
   mesh = parallel.make_mesh()
   datasets = pipeline.create_datasets(config)
-  model = build_model(ModelConfig.from_config(config.model), seed=config.seed)
+  model = build_model(parse_model_config(config.model), seed=config.seed)
   meta = checkpointing.load_model_state(directory, step, model, config)
   model.eval()
   graphdef, model_state = nnx.split(model)

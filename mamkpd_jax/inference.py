@@ -36,7 +36,7 @@ from flax import nnx
 from mamkpd_jax import checkpointing, evaluate
 from mamkpd_jax.data_pipelines import codecs, geometry, pipeline, transforms
 from mamkpd_jax.evaluation import rescore
-from mamkpd_jax.models import MamKPD, ModelConfig, build_model
+from mamkpd_jax.models import abstract_model, build_model, parse_model_config
 
 BUCKETS = (1, 8, 32, 128)     # crop batch sizes compiled; larger batches are chunked
 # XLA:CPU at optimisation level 0: the tiny model's forward compiles in 4.5 s instead of
@@ -104,14 +104,13 @@ def with_model_changes(model, **changes):
   (dtype, scan_impl: they change the computation, not the parameters)."""
   model_config = dataclasses.replace(model.config, **changes)
   model_config.validate()
-  abstract = nnx.eval_shape(lambda: MamKPD(model_config, rngs=nnx.Rngs(0)))
-  return nnx.merge(nnx.split(abstract)[0], nnx.state(model))
+  return nnx.merge(nnx.split(abstract_model(model_config))[0], nnx.state(model))
 
 
 def load_trained_model(config, checkpoint):
   """(model, meta): config's model with the parameters of checkpoint (any form)."""
   directory, step = checkpointing.resolve_checkpoint(checkpoint)
-  model = build_model(ModelConfig.from_config(config.model), seed=config.seed)
+  model = build_model(parse_model_config(config.model), seed=config.seed)
   meta = checkpointing.load_model_state(directory, step, model, config)
   return model, {**meta, "checkpoint": f"{directory}/{step}"}
 
@@ -160,7 +159,8 @@ def _pad_rows(array, rows):
 
 
 class Estimator:
-  """A trained MamKPD with the pre- and post-processing of its config (module docstring).
+  """A trained model (MamKPD or HRVMamba) with its config's pre- and post-processing
+  (module docstring).
 
   Attributes:
     config: the run's config (data: input size, codec; eval: flip test, rescoring).

@@ -24,7 +24,7 @@ from flax import nnx
 
 from mamkpd_jax import checkpointing, evaluate, optim, parallel, workdir_lib
 from mamkpd_jax.data_pipelines import pipeline
-from mamkpd_jax.models import ModelConfig, build_model
+from mamkpd_jax.models import build_model, parse_model_config
 
 
 class NonFiniteError(FloatingPointError):
@@ -70,7 +70,7 @@ def make_train_step(model_graphdef, opt_graphdef):
 
 def create_trainer(config, steps_per_epoch, mesh):
   """(Trainer, replicated initial state, lr schedule) for config."""
-  model = build_model(ModelConfig.from_config(config.model), seed=config.seed)
+  model = build_model(parse_model_config(config.model), seed=config.seed)
   model.train()
   optimizer, schedule = optim.make_nnx_optimizer(model, config.train, steps_per_epoch)
   model_graphdef, model_state = nnx.split(model)

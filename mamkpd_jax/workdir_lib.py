@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from mamkpd_jax import checkpointing, visualization
+from mamkpd_jax import checkpointing, models, visualization
 from mamkpd_jax.evaluation import metrics as metrics_lib
 
 EVAL_DIR = "eval"
@@ -128,7 +128,7 @@ class Workdir:
   def plot_learning_curve(self):
     if _is_main():
       plot_learning_curve(self.path, os.path.join(self.path, "learning_curve.png"),
-                          title=f"MamKPD-{self.config.model.variant} on "
+                          title=f"{models.model_title(self.config.model)} on "
                                 f"{self.config.data.dataset}: {os.path.basename(self.path)}")
 
   def finish(self):
@@ -143,7 +143,7 @@ class Workdir:
     self.finish()
 
 
-def _save_config(workdir, config):
+def save_config(workdir, config):
   """config.json on the first run; a differing later config goes beside it, dated."""
   text = config.to_json_best_effort(indent=1, sort_keys=True)
   path = os.path.join(workdir, "config.json")
@@ -167,7 +167,7 @@ def open_workdir(workdir, config, write_config=True):
   if _is_main():
     os.makedirs(workdir, exist_ok=True)
     if write_config:
-      _save_config(workdir, config)
+      save_config(workdir, config)
   return Workdir(os.path.abspath(workdir), config, ScalarWriter(workdir) if write_config
                  else _NullWriter())
 

@@ -1,4 +1,5 @@
-"""Exports a trained MamKPD for serving with `jax.export`: no model code needed to run it.
+"""Exports a trained model (MamKPD or HRVMamba) for serving with `jax.export`:
+no model code needed to run it.
 
     python scripts/export.py --checkpoint=/tmp/sample_openfield --output=/tmp/exported
     python scripts/export.py --checkpoint=/tmp/coco_large --output=/tmp/exported \

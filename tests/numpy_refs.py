@@ -165,3 +165,92 @@ def dcnv4(value, offset_mask, groups, kernel_size=3, stride=1, padding=1, dilati
                 lanes[h_o, w_o, 2 * num_points + k]
                 * bilinear_zero_padded(image, y[h_o, w_o, k], x[h_o, w_o, k]))
   return out
+
+
+# ------------------------------------------------- HRVMamba's DVSS block, NCHW, PyTorch layout
+
+
+def layer_norm_channels(x, weight, bias, eps=1e-5):
+  """LayerNorm2d: over the channels of (B, C, H, W)."""
+  mean = x.mean(1, keepdims=True)
+  var = x.var(1, keepdims=True)
+  return (x - mean) / np.sqrt(var + eps) * weight[None, :, None, None] + bias[None, :, None, None]
+
+
+def depthwise_conv_nchw(x, weight, bias, padding):
+  """nn.Conv2d(groups=C) with weight (C, 1, k, k), stride 1."""
+  _, _, height, width = x.shape
+  k = weight.shape[-1]
+  padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+  out = np.zeros(x.shape)
+  for i in range(k):
+    for j in range(k):
+      out += padded[:, :, i:i + height, j:j + width] * weight[None, :, 0, i, j, None, None]
+  return out + bias[None, :, None, None]
+
+
+def gelu_erf(x):
+  from scipy.special import erf   # pylint: disable=g-import-not-at-top
+  return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def linear2d(x, weight, bias=None):
+  """1x1 conv / Linear2d with weight (out, in) on (B, C, H, W)."""
+  out = np.einsum("oc,bchw->bohw", weight, x)
+  return out if bias is None else out + bias[None, :, None, None]
+
+
+def dvss_block(x, p, groups):
+  """SPEC §5 (HRVmambaBlock, v05_noz SS2D with DCNv4), x (B, C, H, W), float64.
+
+  p: PyTorch-named tensors of one block ('conv2d.0.weight', 'op.in_proj.weight', ...).
+  """
+  x = np.asarray(x, np.float64)
+  p = {k: np.asarray(v, np.float64) for k, v in p.items()}
+  batch, channels, height, width = x.shape
+  # ESInB
+  y = layer_norm_channels(x, p["norm0.weight"], p["norm0.bias"])
+  q = channels // 4
+  sizes = [q + channels % 4, q, q, q]
+  starts = np.cumsum([0] + sizes)
+  y = np.concatenate([depthwise_conv_nchw(y[:, starts[i]:starts[i + 1]],
+                                          p[f"conv2d.{i}.weight"], p[f"conv2d.{i}.bias"],
+                                          padding=i + 1) for i in range(4)], axis=1)
+  y = y.reshape(batch, 4, channels // 4, height, width).transpose(0, 2, 1, 3, 4)
+  x = gelu_erf(y.reshape(batch, channels, height, width)) + x
+  # SS2D
+  u = linear2d(layer_norm_channels(x, p["norm.weight"], p["norm.bias"]),
+               p["op.in_proj.weight"])                                   # (B, D, H, W)
+  d_inner, length = u.shape[1], height * width
+  v = u.transpose(0, 2, 3, 1)                                            # NHWC
+  t = v
+  if "op.conv2d.offset_mask_dw.weight" in p:
+    t = depthwise_conv_nchw(u, p["op.conv2d.offset_mask_dw.weight"],
+                            p["op.conv2d.offset_mask_dw.bias"], 1).transpose(0, 2, 3, 1)
+  offset_mask = t @ p["op.conv2d.offset_mask.weight"].T + p["op.conv2d.offset_mask.bias"]
+  z = dcnv4(v, offset_mask, groups).transpose(0, 3, 1, 2)               # (B, D, H, W)
+  a = z / (1.0 + np.exp(-z))
+  rows = a.reshape(batch, d_inner, length)
+  cols = a.transpose(0, 1, 3, 2).reshape(batch, d_inner, length)
+  xs = np.stack([rows, cols, rows[..., ::-1], cols[..., ::-1]], axis=1)  # (B, 4, D, L)
+  x_dbl = np.einsum("kcd,bkdl->bkcl", p["op.x_proj_weight"], xs)
+  rank = p["op.dt_projs_weight"].shape[-1]
+  d_state = p["op.A_logs"].shape[-1]
+  dts = np.einsum("kdr,bkrl->bkdl", p["op.dt_projs_weight"], x_dbl[:, :, :rank])
+  b_m = x_dbl[:, :, rank:rank + d_state].transpose(0, 3, 1, 2)           # (B, L, 4, N)
+  c_m = x_dbl[:, :, rank + d_state:].transpose(0, 3, 1, 2)
+  ys = selective_scan(xs.reshape(batch, 4 * d_inner, length).transpose(0, 2, 1),
+                      dts.reshape(batch, 4 * d_inner, length).transpose(0, 2, 1),
+                      -np.exp(p["op.A_logs"]), b_m, c_m, p["op.Ds"],
+                      p["op.dt_projs_bias"].reshape(-1))                 # (B, L, 4D)
+  ys = ys.transpose(0, 2, 1).reshape(batch, 4, d_inner, length)
+  row_sum = ys[:, 0] + ys[:, 2, :, ::-1]
+  col_sum = ys[:, 1] + ys[:, 3, :, ::-1]
+  y = (row_sum.reshape(batch, d_inner, height, width)
+       + col_sum.reshape(batch, d_inner, width, height).transpose(0, 1, 3, 2))
+  y = layer_norm_channels(y, p["op.out_norm.weight"], p["op.out_norm.bias"])
+  x = x + linear2d(y, p["op.out_proj.weight"])
+  # MLP
+  h = gelu_erf(linear2d(layer_norm_channels(x, p["norm2.weight"], p["norm2.bias"]),
+                        p["mlp.fc1.weight"], p["mlp.fc1.bias"]))
+  return x + linear2d(h, p["mlp.fc2.weight"], p["mlp.fc2.bias"])

@@ -103,9 +103,8 @@ def test_memory_no_full_state_tensor():
 
 
 def test_chunked_takes_no_interpret_flag():
-  with pytest.raises(ValueError, match="impl='pallas' only"):
+  with pytest.raises(ValueError, match="Pallas impls only"):
     kernels.selective_scan(**scan_inputs(0, 1, 8, 4, 1, 1), impl="chunked", interpret=True)
-
 
 
 def test_auto_resolves_by_backend():

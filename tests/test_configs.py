@@ -8,8 +8,11 @@ import pathlib
 import pytest
 
 from mamkpd_jax.data_pipelines import pipeline
-from mamkpd_jax.models import VARIANTS, ModelConfig, model_config
-from mamkpd_jax.models.variants import ENCODER_STRIDE
+from mamkpd_jax.models import VARIANTS, ModelConfig, hrvmamba, model_config, parse_model_config
+from mamkpd_jax.models.mamkpd.variants import ENCODER_STRIDE
+
+# Input sizes must be multiples of the family's deepest stride.
+INPUT_STRIDES = {"mamkpd": ENCODER_STRIDE, "hrvmamba": hrvmamba.INPUT_STRIDE}
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -47,20 +50,30 @@ FULL_CONFIGS = [
     ("ap10k_large", "large", "ap10k", 17, (256, 256), AP10K_FILES, ("data", "data"), "AP"),
 ]
 # Configs on the bundled data: (name, K).
-SAMPLE_CONFIGS = [("sample_coco", 17), ("custom_coco", 4), ("sample_openfield", 4)]
+SAMPLE_CONFIGS = [("sample_coco", 17), ("custom_coco", 4), ("sample_openfield", 4),
+                  ("sample_openfield_hrvmamba", 4)]
+# HRVMamba on COCO: (name, variant, (height, width), drop_path_rate, drop_rate).
+HRVMAMBA_CONFIGS = [
+    ("coco_hrvmamba_tiny", "tiny", (256, 192), 0.0, 0.0),
+    ("coco_hrvmamba_small", "small", (256, 192), 0.1, 0.1),
+    ("coco_hrvmamba_base", "base", (256, 192), 0.2, 0.0),
+    ("coco_hrvmamba_small_384x288", "small", (384, 288), 0.1, 0.1),
+    ("coco_hrvmamba_base_384x288", "base", (384, 288), 0.2, 0.0),
+]
 
 
 def test_every_config_is_in_a_table():
-  assert ALL_CONFIGS == sorted([c[0] for c in FULL_CONFIGS] + [c[0] for c in SAMPLE_CONFIGS])
+  assert ALL_CONFIGS == sorted([c[0] for c in FULL_CONFIGS] + [c[0] for c in SAMPLE_CONFIGS]
+                               + [c[0] for c in HRVMAMBA_CONFIGS])
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
 def test_every_config_loads_and_validates(name):
   config = pipeline.resolve_custom_config(load_config(name))     # custom: K from the json
-  model = ModelConfig.from_config(config.model)
+  model = parse_model_config(config.model)
   assert pipeline.dataset_info(config).num_keypoints == model.num_keypoints
-  assert config.data.input_height % ENCODER_STRIDE == 0
-  assert config.data.input_width % ENCODER_STRIDE == 0
+  assert config.data.input_height % INPUT_STRIDES[model.name] == 0
+  assert config.data.input_width % INPUT_STRIDES[model.name] == 0
   for field in ("train_ann", "val_ann", "train_images", "val_images", "det_file",
                 "headbox_file"):
     assert not os.path.isabs(config.data[field]), field     # relative to data.root
@@ -105,7 +118,7 @@ def test_mpii_augmentation_is_mmpose_mpii():
 @pytest.mark.parametrize("name, num_keypoints", SAMPLE_CONFIGS)
 def test_sample_configs_validate(name, num_keypoints):
   config = pipeline.resolve_custom_config(load_config(name))
-  assert ModelConfig.from_config(config.model).num_keypoints == num_keypoints
+  assert parse_model_config(config.model).num_keypoints == num_keypoints
   data = config.data
   assert os.path.isfile(pipeline.resolve_path(data, data.train_ann))
   assert pipeline.train_fraction(data) > 0 or \
@@ -117,7 +130,23 @@ def test_sample_configs_validate(name, num_keypoints):
 def test_model_config_round_trips_every_field():
   config = model_config("large")
   assert ModelConfig.from_config(config).decoder_dims == (256, 128)
-  assert set(config.keys()) == set(ModelConfig.__dataclass_fields__)
+  assert set(config.keys()) == set(ModelConfig.__dataclass_fields__) | {"name"}
+
+
+@pytest.mark.parametrize("name, variant, size, drop_path_rate, drop_rate", HRVMAMBA_CONFIGS)
+def test_hrvmamba_configs_follow_the_authors_recipe(name, variant, size, drop_path_rate,
+                                                    drop_rate):
+  config = load_config(name)
+  model = parse_model_config(config.model)
+  assert (model.name, model.variant, model.widths) == (
+      "hrvmamba", variant, hrvmamba.VARIANTS[variant]["widths"])
+  assert (model.drop_path_rate, model.drop_rate) == (drop_path_rate, drop_rate)
+  assert (config.data.input_height, config.data.input_width) == size
+  assert config.data.codec == "msra" and config.eval.flip_test
+  train = config.train
+  assert (train.optimizer, train.learning_rate, train.weight_decay) == ("adamw", 5e-4, 0.01)
+  assert (train.warmup_steps, train.num_epochs) == (500, 210)
+  assert tuple(train.lr_decay_epochs) == (170, 200) and train.grad_clip_norm == 0.0
 
 
 # (field, bad value, words the error must contain)

@@ -8,8 +8,8 @@ from flax import nnx
 
 import numpy_refs
 from conftest import cached_model, jitted_forward, make_config, with_dtype
-from mamkpd_jax.models import PAPER_SIZES, MamKPD, mamkpd, stats
-from mamkpd_jax.models.decoder import HeatmapDecoder
+from mamkpd_jax.models import PAPER_SIZES, MamKPD, common, stats
+from mamkpd_jax.models.mamkpd.decoder import HeatmapDecoder
 from mamkpd_jax.models.ss2d import DT_MAX, DT_MIN, SS2D
 
 
@@ -71,10 +71,10 @@ def test_tiny_forward_shape_and_dtype(tiny_model, dtype):
 
 def test_model_normalises_rgb_input(tiny_model):
   """uint8 and float RGB give the same heatmaps; normalisation is mmpose's ImageNet one."""
-  assert mamkpd.PIXEL_MEAN == (123.675, 116.28, 103.53)          # SPEC §3
-  assert mamkpd.PIXEL_STD == (58.395, 57.12, 57.375)
+  assert common.PIXEL_MEAN == (123.675, 116.28, 103.53)          # SPEC §3
+  assert common.PIXEL_STD == (58.395, 57.12, 57.375)
   pixels = np.array([[[[255, 0, 10]]]], np.uint8)
-  np.testing.assert_allclose(mamkpd.normalize_images(pixels)[0, 0, 0],
+  np.testing.assert_allclose(common.normalize_images(pixels)[0, 0, 0],
                              [(255 - 123.675) / 58.395, -116.28 / 57.12,
                               (10 - 103.53) / 57.375], rtol=1e-6)
   images = jax.random.randint(jax.random.key(7), (2, 64, 48, 3), 0, 256).astype(jnp.uint8)

@@ -2,7 +2,8 @@
 
     x (N, H, W, d)
       -> in_proj            Dense d -> d_inner (x2 with the z gate), no bias
-      -> conv2d             3x3 depth-wise (+bias), SiLU
+      -> conv2d             the local mixer, then SiLU: a 3x3 depth-wise conv (+bias)
+                            by default (MamKPD, VMamba); HRVMamba passes its DCNv4
       -> x_proj_weight[k]   per token, for each direction k: dt (R), B (N_s), C (N_s)
       -> dt_projs_weight[k] dt (R) -> delta (d_inner), + dt_projs_bias[k] inside the scan
       -> cross_selective_scan   direction k visits the tokens in its order (row-major,
@@ -10,7 +11,7 @@
                             with its own B, C, and the four outputs are summed back
                             in row-major order: (N, H, W, d_inner) float32
       -> out_norm           LayerNorm(d_inner); x SiLU(z) if gated
-      -> out_proj           Dense d_inner -> d, no bias
+      -> out_proj           Dense d_inner -> d, no bias; Dropout (drop_rate)
 
 Parameter names and layouts mirror VMamba's PyTorch module, so weights convert by a
 name table: x_proj_weight (K, R + 2N, d_inner), dt_projs_weight (K, d_inner, R),
@@ -48,15 +49,20 @@ def uniform_init(key, shape, bound):
 class SS2D(nnx.Module):
   """Four-direction selective scan over a channels-last 2D map."""
 
-  def __init__(self, dim, *, d_state, ssm_ratio, dt_rank, gate, d_conv, scan_impl,
-               dtype, rngs):
+  def __init__(self, dim, *, d_state, ssm_ratio, dt_rank, gate, scan_impl, dtype, rngs,
+               d_conv=3, mixer=None, drop_rate=0.0):
+    """`mixer(d_inner, dtype, rngs)` builds the local mixer, (N, H, W, d_inner) -> same;
+    None: a d_conv x d_conv depth-wise conv."""
     d_inner = int(ssm_ratio * dim)
     self.d_inner, self.d_state, self.dt_rank = d_inner, d_state, dt_rank
     self.gate, self.scan_impl, self.dtype = gate, scan_impl, dtype
 
     self.in_proj = common.dense(dim, d_inner * (2 if gate else 1), dtype, rngs,
                                 use_bias=False)
-    self.conv2d = common.depthwise_conv(d_inner, d_conv, dtype, rngs)
+    if mixer is None:
+      self.conv2d = common.depthwise_conv(d_inner, d_conv, dtype, rngs)
+    else:
+      self.conv2d = mixer(d_inner, dtype, rngs)
     self.x_proj_weight = nnx.Param(uniform_init(
         rngs.params(), (K, dt_rank + 2 * d_state, d_inner), d_inner ** -0.5))
     self.dt_projs_weight = nnx.Param(uniform_init(
@@ -66,6 +72,7 @@ class SS2D(nnx.Module):
     self.Ds = nnx.Param(jnp.ones((K * d_inner,), jnp.float32))
     self.out_norm = common.layer_norm(d_inner, dtype, rngs)
     self.out_proj = common.dense(d_inner, dim, dtype, rngs, use_bias=False)
+    self.dropout = common.dropout(drop_rate, rngs)
 
   def _scan(self, x):
     """(N, H, W, d_inner) after conv -> (N, H, W, d_inner) float32 merged scan output.
@@ -95,4 +102,4 @@ class SS2D(nnx.Module):
     y = self.out_norm(self._scan(x))                                  # (N, H, W, Di)
     if self.gate:
       y = y * jax.nn.silu(z)
-    return self.out_proj(y)
+    return common.apply(self.dropout, self.out_proj(y))

@@ -11,8 +11,8 @@ import numpy as np
 from flax import nnx
 
 from mamkpd_jax.models import common
-from mamkpd_jax.models.cmm import CMM
-from mamkpd_jax.models.vss_block import VSSBlock
+from mamkpd_jax.models.mamkpd.cmm import CMM
+from mamkpd_jax.models.mamkpd.vss_block import VSSBlock
 
 
 class Stage(nnx.Module):

@@ -19,7 +19,8 @@ import math
 
 import ml_collections
 
-from mamkpd_jax.kernels import AUTO, SCAN_IMPLS
+from mamkpd_jax.kernels import AUTO
+from mamkpd_jax.models import common
 
 # The paper's rows, plus a private tiny row that only tests use.
 VARIANTS = {
@@ -36,7 +37,7 @@ PAPER_SIZES = {
     "large": (12.4e6, 4.3),
 }
 
-COMPUTE_DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = common.COMPUTE_DTYPES
 # Encoder output stride: stem or first CMM /4, then /2 per later stage.
 ENCODER_STRIDE = 16
 # Heatmap stride: two stride-2 deconvolutions on the encoder output.
@@ -44,9 +45,10 @@ HEATMAP_STRIDE = 4
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(common.TypedConfig):
   """Every architectural choice of MamKPD, typed. See docs/architecture.md."""
 
+  name = "mamkpd"                   # the family, config.model.name (not a field)
   variant: str                      # label only ("base", ...); the fields below decide
   num_keypoints: int                # K heatmaps
   use_stem: bool                    # 7x7 conv + two 3x3 depth-wise convs, /2
@@ -64,31 +66,10 @@ class ModelConfig:
   scan_impl: str = AUTO             # "auto" (by backend) or a key of kernels.SCAN_IMPLS
   dtype: str = "float32"            # computation dtype; parameters stay float32
 
-  @classmethod
-  def from_config(cls, config):
-    """Validates `config.model` (a ConfigDict or dict) into a ModelConfig."""
-    values = dict(config)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-      raise ValueError(f"config.model: unknown field(s) {unknown}; known: {sorted(names)}")
-    for key in ("depths", "dims", "decoder_dims"):
-      if key in values:
-        values[key] = tuple(values[key])
-    try:
-      model_config = cls(**values)
-    except TypeError as e:  # a missing required field
-      raise ValueError(f"config.model: {e}") from None
-    model_config.validate()
-    return model_config
-
   def validate(self):
     """Raises ValueError naming the first impossible field."""
-    def fail(field, why):
-      raise ValueError(f"config.model.{field}={getattr(self, field)!r}: {why}")
-
-    if self.num_keypoints < 1:
-      fail("num_keypoints", "must be >= 1")
+    fail = self.fail
+    self.validate_shared()
     if len(self.dims) != 3 or len(self.depths) != 3:
       fail("dims", f"MamKPD has three stages: dims and depths need 3 entries each "
            f"(depths={self.depths!r})")
@@ -112,13 +93,6 @@ class ModelConfig:
     if len(self.decoder_dims) != 2 or min(self.decoder_dims) < 1:
       fail("decoder_dims", "two positive widths: the paper's two deconvolutions take "
            "the stride-16 features to stride-4 heatmaps")
-    if not 0.0 <= self.drop_path_rate < 1.0:
-      fail("drop_path_rate", "must be in [0, 1)")
-    if self.scan_impl != AUTO and self.scan_impl not in SCAN_IMPLS:
-      fail("scan_impl", f"available implementations: {AUTO!r} (by backend) or one of "
-           f"{sorted(SCAN_IMPLS)}")
-    if self.dtype not in COMPUTE_DTYPES:
-      fail("dtype", f"one of {COMPUTE_DTYPES}")
 
   def d_inner(self, dim):
     return int(self.ssm_ratio * dim)
@@ -136,16 +110,14 @@ def model_config(variant, num_keypoints=17):
   row = VARIANTS[variant]
   dims = row["dims"]
   config = ml_collections.ConfigDict()
+  config.name = ModelConfig.name
   config.variant = variant
   config.num_keypoints = num_keypoints
   config.use_stem = row["use_stem"]
   config.stem_dim = dims[0]
   config.depths = row["depths"]
   config.dims = dims
-  defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)
-              if f.default is not dataclasses.MISSING}
-  for name, value in defaults.items():
-    config[name] = value
+  config.update(common.field_defaults(ModelConfig))
   # Setting (a) of docs/architecture.md: decoder widths C3/2, C3/4.
   config.decoder_dims = (dims[-1] // 2, dims[-1] // 4)
   return config

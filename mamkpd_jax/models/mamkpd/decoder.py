@@ -14,21 +14,16 @@ Initialisation as mmpose's HeatmapHead: deconv and final conv N(0, 0.001), BN (1
 import jax
 from flax import nnx
 
+from mamkpd_jax.models import common
+
 DECONV_KERNEL = 4
 DECONV_PADDING = ((2, 2), (2, 2))  # k - 1 - p with PyTorch's p = 1
-BN_MOMENTUM = 0.9                  # PyTorch momentum 0.1
-BN_EPS = 1e-5
-head_init = nnx.initializers.normal(stddev=0.001)
 
 
 def deconv(in_dim, out_dim, dtype, rngs):
   return nnx.ConvTranspose(in_dim, out_dim, (DECONV_KERNEL, DECONV_KERNEL), strides=2,
                            padding=DECONV_PADDING, transpose_kernel=True, use_bias=False,
-                           dtype=dtype, kernel_init=head_init, rngs=rngs)
-
-
-def batch_norm(dim, dtype, rngs):
-  return nnx.BatchNorm(dim, momentum=BN_MOMENTUM, epsilon=BN_EPS, dtype=dtype, rngs=rngs)
+                           dtype=dtype, kernel_init=common.head_init, rngs=rngs)
 
 
 class HeatmapDecoder(nnx.Module):
@@ -37,11 +32,11 @@ class HeatmapDecoder(nnx.Module):
   def __init__(self, in_dim, widths, num_keypoints, *, dtype, rngs):
     mid, out = widths
     self.deconv1 = deconv(in_dim, mid, dtype, rngs)
-    self.bn1 = batch_norm(mid, dtype, rngs)
+    self.bn1 = common.batch_norm(mid, dtype, rngs)
     self.deconv2 = deconv(mid, out, dtype, rngs)
-    self.bn2 = batch_norm(out, dtype, rngs)
+    self.bn2 = common.batch_norm(out, dtype, rngs)
     self.final_layer = nnx.Conv(out, num_keypoints, (1, 1), dtype=dtype,
-                                kernel_init=head_init, rngs=rngs)
+                                kernel_init=common.head_init, rngs=rngs)
 
   def __call__(self, x):
     x = jax.nn.relu(self.bn1(self.deconv1(x)))   # (N, H/8, W/8, mid)

@@ -7,22 +7,10 @@ MamKPD uses no MLP (mlp_ratio 0): with VMamba's mlp_ratio 4, MamKPD-B would exce
 13.9M parameters against the paper's 7.1M (docs/architecture.md).
 """
 
-import jax
 from flax import nnx
 
 from mamkpd_jax.models import common
 from mamkpd_jax.models.ss2d import SS2D
-
-
-class Mlp(nnx.Module):
-  """fc1 -> GELU -> fc2, channels-last."""
-
-  def __init__(self, dim, hidden, *, dtype, rngs):
-    self.fc1 = common.dense(dim, hidden, dtype, rngs)
-    self.fc2 = common.dense(hidden, dim, dtype, rngs)
-
-  def __call__(self, x):
-    return self.fc2(jax.nn.gelu(self.fc1(x)))
 
 
 class VSSBlock(nnx.Module):
@@ -37,7 +25,7 @@ class VSSBlock(nnx.Module):
     self.drop_path = common.drop_path(drop_path_rate, rngs)
     if cfg.mlp_ratio > 0:
       self.norm2 = common.layer_norm(dim, dtype, rngs)
-      self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), dtype=dtype, rngs=rngs)
+      self.mlp = common.Mlp(dim, int(dim * cfg.mlp_ratio), dtype=dtype, rngs=rngs)
     else:
       self.norm2 = self.mlp = None
 

@@ -1,0 +1,30 @@
+"""HRVMamba-tiny on COCO-17, input 256x192 (authors' README: 2.15M params, 1.099 GFLOPs, AP 69.5).
+
+    python main.py --config=configs/coco_hrvmamba_tiny.py --workdir=/tmp/coco_hrvmamba_tiny
+    python main.py --config=configs/coco_hrvmamba_tiny.py --workdir=/tmp/coco_hrvmamba_tiny --mode=eval
+
+The authors' recipe (td-hm_hrvmamba_tiny_8xb32-210e_coco-256x192.py): AdamW lr 5e-4,
+weight decay 0.01, 500-step linear warm-up, x0.1 at epochs 170 and 200 of 210, MSRA
+heatmaps (sigma 2), flip test with the heatmap shift; drop-path and dropout per variant
+(tiny 0 / 0, small 0.1 / 0.1, base 0.2 / 0). Their global batch is 8 GPUs x 32 = 256:
+--config.batch_size=256 (default here 64, with the same learning rate).
+
+The authors' checkpoint converts (README, "HRVMamba"):
+
+    python scripts/convert_checkpoint.py --input=hrvmamba_tiny256192.pth \
+        --config=configs/coco_hrvmamba_tiny.py --output=/tmp/hrvmamba_tiny_converted
+    python main.py --config=configs/coco_hrvmamba_tiny.py --mode=eval \
+        --workdir=/tmp/hrvmamba_tiny_eval --checkpoint=/tmp/hrvmamba_tiny_converted
+
+Expected result, the authors' (COCO val2017 with person detections, add
+--config.data.det_file=person_detection_results/COCO_val2017_detections_AP_H_56_person.json),
+not measured by us: AP 69.5.
+
+    python scripts/model_stats.py --config=configs/coco_hrvmamba_tiny.py
+"""
+
+from mamkpd_jax import config_lib
+
+
+def get_config():
+  return config_lib.coco("tiny", family="hrvmamba")

@@ -1,0 +1,57 @@
+"""DCNv4 as HRVMamba's SS2D local mixer (SPEC §1, §4): the module around the op.
+
+    v (N, H, W, 2C)
+      -> t = v, or a 3x3 depth-wise conv of v (offset_mask_dw; widths C % 80 == 0, Base)
+      -> M = offset_mask(t)          Dense 2C -> P, P = 8 * ceil(27 R / 8), zero-initialised
+      -> kernels.dcnv4(v, M, groups=R)   3x3 deformable sampling, raw (unnormalised) masks
+      -> (N, H, W, 2C)
+
+No value or output projection: the module the authors ran was built with
+without_pointwise=True (SPEC §1). With zero offset_mask weights the output is 0 until
+training moves them, as upstream.
+"""
+
+import math
+
+from flax import nnx
+
+from mamkpd_jax import kernels
+from mamkpd_jax.models import common
+
+KERNEL_POINTS = 9        # 3x3
+LANE_MULTIPLE = 8        # upstream rounds the offset/mask width up "for tensor cores"
+
+
+def offset_mask_width(groups):
+  """P: 3 lanes (dx, dy, mask) per point and group, rounded up to a multiple of 8."""
+  return LANE_MULTIPLE * math.ceil(3 * KERNEL_POINTS * groups / LANE_MULTIPLE)
+
+
+def has_offset_dw_conv(width):
+  """Upstream passes dw_kernel_size=3 exactly when the block width is a multiple of 80."""
+  return width % 80 == 0
+
+
+class DCNv4Mixer(nnx.Module):
+  """Offsets and masks from the input itself, then DCNv4 sampling of the input."""
+
+  def __init__(self, channels, *, groups, dw_conv, dtype, rngs):
+    self.groups = groups
+    self.offset_mask_dw = (common.depthwise_conv(channels, 3, dtype, rngs) if dw_conv
+                           else None)
+    self.offset_mask = nnx.Linear(channels, offset_mask_width(groups), dtype=dtype,
+                                  kernel_init=nnx.initializers.zeros,
+                                  bias_init=nnx.initializers.zeros, rngs=rngs)
+
+  def __call__(self, value):
+    """(N, H, W, channels) -> (N, H, W, channels) in the compute dtype."""
+    offset_mask = self.offset_mask(common.apply(self.offset_mask_dw, value))   # (N, H, W, P)
+    return kernels.dcnv4(value, offset_mask, groups=self.groups)
+
+
+def mixer(width, model_config):
+  """SS2D's `mixer` argument for a block of `width` channels."""
+  def build(channels, dtype, rngs):
+    return DCNv4Mixer(channels, groups=model_config.dt_rank(width),
+                      dw_conv=has_offset_dw_conv(width), dtype=dtype, rngs=rngs)
+  return build
