@@ -124,7 +124,7 @@ def scan_row(shape, dtype, pass_name, impl, seconds, peak):
   gbps = gbytes / seconds
   return dict(batch=shape[0], height=shape[1], width=shape[2], d_inner=shape[3],
               d_state=shape[4], impl=impl, dtype=dtype, pass_name=pass_name,
-              ms=round(seconds * 1e3, 4), min_gbytes=round(gbytes, 4), gbps=round(gbps, 3),
+              ms=round(seconds * 1e3, 4), min_gbytes=round(gbytes, 4), gbps=float(f"{gbps:.4g}"),
               fraction_of_peak=round(gbps / peak, 3) if peak else None,
               interpret=interpreted(impl))
 
