@@ -67,7 +67,7 @@ def cli_flags(num_steps=STEPS, **overrides):
 def saved_params(workdir, step):
   """{path: array} of the model parameters in workdir's checkpoint `step`."""
   config = tiny_config()
-  model = train.build_model(train.ModelConfig.from_config(config.model))
+  model = train.build_model(train.parse_model_config(config.model))
   checkpointing.load_model_state(os.path.join(workdir, "checkpoints"), step, model, config)
   return {jax.tree_util.keystr(p): np.asarray(v) for p, v in
           jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))}
@@ -263,7 +263,7 @@ def test_paper_schedule_warms_up_then_steps_down():
 
 def test_vitpose_decays_weights_only():
   config = tiny_config()
-  model = train.build_model(train.ModelConfig.from_config(config.model))
+  model = train.build_model(train.parse_model_config(config.model))
   mask = optim.weight_decay_mask(nnx.state(model, nnx.Param))
   flat = {jax.tree_util.keystr(p): m for p, m in jax.tree_util.tree_leaves_with_path(mask)}
   assert flat["['decoder']['deconv1']['kernel'].value"]
