@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mamkpd_jax import kernels
+from mamkpd_jax import benchmarking, kernels
 from mamkpd_jax.kernels import backend
 from conftest import make_config
 from cuda_lowering import lower_for_cuda
@@ -48,7 +48,10 @@ CASES = [
 ]
 # Both sides compute in float32 from the same inputs, so outputs agree to f32 round-off;
 # bfloat16 gradients are rounded to bfloat16 on both sides (relative step 2^-8).
-RTOL = {jnp.float32: 2e-5, jnp.bfloat16: 2e-2}
+# One source for the kernels' tolerances (gpu_check uses them on the GPU too).
+OUTPUT_RTOL = benchmarking.OUTPUT_RTOL
+RTOL = {jnp.float32: benchmarking.GRAD_RTOL["float32"],
+        jnp.bfloat16: benchmarking.GRAD_RTOL["bfloat16"]}
 
 
 @pytest.mark.parametrize("batch,length,channels,groups,d_state,dtype", CASES)
@@ -59,7 +62,7 @@ def test_kernel_matches_reference(batch, length, channels, groups, d_state, dtyp
   y, grads = run("pallas")
   y_ref, grads_ref = run("reference")
   assert y.dtype == jnp.float32 and y.shape == (batch, length, channels)
-  assert_close(y, y_ref, 2e-5, "y")
+  assert_close(y, y_ref, OUTPUT_RTOL, "y")
   for name in NAMES:
     assert grads[name].dtype == inputs[name].dtype, name
     assert_close(grads[name], grads_ref[name], RTOL[dtype], name)
@@ -72,9 +75,9 @@ def test_kernel_without_softplus():
   run = lambda impl: values_and_grads(
       lambda *a: kernels.selective_scan(*a, delta_softplus=False, impl=impl), inputs)
   (y, grads), (y_ref, grads_ref) = run("pallas"), run("reference")
-  assert_close(y, y_ref, 2e-5)
+  assert_close(y, y_ref, OUTPUT_RTOL)
   for name in NAMES:
-    assert_close(grads[name], grads_ref[name], 2e-5, name)
+    assert_close(grads[name], grads_ref[name], RTOL[jnp.float32], name)
 
 
 # (batch, H, W, P, N): the fused SS2D op against cross-scan -> scan -> merge.
@@ -92,9 +95,9 @@ def test_fused_cross_scan_matches_reference(batch, height, width, per_group, d_s
       lambda *a: kernels.cross_selective_scan(*a, impl=impl), inputs)
   (y, grads), (y_ref, grads_ref) = run("pallas"), run("reference")
   assert y.shape == (batch, height, width, per_group) and y.dtype == jnp.float32
-  assert_close(y, y_ref, 2e-5, "y")
+  assert_close(y, y_ref, OUTPUT_RTOL, "y")
   for name in inputs:
-    assert_close(grads[name], grads_ref[name], 2e-5, name)
+    assert_close(grads[name], grads_ref[name], RTOL[jnp.float32], name)
 
 
 # Mosaic GPU in interpret mode (about 10-20 ms per program step on a CPU): tiny shapes.
@@ -123,7 +126,7 @@ def test_mosaic_kernel_matches_reference(mosaic_interpreter, batch, length, chan
       lambda *a: kernels.selective_scan(*a, delta_softplus=softplus, impl=impl), inputs)
   (y, grads), (y_ref, grads_ref) = run("pallas_mosaic"), run("reference")
   assert y.dtype == jnp.float32 and y.shape == (batch, length, channels)
-  assert_close(y, y_ref, 2e-5, "y")
+  assert_close(y, y_ref, OUTPUT_RTOL, "y")
   for name in NAMES:
     assert grads[name].dtype == inputs[name].dtype, name
     assert_close(grads[name], grads_ref[name], RTOL[dtype], name)
@@ -134,9 +137,9 @@ def test_mosaic_fused_cross_scan_matches_reference(mosaic_interpreter):
   run = lambda impl: values_and_grads(
       lambda *a: kernels.cross_selective_scan(*a, impl=impl), inputs)
   (y, grads), (y_ref, grads_ref) = run("pallas_mosaic"), run("reference")
-  assert_close(y, y_ref, 2e-5, "y")
+  assert_close(y, y_ref, OUTPUT_RTOL, "y")
   for name in inputs:
-    assert_close(grads[name], grads_ref[name], 2e-5, name)
+    assert_close(grads[name], grads_ref[name], RTOL[jnp.float32], name)
 
 
 def _lower_forward_and_grad(fn, inputs):
