@@ -282,3 +282,48 @@ def test_dvss_block_matches_the_spec_equations_in_numpy(width, height_width):
   scale = np.abs(want).max()
   # float32 round-off: SPEC §8 measures 3e-5 (relative to max) for the whole float32 model.
   np.testing.assert_allclose(np.asarray(got) / scale, want / scale, atol=2e-5)
+
+
+class _ConvBN(nnx.Module):
+  """conv 3x3 + BN + ReLU: a tiny stand-in for a repeated HR block (batch statistics)."""
+
+  def __init__(self, width, rngs, kernel_size=3):
+    self.layers = hrnet.conv_bn(width, width, kernel_size, jnp.float32, rngs)
+
+  def __call__(self, x):
+    return jax.nn.relu(hrnet.apply_conv_bn(self.layers, x)) + x
+
+
+def test_apply_sequence_scans_identical_modules_like_a_loop():
+  """One lax.scan over identical modules == the Python loop: outputs, batch statistics
+  (train mode) and parameter gradients; a differing module breaks the run."""
+  from mamkpd_jax.models import common
+  rngs = nnx.Rngs(3)
+  modules = [_ConvBN(4, rngs) for _ in range(3)] + [_ConvBN(4, rngs, kernel_size=1),
+                                                    _ConvBN(4, rngs)]
+  x = jax.random.normal(jax.random.key(1), (2, 5, 6, 4))
+
+  def run(apply):
+    chain = nnx.clone(nnx.List(modules))
+    def loss(chain):
+      y = apply(list(chain), x)
+      return jnp.sum(y ** 2), y
+    (_, y), grads = nnx.value_and_grad(loss, has_aux=True)(chain)
+    return chain, (y, nnx.state(chain, nnx.BatchStat), grads)
+
+  def loop(modules, x):
+    for module in modules:
+      x = module(x)
+    return x
+
+  _, expected = run(loop)
+  chain, got = run(common.apply_sequence)
+  for want, have in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+    np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4)   # float32 sums
+  # each scanned module got its own batch statistics back
+  means = [m.layers[1].mean[...] for m in list(chain)[:3]]
+  assert not np.allclose(means[0], means[1]) and not np.allclose(means[0], 0)
+  graphdef, state = nnx.split(nnx.List(modules))
+  traced = lambda state: common.apply_sequence(list(nnx.merge(graphdef, state)), x)
+  jaxpr = jax.make_jaxpr(traced)(state)
+  assert sum(eqn.primitive.name == "scan" for eqn in jaxpr.eqns) == 1

@@ -137,8 +137,7 @@ class HRModule(nnx.Module):
     """[(N, H/2^b, W/2^b, widths[b])] per branch b -> same (or only branch 0)."""
     features = list(features)
     for b, blocks in enumerate(self.branches):
-      for block in blocks:
-        features[b] = block(features[b])
+      features[b] = common.apply_sequence(blocks, features[b])   # identical blocks: one scan
     outputs = []
     for i, row in enumerate(self.fuse_layers):
       y = 0

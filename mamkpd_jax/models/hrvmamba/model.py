@@ -77,6 +77,5 @@ class HRVMamba(nnx.Module):
                               (self.transition2, self.stage3),
                               (self.transition3, self.stage4)):
       features = hrnet.apply_transition(transition, features)
-      for module in stage:
-        features = module(features)
+      features = common.apply_sequence(stage, features)  # identical modules: one scan
     return self.head(features[0]).astype(jnp.float32)  # (N, H/4, W/4, K)
