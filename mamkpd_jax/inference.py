@@ -26,6 +26,7 @@ parameters baked in; `load_exported` reads it back without any model code.
 import dataclasses
 import json
 import os
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +34,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mamkpd_jax import checkpointing, evaluate
-from mamkpd_jax.data_pipelines import codecs, geometry, pipeline, transforms
-from mamkpd_jax.evaluation import rescore
+from mamkpd_jax import checkpointing, evaluate, visualization
+from mamkpd_jax.data_pipelines import codecs, geometry, metadata, pipeline, transforms
+from mamkpd_jax.evaluation import coco_results, rescore
 from mamkpd_jax.models import abstract_model, build_model, parse_model_config
 
 BUCKETS = (1, 8, 32, 128)     # crop batch sizes compiled; larger batches are chunked
@@ -45,14 +46,61 @@ FAST_COMPILE_CPU = {"xla_backend_optimization_level": 0}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+UNTRACKED = -1     # Prediction.track_ids of instances no tracker has named
+
+
 @dataclasses.dataclass
 class Prediction:
-  """The poses found in one image (M instances, K keypoints), numpy float32."""
+  """The poses found in one image (M instances, K keypoints), numpy float32, and what
+  drawing and saving them needs (ultralytics-style results object).
+
+      prediction.plot()                      # (H, W, 3) uint8 RGB, poses drawn
+      prediction.save("pose.png")            # that picture, PNG or JPEG by extension
+      prediction.to_json(image_id=7)         # COCO results: one dict per instance
+  """
 
   boxes: np.ndarray             # (M, 4) xywh image pixels, as given (or the whole image)
   keypoints: np.ndarray         # (M, K, 2) x, y in image pixels
   keypoint_scores: np.ndarray   # (M, K) heatmap maxima
   scores: np.ndarray            # (M,) instance scores (rescoring, bbox score 1)
+  track_ids: Optional[np.ndarray] = None    # (M,) int; None -> all UNTRACKED
+  image: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)  # (H, W, 3)
+  info: Optional[metadata.DatasetInfo] = dataclasses.field(default=None, repr=False)
+
+  def __post_init__(self):
+    if self.track_ids is None:
+      self.track_ids = np.full(len(self.boxes), UNTRACKED, np.int64)
+    self.track_ids = np.asarray(self.track_ids, np.int64)
+    if self.track_ids.shape != (len(self.boxes),):
+      raise ValueError(f"track_ids must be ({len(self.boxes)},) for {len(self.boxes)} "
+                       f"boxes, got shape {self.track_ids.shape}")
+
+  def plot(self, image=None, threshold=0.3, draw_boxes=True):
+    """The poses drawn (visualization.draw_prediction) on `image` (default: the image
+    predicted on) -> (H, W, 3) uint8 RGB. Keypoints scoring under threshold are left out."""
+    image = self.image if image is None else load_image(image)
+    if image is None:
+      raise ValueError("Prediction.plot: no image (pass image=, or predict on an image)")
+    if self.info is None:
+      raise ValueError("Prediction.plot: no keypoint layout (info); predictions made by "
+                       "Estimator.predict carry it")
+    return visualization.draw_prediction(image, self, self.info, threshold, draw_boxes)
+
+  def save(self, path, image=None, threshold=0.3):
+    """Writes self.plot() to path (PNG, JPEG, ... by extension); returns path."""
+    return visualization.save_image(path, self.plot(image, threshold))
+
+  def to_json(self, image_id=0, category_id=1):
+    """The instances in the COCO results format (evaluation.coco_results), plus "bbox"
+    (xywh) and, for tracked instances, "track_id": a json-ready list of dicts."""
+    num = len(self.boxes)
+    results = coco_results(np.full(num, image_id), np.full(num, category_id),
+                           self.keypoints, self.keypoint_scores, self.scores)
+    for result, box, track_id in zip(results, self.boxes, self.track_ids):
+      result["bbox"] = [float(v) for v in box]
+      if track_id != UNTRACKED:
+        result["track_id"] = int(track_id)
+    return results
 
 
 # ------------------------------------------------------------------ config and model
@@ -298,8 +346,8 @@ class Estimator:
                               self.config.eval.keypoint_score_threshold)
     bounds = np.cumsum([0] + [len(b) for b in boxes_list])
     return [Prediction(boxes, keypoints[a:b], keypoint_scores[a:b],
-                       instance_scores[a:b].astype(np.float32))
-            for boxes, a, b in zip(boxes_list, bounds[:-1], bounds[1:])]
+                       instance_scores[a:b].astype(np.float32), image=image, info=self.info)
+            for image, boxes, a, b in zip(images, boxes_list, bounds[:-1], bounds[1:])]
 
   def predict(self, image, boxes=None):
     """Poses in one image (a path or (H, W, 3) RGB), in `boxes` (M, 4) xywh or the

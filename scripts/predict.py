@@ -21,6 +21,7 @@ score, plus bbox and file_name). The instance score is the estimator's rescoring
 the box's score when the boxes file gives one.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -31,8 +32,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mamkpd_jax import checkpointing, inference, visualization
-from mamkpd_jax.evaluation import coco_results
+from mamkpd_jax import checkpointing, inference
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -117,13 +117,13 @@ def boxes_for(all_boxes, image_id, file_name):
 
 
 def results_of(prediction, box_scores, image_id, file_name):
-  """COCO results of one image (with bbox and file_name)."""
-  num = len(prediction.boxes)
-  scores = prediction.scores * (box_scores if box_scores is not None else 1.0)
-  results = coco_results(np.full(num, image_id), np.full(num, _CATEGORY.value),
-                         prediction.keypoints, prediction.keypoint_scores, scores)
-  for result, box in zip(results, prediction.boxes):
-    result.update(bbox=[float(v) for v in box], file_name=file_name)
+  """COCO results of one image (Prediction.to_json, with file_name); the instance
+  scores are multiplied by the boxes file's scores when it gives them."""
+  if box_scores is not None:
+    prediction = dataclasses.replace(prediction, scores=prediction.scores * box_scores)
+  results = prediction.to_json(image_id, _CATEGORY.value)
+  for result in results:
+    result["file_name"] = file_name
   return results
 
 
@@ -157,9 +157,7 @@ def predict_images(estimator, images, all_boxes, output):
     for (image_id, path), image, prediction, (_, box_scores) in zip(
         chunk, pixels, predictions, boxes):
       name = os.path.splitext(os.path.basename(path))[0] + ".png"
-      drawn = visualization.draw_prediction(image, prediction, estimator.info,
-                                            _THRESHOLD.value)
-      visualization.save_image(os.path.join(output, name), drawn)
+      prediction.save(os.path.join(output, name), threshold=_THRESHOLD.value)
       results += results_of(prediction, box_scores, image_id, os.path.basename(path))
     progress.add(len(chunk))
   return results
@@ -194,8 +192,7 @@ def predict_video(estimator, path, all_boxes, output):
              for i in range(len(frames))]
     predictions = estimator.predict_batch(frames, [b for b, _ in boxes])
     for frame, prediction, (_, box_scores) in zip(frames, predictions, boxes):
-      drawn = visualization.draw_prediction(frame, prediction, estimator.info,
-                                            _THRESHOLD.value)
+      drawn = prediction.plot(threshold=_THRESHOLD.value)
       writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
       results += results_of(prediction, box_scores, index, os.path.basename(path))
       index += 1
