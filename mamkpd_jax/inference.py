@@ -34,10 +34,11 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mamkpd_jax import checkpointing, evaluate, visualization
+from mamkpd_jax import config_lib, pretrained, visualization
 from mamkpd_jax.data_pipelines import codecs, geometry, metadata, pipeline, transforms
 from mamkpd_jax.evaluation import coco_results, rescore
-from mamkpd_jax.models import abstract_model, build_model, parse_model_config
+from mamkpd_jax.models import (abstract_model, build_model, forward_with_flip,
+                               parse_model_config)
 
 BUCKETS = (1, 8, 32, 128)     # crop batch sizes compiled; larger batches are chunked
 # XLA:CPU at optimisation level 0: the tiny model's forward compiles in 4.5 s instead of
@@ -106,25 +107,24 @@ class Prediction:
 # ------------------------------------------------------------------ config and model
 
 
-def _tuples(value):
-  """Lists (as json stores tuples) back to tuples, recursively."""
-  if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
-  if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
-  return value
-
-
 def load_config_json(path):
   """A workdir's config.json (the resolved config of its run) as a ConfigDict."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"config not found: {path} (pass a config explicitly)")
   with open(path, encoding="utf-8") as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+    return ml_collections.ConfigDict(config_lib.lists_to_tuples(json.load(f)))
+
+
+def _checkpointing():
+  """mamkpd_jax.checkpointing (Orbax), imported only where a training checkpoint is read:
+  Estimator.from_pretrained runs without the training stack."""
+  from mamkpd_jax import checkpointing   # pylint: disable=g-import-not-at-top
+  return checkpointing
 
 
 def _workdir_of(checkpoint_directory):
   """WORKDIR/checkpoints -> WORKDIR (else the folder itself)."""
+  checkpointing = _checkpointing()
   if os.path.basename(checkpoint_directory) == checkpointing.CHECKPOINT_DIR:
     return os.path.dirname(checkpoint_directory)
   return checkpoint_directory
@@ -157,6 +157,7 @@ def with_model_changes(model, **changes):
 
 def load_trained_model(config, checkpoint):
   """(model, meta): config's model with the parameters of checkpoint (any form)."""
+  checkpointing = _checkpointing()
   directory, step = checkpointing.resolve_checkpoint(checkpoint)
   model = build_model(parse_model_config(config.model), seed=config.seed)
   meta = checkpointing.load_model_state(directory, step, model, config)
@@ -247,7 +248,7 @@ class Estimator:
       **model_changes: ModelConfig fields that do not touch the parameters
         (dtype="bfloat16", scan_impl="pallas").
     """
-    directory, _ = checkpointing.resolve_checkpoint(checkpoint)
+    directory, _ = _checkpointing().resolve_checkpoint(checkpoint)
     if config is None:
       config = load_config_json(os.path.join(_workdir_of(directory), "config.json"))
     config = with_data_root(config)
@@ -257,6 +258,29 @@ class Estimator:
       with config.unlocked():
         config.model.update(model_changes)
     return cls(config, model, compiler_options=compiler_options)
+
+  @classmethod
+  def from_pretrained(cls, directory, compiler_options=None, **model_changes):
+    """An Estimator from shipped weights: DIR/model.safetensors + DIR/model.json
+    (mamkpd_jax.pretrained; scripts/export.py --format=safetensors writes them).
+
+    No Orbax checkpoint, optimiser or training code is read. A relative directory not
+    found from here is looked up in the repository (weights/mamkpd_tiny_openfield).
+    **model_changes: ModelConfig fields that do not touch the parameters (dtype,
+    scan_impl).
+    """
+    directory = str(directory)
+    if not os.path.isabs(directory) and not os.path.isdir(directory) and \
+        os.path.isdir(os.path.join(REPO_ROOT, directory)):
+      directory = os.path.join(REPO_ROOT, directory)
+    meta = pretrained.load_metadata(directory)
+    config = pretrained.config_of(meta)
+    with config.unlocked():
+      config.model.update(model_changes)
+    model = pretrained.load_model(config.model,
+                                  os.path.join(directory, pretrained.WEIGHTS_FILE))
+    return cls(config, model, info=pretrained.info_of(meta),
+               compiler_options=compiler_options)
 
   def _make_crop_steps(self):
     height, width = self.input_size
@@ -286,7 +310,7 @@ class Estimator:
     if not self.flip_test:
       heatmaps = model(crops)
       return heatmaps, heatmaps
-    return evaluate.forward_with_flip(model, crops)
+    return forward_with_flip(model, crops)
 
   def _heatmaps_of_chunk(self, crops):
     """Up to BUCKETS[-1] crops, padded to their bucket -> (n, h, w, K) numpy."""
@@ -386,7 +410,7 @@ def serving_fn(estimator):
   def serve(crops):
     model = nnx.merge(graphdef, state)
     if estimator.flip_test:
-      heatmaps, flipped = evaluate.forward_with_flip(model, crops)
+      heatmaps, flipped = forward_with_flip(model, crops)
       heatmaps = 0.5 * (heatmaps + _flip_back(flipped, info.flip_indices, codec.flip_shift))
     else:
       heatmaps = model(crops)
