@@ -84,6 +84,8 @@ setuptools.setup(
         "mamkpd_jax.data_pipelines": "data_pipelines",
     },
     install_requires=INSTALL_REQUIRES,
+    # `mamkpd train|eval|predict|track|export|benchmark|convert` (mamkpd_jax/cli.py).
+    entry_points={"console_scripts": ["mamkpd=mamkpd_jax.cli:main"]},
     extras_require={"dev": DEV_REQUIRES, "tfds": TFDS_REQUIRES,
                     "convert": CONVERT_REQUIRES, "torch": TORCH_REQUIRES},
 )
