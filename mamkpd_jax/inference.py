@@ -1,10 +1,12 @@
 """Inference: images (and boxes) in, keypoints in image pixels out; export for serving.
 
     estimator = Estimator.from_workdir("/tmp/sample_openfield")    # or a checkpoint
+    estimator = Estimator.from_pretrained("weights/mamkpd_tiny_openfield")   # shipped
     result = estimator.predict(image)          # (H, W, 3) RGB uint8 or a path; whole image
     result = estimator.predict(image, boxes)   # boxes (M, 4) xywh image pixels
     results = estimator.predict_batch(images, boxes_list)
     crops, heatmaps = estimator.heatmaps(image, boxes)   # for visualization.heatmap_overlay
+    result.plot(); result.save("pose.png"); result.to_json(image_id=7)   # Prediction
 
 Pre- and post-processing are the evaluation pipeline's (one source of truth): each box
 becomes a crop through `transforms.BoxToCenterScale` (the config's aspect ratio, 1.25
