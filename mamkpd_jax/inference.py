@@ -264,7 +264,7 @@ class Estimator:
   @classmethod
   def from_pretrained(cls, directory, compiler_options=None, **model_changes):
     """An Estimator from shipped weights: DIR/model.safetensors + DIR/model.json
-    (mamkpd_jax.pretrained; scripts/export.py --format=safetensors writes them).
+    (mamkpd_jax.pretrained; mamkpd export --format=safetensors writes them).
 
     No Orbax checkpoint, optimiser or training code is read. A relative directory not
     found from here is looked up in the repository (weights/mamkpd_tiny_openfield).

@@ -1,7 +1,7 @@
 """Weights you can ship: DIR/model.safetensors + DIR/model.json, read without the
 training stack (no checkpoint manager, optimiser or training loop).
 
-    python scripts/export.py --checkpoint=WORKDIR --output=DIR --format=safetensors
+    mamkpd export --checkpoint=WORKDIR --output=DIR --format=safetensors
     estimator = inference.Estimator.from_pretrained(DIR)
 
 model.safetensors holds the model's parameters and BatchNorm running statistics
@@ -134,7 +134,7 @@ def load_metadata(directory):
   path = os.path.join(directory, METADATA_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path} not found (a pretrained folder holds {METADATA_FILE} "
-                            f"and {WEIGHTS_FILE}: scripts/export.py --format=safetensors)")
+                            f"and {WEIGHTS_FILE}: mamkpd export --format=safetensors)")
   try:
     with open(path, encoding="utf-8") as f:
       meta = json.load(f)
@@ -173,7 +173,7 @@ def info_of(meta):
 def read_tensors(path):
   """{name: numpy array} of a .safetensors file; clear errors for missing or bad files."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} not found (scripts/export.py --format=safetensors "
+    raise FileNotFoundError(f"{path} not found (mamkpd export --format=safetensors "
                             "writes it)")
   try:
     return safetensors.numpy.load_file(path)
