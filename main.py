@@ -9,9 +9,11 @@ Re-running on the same workdir resumes from its latest checkpoint. Any config fi
 be overridden: `--config.model.dtype=bfloat16`, `--config.init_from=OTHER_WORKDIR`.
 """
 
-from absl import app
+from absl import app, flags
 
-from mamkpd_jax.commands.train import main
+from mamkpd_jax.commands import train as command
+
+flags.adopt_module_key_flags(command)     # --help lists the command's flags
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(command.main)
