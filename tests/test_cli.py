@@ -38,6 +38,9 @@ def test_help_lists_every_command_with_one_line():
   assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
   flags_help = mamkpd("export", "--help")
   assert flags_help.returncode == 0 and "--format" in flags_help.stdout
+  script_help = subprocess.run([sys.executable, "main.py", "--help"], cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+  assert "--workdir" in script_help.stdout           # the wrapper shows the command's flags
 
 
 def test_train_eval_and_export_a_tiny_run(tmp_path):
