@@ -25,6 +25,9 @@ INSTALL_REQUIRES = [
     # crops match it pixel for pixel; one library does both.
     "opencv-python-headless>=4.8",
     "pycocotools>=2.0.7",             # COCO-format annotations and the COCO metrics
+    # Shippable weights (mamkpd_jax/pretrained.py): Estimator.from_pretrained reads
+    # model.safetensors (0.5 MB wheel, no dependencies).
+    "safetensors>=0.4",
     "scipy>=1.11",                    # MPII head boxes (mpii_gt_val.mat); also jax's
     # TensorBoard event files without TensorFlow (flax.metrics.tensorboard and clu's
     # writer both import TensorFlow; tensorboardX needs only protobuf).
@@ -38,11 +41,11 @@ TFDS_REQUIRES = [
     "importlib_resources",
     "tensorflow-datasets>=4.9.10",
 ]
-# scripts/convert_checkpoint.py: .safetensors input (safetensors) and .pth input (torch).
-CONVERT_REQUIRES = ["safetensors>=0.4"]
+# scripts/convert_checkpoint.py: .pth input (torch); .safetensors input needs only the
+# core safetensors dependency.
+CONVERT_REQUIRES = []
 TORCH_REQUIRES = ["torch>=2.1"]
 DEV_REQUIRES = [
-    *CONVERT_REQUIRES, # the converter's tests read .safetensors
     # The test suite executes notebooks/demo.ipynb.
     "ipykernel>=6",
     "nbclient>=0.10",
@@ -67,6 +70,7 @@ setuptools.setup(
     ],
     packages=[
         "mamkpd_jax",
+        "mamkpd_jax.commands",
         "mamkpd_jax.evaluation",
         "mamkpd_jax.models",
         "mamkpd_jax.models.mamkpd",
@@ -80,6 +84,8 @@ setuptools.setup(
         "mamkpd_jax.data_pipelines": "data_pipelines",
     },
     install_requires=INSTALL_REQUIRES,
+    # `mamkpd train|eval|predict|track|export|benchmark|convert` (mamkpd_jax/cli.py).
+    entry_points={"console_scripts": ["mamkpd=mamkpd_jax.cli:main"]},
     extras_require={"dev": DEV_REQUIRES, "tfds": TFDS_REQUIRES,
                     "convert": CONVERT_REQUIRES, "torch": TORCH_REQUIRES},
 )

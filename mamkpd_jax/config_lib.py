@@ -26,6 +26,15 @@ SQUARE_INPUT = 256                # MPII and AP-10K crops are 256x256 (as mmpose
 SAMPLES = "data/samples"          # the bundled sample data (data/samples/NOTICE.md)
 
 
+def lists_to_tuples(value):
+  """Lists (as json stores tuples) back to tuples, recursively (a config read from json)."""
+  if isinstance(value, dict):
+    return {k: lists_to_tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(lists_to_tuples(v) for v in value)
+  return value
+
+
 def load_config_file(path):
   """`get_config()` of a configs/*.py file, loaded by path (as --config does)."""
   if not os.path.isfile(path):

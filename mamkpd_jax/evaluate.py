@@ -26,17 +26,10 @@ from mamkpd_jax import checkpointing, parallel, workdir_lib
 from mamkpd_jax.data_pipelines import codecs, geometry, pipeline
 from mamkpd_jax.evaluation import metrics as metrics_lib
 from mamkpd_jax.evaluation import pck
-from mamkpd_jax.models import build_model, model_title, parse_model_config
+from mamkpd_jax.models import build_model, forward_with_flip, model_title, parse_model_config
 
 
 READ_THREADS = 8     # evaluation crops read in parallel per process
-
-
-def forward_with_flip(model, crops):
-  """Heatmaps of crops (B, ...) and of their mirror images (not flipped back), from one
-  forward pass of 2B crops (one program, one launch; BatchNorm uses running statistics)."""
-  both = model(jnp.concatenate([crops, crops[:, :, ::-1, :]]))      # (2B, h, w, K)
-  return both[:crops.shape[0]], both[crops.shape[0]:]
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,10 +1,12 @@
 """Inference: images (and boxes) in, keypoints in image pixels out; export for serving.
 
     estimator = Estimator.from_workdir("/tmp/sample_openfield")    # or a checkpoint
+    estimator = Estimator.from_pretrained("weights/mamkpd_tiny_openfield")   # shipped
     result = estimator.predict(image)          # (H, W, 3) RGB uint8 or a path; whole image
     result = estimator.predict(image, boxes)   # boxes (M, 4) xywh image pixels
     results = estimator.predict_batch(images, boxes_list)
     crops, heatmaps = estimator.heatmaps(image, boxes)   # for visualization.heatmap_overlay
+    result.plot(); result.save("pose.png"); result.to_json(image_id=7)   # Prediction
 
 Pre- and post-processing are the evaluation pipeline's (one source of truth): each box
 becomes a crop through `transforms.BoxToCenterScale` (the config's aspect ratio, 1.25
@@ -26,6 +28,7 @@ parameters baked in; `load_exported` reads it back without any model code.
 import dataclasses
 import json
 import os
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -33,10 +36,11 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mamkpd_jax import checkpointing, evaluate
-from mamkpd_jax.data_pipelines import codecs, geometry, pipeline, transforms
-from mamkpd_jax.evaluation import rescore
-from mamkpd_jax.models import abstract_model, build_model, parse_model_config
+from mamkpd_jax import config_lib, pretrained, visualization
+from mamkpd_jax.data_pipelines import codecs, geometry, metadata, pipeline, transforms
+from mamkpd_jax.evaluation import coco_results, rescore
+from mamkpd_jax.models import (abstract_model, build_model, forward_with_flip,
+                               parse_model_config)
 
 BUCKETS = (1, 8, 32, 128)     # crop batch sizes compiled; larger batches are chunked
 # XLA:CPU at optimisation level 0: the tiny model's forward compiles in 4.5 s instead of
@@ -45,26 +49,64 @@ FAST_COMPILE_CPU = {"xla_backend_optimization_level": 0}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+UNTRACKED = -1     # Prediction.track_ids of instances no tracker has named
+
+
 @dataclasses.dataclass
 class Prediction:
-  """The poses found in one image (M instances, K keypoints), numpy float32."""
+  """The poses found in one image (M instances, K keypoints), numpy float32, and what
+  drawing and saving them needs (ultralytics-style results object).
+
+      prediction.plot()                      # (H, W, 3) uint8 RGB, poses drawn
+      prediction.save("pose.png")            # that picture, PNG or JPEG by extension
+      prediction.to_json(image_id=7)         # COCO results: one dict per instance
+  """
 
   boxes: np.ndarray             # (M, 4) xywh image pixels, as given (or the whole image)
   keypoints: np.ndarray         # (M, K, 2) x, y in image pixels
   keypoint_scores: np.ndarray   # (M, K) heatmap maxima
   scores: np.ndarray            # (M,) instance scores (rescoring, bbox score 1)
+  track_ids: Optional[np.ndarray] = None    # (M,) int; None -> all UNTRACKED
+  image: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)  # (H, W, 3)
+  info: Optional[metadata.DatasetInfo] = dataclasses.field(default=None, repr=False)
+
+  def __post_init__(self):
+    if self.track_ids is None:
+      self.track_ids = np.full(len(self.boxes), UNTRACKED, np.int64)
+    self.track_ids = np.asarray(self.track_ids, np.int64)
+    if self.track_ids.shape != (len(self.boxes),):
+      raise ValueError(f"track_ids must be ({len(self.boxes)},) for {len(self.boxes)} "
+                       f"boxes, got shape {self.track_ids.shape}")
+
+  def plot(self, image=None, threshold=0.3, draw_boxes=True):
+    """The poses drawn (visualization.draw_prediction) on `image` (default: the image
+    predicted on) -> (H, W, 3) uint8 RGB. Keypoints scoring under threshold are left out."""
+    image = self.image if image is None else load_image(image)
+    if image is None:
+      raise ValueError("Prediction.plot: no image (pass image=, or predict on an image)")
+    if self.info is None:
+      raise ValueError("Prediction.plot: no keypoint layout (info); predictions made by "
+                       "Estimator.predict carry it")
+    return visualization.draw_prediction(image, self, self.info, threshold, draw_boxes)
+
+  def save(self, path, image=None, threshold=0.3):
+    """Writes self.plot() to path (PNG, JPEG, ... by extension); returns path."""
+    return visualization.save_image(path, self.plot(image, threshold))
+
+  def to_json(self, image_id=0, category_id=1):
+    """The instances in the COCO results format (evaluation.coco_results), plus "bbox"
+    (xywh) and, for tracked instances, "track_id": a json-ready list of dicts."""
+    num = len(self.boxes)
+    results = coco_results(np.full(num, image_id), np.full(num, category_id),
+                           self.keypoints, self.keypoint_scores, self.scores)
+    for result, box, track_id in zip(results, self.boxes, self.track_ids):
+      result["bbox"] = [float(v) for v in box]
+      if track_id != UNTRACKED:
+        result["track_id"] = int(track_id)
+    return results
 
 
 # ------------------------------------------------------------------ config and model
-
-
-def _tuples(value):
-  """Lists (as json stores tuples) back to tuples, recursively."""
-  if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
-  if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
-  return value
 
 
 def load_config_json(path):
@@ -72,11 +114,19 @@ def load_config_json(path):
   if not os.path.isfile(path):
     raise FileNotFoundError(f"config not found: {path} (pass a config explicitly)")
   with open(path, encoding="utf-8") as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+    return ml_collections.ConfigDict(config_lib.lists_to_tuples(json.load(f)))
+
+
+def _checkpointing():
+  """mamkpd_jax.checkpointing (Orbax), imported only where a training checkpoint is read:
+  Estimator.from_pretrained runs without the training stack."""
+  from mamkpd_jax import checkpointing   # pylint: disable=g-import-not-at-top
+  return checkpointing
 
 
 def _workdir_of(checkpoint_directory):
   """WORKDIR/checkpoints -> WORKDIR (else the folder itself)."""
+  checkpointing = _checkpointing()
   if os.path.basename(checkpoint_directory) == checkpointing.CHECKPOINT_DIR:
     return os.path.dirname(checkpoint_directory)
   return checkpoint_directory
@@ -109,6 +159,7 @@ def with_model_changes(model, **changes):
 
 def load_trained_model(config, checkpoint):
   """(model, meta): config's model with the parameters of checkpoint (any form)."""
+  checkpointing = _checkpointing()
   directory, step = checkpointing.resolve_checkpoint(checkpoint)
   model = build_model(parse_model_config(config.model), seed=config.seed)
   meta = checkpointing.load_model_state(directory, step, model, config)
@@ -199,7 +250,7 @@ class Estimator:
       **model_changes: ModelConfig fields that do not touch the parameters
         (dtype="bfloat16", scan_impl="pallas").
     """
-    directory, _ = checkpointing.resolve_checkpoint(checkpoint)
+    directory, _ = _checkpointing().resolve_checkpoint(checkpoint)
     if config is None:
       config = load_config_json(os.path.join(_workdir_of(directory), "config.json"))
     config = with_data_root(config)
@@ -209,6 +260,29 @@ class Estimator:
       with config.unlocked():
         config.model.update(model_changes)
     return cls(config, model, compiler_options=compiler_options)
+
+  @classmethod
+  def from_pretrained(cls, directory, compiler_options=None, **model_changes):
+    """An Estimator from shipped weights: DIR/model.safetensors + DIR/model.json
+    (mamkpd_jax.pretrained; mamkpd export --format=safetensors writes them).
+
+    No Orbax checkpoint, optimiser or training code is read. A relative directory not
+    found from here is looked up in the repository (weights/mamkpd_tiny_openfield).
+    **model_changes: ModelConfig fields that do not touch the parameters (dtype,
+    scan_impl).
+    """
+    directory = str(directory)
+    if not os.path.isabs(directory) and not os.path.isdir(directory) and \
+        os.path.isdir(os.path.join(REPO_ROOT, directory)):
+      directory = os.path.join(REPO_ROOT, directory)
+    meta = pretrained.load_metadata(directory)
+    config = pretrained.config_of(meta)
+    with config.unlocked():
+      config.model.update(model_changes)
+    model = pretrained.load_model(config.model,
+                                  os.path.join(directory, pretrained.WEIGHTS_FILE))
+    return cls(config, model, info=pretrained.info_of(meta),
+               compiler_options=compiler_options)
 
   def _make_crop_steps(self):
     height, width = self.input_size
@@ -238,7 +312,7 @@ class Estimator:
     if not self.flip_test:
       heatmaps = model(crops)
       return heatmaps, heatmaps
-    return evaluate.forward_with_flip(model, crops)
+    return forward_with_flip(model, crops)
 
   def _heatmaps_of_chunk(self, crops):
     """Up to BUCKETS[-1] crops, padded to their bucket -> (n, h, w, K) numpy."""
@@ -298,8 +372,8 @@ class Estimator:
                               self.config.eval.keypoint_score_threshold)
     bounds = np.cumsum([0] + [len(b) for b in boxes_list])
     return [Prediction(boxes, keypoints[a:b], keypoint_scores[a:b],
-                       instance_scores[a:b].astype(np.float32))
-            for boxes, a, b in zip(boxes_list, bounds[:-1], bounds[1:])]
+                       instance_scores[a:b].astype(np.float32), image=image, info=self.info)
+            for image, boxes, a, b in zip(images, boxes_list, bounds[:-1], bounds[1:])]
 
   def predict(self, image, boxes=None):
     """Poses in one image (a path or (H, W, 3) RGB), in `boxes` (M, 4) xywh or the
@@ -338,7 +412,7 @@ def serving_fn(estimator):
   def serve(crops):
     model = nnx.merge(graphdef, state)
     if estimator.flip_test:
-      heatmaps, flipped = evaluate.forward_with_flip(model, crops)
+      heatmaps, flipped = forward_with_flip(model, crops)
       heatmaps = 0.5 * (heatmaps + _flip_back(flipped, info.flip_indices, codec.flip_shift))
     else:
       heatmaps = model(crops)

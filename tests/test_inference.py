@@ -8,6 +8,10 @@ its train step stubbed out so that no backward pass is compiled (test_train.py t
 for real): the checkpoint holds the initial parameters.
 """
 
+import contextlib
+import dataclasses
+import io
+import json
 import pathlib
 
 import jax.numpy as jnp
@@ -15,6 +19,8 @@ import numpy as np
 import pytest
 from absl import flags
 from flax import nnx
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from mamkpd_jax import config_lib, evaluate, inference, parallel, train, visualization
 from mamkpd_jax.data_pipelines import geometry, pipeline
@@ -207,3 +213,69 @@ def test_drawings_and_overlays(estimator, tmp_path):
   assert grid.shape == (64, 64 * (K + 1), 3)
   path = visualization.save_image(str(tmp_path / "out" / "drawn.png"), drawn)
   np.testing.assert_array_equal(inference.load_image(path), drawn)
+
+
+# ------------------------------------------------------------------ results objects
+
+
+def _coco_gt_of(prediction, image, image_id, path):
+  """A one-image COCO ground truth whose annotations are the prediction's poses."""
+  height, width = image.shape[:2]
+  annotations = [{"id": i + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                  "bbox": [float(v) for v in box], "area": float(box[2] * box[3]),
+                  "num_keypoints": K,
+                  "keypoints": np.concatenate([pose, np.full((K, 1), 2.0)], 1).ravel().tolist()}
+                 for i, (pose, box) in enumerate(zip(prediction.keypoints, prediction.boxes))]
+  gt = {"images": [{"id": image_id, "file_name": FRAME.name, "height": height,
+                    "width": width}],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "mouse", "keypoints": ["a", "b", "c", "d"],
+                        "skeleton": []}]}
+  path.write_text(json.dumps(gt))
+  return str(path)
+
+
+def test_prediction_to_json_is_coco_results(estimator, tmp_path):
+  """pycocotools reads to_json's list, and scores it AP 1 against the same poses."""
+  image = inference.load_image(str(FRAME))
+  result = estimator.predict(image, boxes(2))
+  np.testing.assert_array_equal(result.track_ids, [inference.UNTRACKED] * 2)
+  results = result.to_json(image_id=7, category_id=1)
+  assert len(results) == 2 and "track_id" not in results[0]
+  np.testing.assert_allclose(np.reshape(results[1]["keypoints"], (K, 3))[:, :2],
+                             result.keypoints[1], rtol=1e-6)
+  np.testing.assert_allclose(results[1]["bbox"], boxes(2)[1], rtol=1e-6)
+  with contextlib.redirect_stdout(io.StringIO()):
+    gt = COCO(_coco_gt_of(result, image, 7, tmp_path / "gt.json"))
+    evaluation = COCOeval(gt, gt.loadRes(results), "keypoints")
+    evaluation.params.kpt_oks_sigmas = np.full(K, 0.1)
+    evaluation.evaluate(), evaluation.accumulate(), evaluation.summarize()
+  assert evaluation.stats[0] == pytest.approx(1.0)
+  tracked = dataclasses.replace(result, track_ids=np.array([3, inference.UNTRACKED]))
+  assert [r.get("track_id") for r in tracked.to_json()] == [3, None]
+  with pytest.raises(ValueError, match="track_ids must be"):
+    dataclasses.replace(result, track_ids=np.array([1, 2, 3]))
+
+
+def test_prediction_plot_draws_at_the_keypoints_and_saves(estimator, tmp_path):
+  image = inference.load_image(str(FRAME))
+  result = estimator.predict(image, boxes(1))
+  drawn = result.plot(threshold=0.0, draw_boxes=False)
+  assert drawn.shape == image.shape and drawn.dtype == np.uint8
+  changed = np.argwhere(np.any(drawn != image, axis=-1))[:, ::-1]        # (n, 2) x, y
+  keypoints = result.keypoints[0]
+  inside = np.all((keypoints >= 0) & (keypoints < image.shape[1::-1]), axis=1)
+  for x, y in np.round(keypoints[inside]).astype(int):
+    assert np.any(drawn[y, x] != image[y, x]), (x, y)       # a marker at every keypoint
+  margin = 8                                                # marker radius + antialiasing
+  assert np.all(changed >= keypoints.min(0) - margin)       # and nothing far from them
+  assert np.all(changed <= keypoints.max(0) + margin)
+  np.testing.assert_array_equal(result.plot(threshold=2.0, draw_boxes=False), image)
+  path = result.save(str(tmp_path / "pose.png"), threshold=0.0)
+  np.testing.assert_array_equal(inference.load_image(path), result.plot(threshold=0.0))
+  bare = inference.Prediction(result.boxes, result.keypoints, result.keypoint_scores,
+                              result.scores)
+  with pytest.raises(ValueError, match="no image"):
+    bare.plot()
+  with pytest.raises(ValueError, match="no keypoint layout"):
+    bare.plot(image)

@@ -21,5 +21,7 @@ def test_demo_notebook_executes(tmp_path, monkeypatch):
              for o in cell.get("outputs", [])]
   assert not [o for o in outputs if o.get("output_type") == "error"]
   images = [o for o in outputs if "image/png" in o.get("data", {})]
-  assert len(images) >= 3             # the prediction, the heatmaps, the learning curve
+  assert len(images) >= 3             # the bundled weights' prediction, heatmaps, curve
   assert os.path.exists(tmp_path / "demo" / "checkpoints" / "4")
+  printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+  assert "same keypoints: True" in printed       # exported, reloaded, predicts the same

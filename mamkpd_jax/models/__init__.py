@@ -12,6 +12,7 @@ either from its `config.model`.
 """
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from mamkpd_jax.models.hrvmamba import HRVMamba, HRVMambaConfig
@@ -94,3 +95,10 @@ def build_model(model_config, seed=0):
   options = _INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
   state = jax.jit(init_state, compiler_options=options)(jax.random.key(seed))
   return nnx.merge(graphdef, state)
+
+
+def forward_with_flip(model, crops):
+  """Heatmaps of crops (B, ...) and of their mirror images (not flipped back), from one
+  forward pass of 2B crops (one program, one launch; BatchNorm uses running statistics)."""
+  both = model(jnp.concatenate([crops, crops[:, :, ::-1, :]]))      # (2B, h, w, K)
+  return both[:crops.shape[0]], both[crops.shape[0]:]

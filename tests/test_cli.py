@@ -1,0 +1,121 @@
+"""The `mamkpd` console command: every subcommand runs through the installed entry point
+on tiny inputs (test_train's 64x64 open-field config, the committed weights), except
+`track`, whose module (mamkpd_jax.tracking) is checked to be imported lazily and run.
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from mamkpd_jax import cli
+from test_train import cli_flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ENTRY_POINT = pathlib.Path(sys.executable).parent / "mamkpd"   # made by pip install -e .
+DATA = REPO / "data/samples/dlc-openfield"
+FRAME = DATA / "labeled-data/m4s1/img0100.png"                  # held out from training
+WEIGHTS = "weights/mamkpd_tiny_openfield"
+
+
+def mamkpd(*args, timeout=600):
+  assert ENTRY_POINT.is_file(), f"{ENTRY_POINT} missing: `pip install -e .` installs it"
+  return subprocess.run([str(ENTRY_POINT), *map(str, args)], cwd=REPO, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def test_help_lists_every_command_with_one_line():
+  result = mamkpd("--help")
+  assert result.returncode == 0, result.stderr
+  listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
+  assert listed == ["train", "eval", "predict", "track", "export", "benchmark", "convert"]
+  assert listed == list(cli.COMMANDS)
+  unknown = mamkpd("fly")
+  assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
+  flags_help = mamkpd("export", "--help")
+  assert flags_help.returncode == 0 and "--format" in flags_help.stdout
+  script_help = subprocess.run([sys.executable, "main.py", "--help"], cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+  assert "--workdir" in script_help.stdout           # the wrapper shows the command's flags
+
+
+def test_train_eval_and_export_a_tiny_run(tmp_path):
+  """mamkpd train takes main.py's flags (config overrides included); eval and export
+  then read its workdir."""
+  workdir = tmp_path / "run"
+  train = mamkpd("train", f"--workdir={workdir}", "--mode=train", *cli_flags(num_steps=2))
+  assert train.returncode == 0, train.stderr[-3000:]
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2"]
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["data"]["input_height"] == 64 and config["train"]["num_steps"] == 2
+
+  evaluation = mamkpd("eval", f"--workdir={workdir}", *cli_flags(num_steps=2))
+  assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+  metrics = json.loads((workdir / "eval/metrics_step2.json").read_text())
+  assert metrics["step"] == 2 and 0 <= metrics["metrics"]["PCK@0.1"] <= 1
+
+  output = tmp_path / "weights"
+  export = mamkpd("export", f"--checkpoint={workdir}", f"--output={output}",
+                  "--format=safetensors", "--nocheck")
+  assert export.returncode == 0, export.stderr[-3000:]
+  meta = json.loads((output / "model.json").read_text())
+  assert meta["family"] == "mamkpd" and meta["input_size"] == [64, 64]
+  assert (output / "model.safetensors").stat().st_size > 10_000
+  missing = mamkpd("eval", f"--workdir={tmp_path / 'nothing'}", *cli_flags())
+  assert missing.returncode != 0 and f"checkpoint path not found: {tmp_path / 'nothing'}" \
+      in missing.stderr
+
+
+def test_predict_with_the_committed_weights_and_no_training(tmp_path):
+  """The labelled box of a held-out frame: every keypoint within 0.2 of the box's longer
+  side of its label (the weights' held-out PCK@0.2 is 0.97)."""
+  coco = json.loads((DATA / "openfield_coco.json").read_text())
+  image = next(i for i in coco["images"] if i["file_name"].endswith(FRAME.name))
+  label = next(a for a in coco["annotations"] if a["image_id"] == image["id"])
+  boxes = tmp_path / "boxes.json"
+  boxes.write_text(json.dumps([{"file_name": FRAME.name, "bbox": label["bbox"]}]))
+  result = mamkpd("predict", f"--weights={WEIGHTS}", f"--input={FRAME}",
+                  f"--boxes={boxes}", f"--output={tmp_path / 'out'}", "--fast_compile")
+  assert result.returncode == 0, result.stderr[-3000:]
+  (pose,) = json.loads((tmp_path / "out/predictions.json").read_text())
+  predicted = np.reshape(pose["keypoints"], (-1, 3))[:, :2]
+  labelled = np.reshape(label["keypoints"], (-1, 3))
+  errors = np.linalg.norm(predicted - labelled[:, :2], axis=1)[labelled[:, 2] > 0]
+  assert np.all(errors <= 0.2 * max(label["bbox"][2:])), errors
+  assert (tmp_path / "out" / FRAME.name).stat().st_size > 1000
+  both = mamkpd("predict", f"--weights={WEIGHTS}", "--checkpoint=/tmp", f"--input={FRAME}",
+                f"--output={tmp_path}")
+  assert both.returncode != 0 and "checkpoint" in both.stderr and "weights" in both.stderr
+
+
+def test_benchmark_smoke_run():
+  result = mamkpd("benchmark", "--variants=tiny", "--batch_sizes=1", "--dtypes=float32",
+                  "--scan_impls=reference", "--input_height=64", "--input_width=64",
+                  "--num_keypoints=4", "--repeats=1", "--warmup=0", "--peers=", "--json")
+  assert result.returncode == 0, result.stderr[-3000:]
+  (row,) = json.loads(result.stdout.strip().splitlines()[-1])["results"]
+  assert row["batch"] == 1 and row["latency_ms"] > 0 and row["scan_impl"] == "reference"
+
+
+def test_convert_names_its_input(tmp_path):
+  result = mamkpd("convert", f"--input={tmp_path / 'authors.npz'}",
+                  "--config=configs/coco_hrvmamba_tiny.py", f"--output={tmp_path / 'out'}")
+  assert result.returncode != 0 and "authors.npz" in result.stderr
+  assert not (tmp_path / "out").exists()
+
+
+def test_track_imports_the_tracking_module_lazily_and_runs_its_main(monkeypatch):
+  calls = []
+  fake = types.ModuleType("mamkpd_jax.tracking")
+  fake.main = calls.append
+  monkeypatch.setitem(sys.modules, "mamkpd_jax.tracking", fake)
+  with pytest.raises(SystemExit) as exited:          # absl's app.run exits with main's value
+    cli.main(["mamkpd", "track", "video.mp4"])
+  assert exited.value.code is None and calls == [["mamkpd track", "video.mp4"]]
+  monkeypatch.setitem(sys.modules, "mamkpd_jax.tracking", None)     # not installed
+  with pytest.raises(SystemExit, match="has no mamkpd_jax.tracking"):
+    cli.main(["mamkpd", "track", "video.mp4"])
