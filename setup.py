@@ -41,6 +41,9 @@ TFDS_REQUIRES = [
 # scripts/convert_checkpoint.py: .safetensors input (safetensors) and .pth input (torch).
 CONVERT_REQUIRES = ["safetensors>=0.4"]
 TORCH_REQUIRES = ["torch>=2.1"]
+# mamkpd_jax.detectors.YoloxOnnxDetector runs YOLOX ONNX exports; onnx builds the tests'
+# tiny YOLOX-layout graph.
+ONNX_REQUIRES = ["onnxruntime>=1.17", "onnx>=1.15"]
 DEV_REQUIRES = [
     *CONVERT_REQUIRES, # the converter's tests read .safetensors
     # The test suite executes notebooks/demo.ipynb.
@@ -49,6 +52,7 @@ DEV_REQUIRES = [
     "nbformat>=5.9",
     "pytest>=8",
     *TFDS_REQUIRES,    # so the suite tests the ArrayRecord builder too
+    *ONNX_REQUIRES,    # so the suite tests the YOLOX detector
 ]
 
 setuptools.setup(
@@ -81,5 +85,6 @@ setuptools.setup(
     },
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": DEV_REQUIRES, "tfds": TFDS_REQUIRES,
-                    "convert": CONVERT_REQUIRES, "torch": TORCH_REQUIRES},
+                    "convert": CONVERT_REQUIRES, "torch": TORCH_REQUIRES,
+                    "onnx": ONNX_REQUIRES},
 )
