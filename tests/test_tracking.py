@@ -7,6 +7,8 @@ import json
 import math
 import pathlib
 import shutil
+import subprocess
+import sys
 import types
 import warnings
 
@@ -223,9 +225,13 @@ def test_one_euro_passes_a_constant_and_checks_its_input():
 
 
 @pytest.fixture(scope="module")
-def estimator(tmp_path_factory):
+def workdir(tmp_path_factory):
   from test_inference import write_workdir  # pylint: disable=import-outside-toplevel
-  workdir = write_workdir(tmp_path_factory.mktemp("tracking"))
+  return write_workdir(tmp_path_factory.mktemp("tracking"))
+
+
+@pytest.fixture(scope="module")
+def estimator(workdir):
   return inference.Estimator.from_workdir(workdir,
                                           compiler_options=inference.FAST_COMPILE_CPU)
 
@@ -263,3 +269,27 @@ def test_track_the_mouse_with_the_background_detector(estimator, tmp_path):
   assert [r["file_name"] for r in records] == [f"img{i:04d}.png" for i in range(100, 106)]
   capture = cv2.VideoCapture(result["video"])
   assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+
+
+def run_track(*args):
+  """scripts/track.py, compiled fast (bucket 8 shared through the persistent cache)."""
+  return subprocess.run([sys.executable, str(REPO / "scripts/track.py"), "--fast_compile",
+                         *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_track_script_on_the_bundled_frames_and_its_errors(workdir, tmp_path):
+  out = tmp_path / "track"
+  result = run_track(f"--checkpoint={workdir}", f"--input={FRAMES}", f"--output={out}",
+                     "--detector=background", "--max_frames=4", "--smooth")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "frames/s" in result.stdout and "track ids [0]" in result.stdout
+  records = json.loads((out / "m4s1.json").read_text())
+  assert [r["frame_index"] for r in records] == [0, 1, 2, 3]
+  assert (out / "m4s1.mp4").is_file()
+  result = run_track(f"--checkpoint={workdir}", f"--input={tmp_path / 'none.mp4'}",
+                     f"--output={out}", "--detector=background")
+  assert result.returncode != 0 and "video not found" in result.stderr
+  assert "none.mp4" in result.stderr
+  result = run_track(f"--checkpoint={workdir}", f"--input={FRAMES}", f"--output={out}",
+                     f"--detector=yolox:{tmp_path / 'yolox.onnx'}")
+  assert result.returncode != 0 and "YOLOX ONNX file not found" in result.stderr
