@@ -54,9 +54,11 @@ class Detections:
 
   def __post_init__(self):
     self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
-    num = len(self.boxes)
-    self.scores = np.asarray(self.scores, np.float32).reshape(num)
-    self.class_ids = np.asarray(self.class_ids, np.int64).reshape(num)
+    self.scores = np.asarray(self.scores, np.float32).reshape(-1)
+    self.class_ids = np.asarray(self.class_ids, np.int64).reshape(-1)
+    if not len(self.boxes) == len(self.scores) == len(self.class_ids):
+      raise ValueError(f"detections: {len(self.boxes)} boxes, {len(self.scores)} scores and "
+                       f"{len(self.class_ids)} class ids")
 
   @classmethod
   def empty(cls):
@@ -288,7 +290,7 @@ class YoloxOnnxDetector:
     return tuple(shape[2:])
 
   def _check_output(self, shape):
-    if len(shape) != 3 or (isinstance(shape[2], int) and shape[2] < 5 + len(COCO_CLASSES)):
+    if len(shape) != 3 or (isinstance(shape[2], int) and shape[2] != 5 + len(COCO_CLASSES)):
       raise ValueError(f"{self.path}: output shape {shape} is not YOLOX's (1, A, 5 + C) "
                        f"with C = {len(COCO_CLASSES)} COCO classes")
 

@@ -289,7 +289,7 @@ def _output_paths(source, output_dir):
 
 
 def track_video(estimator, source, output_dir, detector=None, det_every=1, smoothing=False,
-                batch_frames=8, max_frames=None, log_every=50, config=None):
+                batch_frames=8, max_frames=None, log_every=50, **options):
   """Tracked poses of a video file, an image folder (frames sorted by name) or a webcam
   index; writes OUTPUT_DIR/<stem>.mp4 and OUTPUT_DIR/<stem>.json.
 
@@ -299,21 +299,23 @@ def track_video(estimator, source, output_dir, detector=None, det_every=1, smoot
     output_dir: created if needed.
     detector: a mamkpd_jax.detectors detector or callable; None: the whole frame is
       the first box (then boxes are carried from the keypoints).
-    det_every, smoothing, batch_frames: TrackingConfig fields (config overrides them).
+    det_every, smoothing, batch_frames: as TrackingConfig.
     max_frames: stop after this many frames (a webcam runs until it fails or Ctrl-C).
     log_every: a progress line (frames/s, ETA) every this many frames.
+    **options: other TrackingConfig fields (keypoint_threshold, min_cutoff, beta,
+      max_age, ...); fps defaults to the source's.
 
   Returns:
     {"video": mp4 path, "json": json path, "frames": count, "track_ids": sorted ids,
      "seconds": wall time, "frames_per_second": frames / seconds}.
   """
   total, fps = video.frame_count_and_fps(source)
-  config = config or TrackingConfig(det_every=det_every, smoothing=smoothing,
-                                    batch_frames=batch_frames, fps=fps)
+  config = TrackingConfig(**{"fps": fps, **options, "det_every": det_every,
+                             "smoothing": smoothing, "batch_frames": batch_frames})
   tracker = PoseTracker(estimator, detector, config)
   mp4_path, json_path = _output_paths(source, output_dir)
   os.makedirs(output_dir, exist_ok=True)
-  writer = video.VideoWriter(mp4_path, fps)
+  writer = video.VideoWriter(mp4_path, config.fps)
   total = min(total, max_frames) if max_frames and total else (max_frames or total)
   progress, records, start = video.Progress(total, log_every), [], time.perf_counter()
   try:

@@ -87,11 +87,20 @@ def sample_frames(source, num_frames):
   if not os.path.exists(str(source)):
     raise FileNotFoundError(f"video not found: {source}")
   total, _ = frame_count_and_fps(source)
-  picks = set(np.linspace(0, max(total - 1, 0), num_frames).round().astype(int).tolist())
+  picks = np.unique(np.linspace(0, max(total - 1, 0), num_frames).round().astype(int))
   if os.path.isdir(source):
     files = list_image_files(source)
-    return [read_rgb(files[i]) for i in sorted(picks)]
-  return [frame for index, _, frame in read_frames(source) if index in picks]
+    return [read_rgb(files[i]) for i in picks]
+  if total == 0:                             # length unknown: the first frames
+    return [frame for _, _, frame in read_frames(source, num_frames)]
+  capture, frames = open_capture(source), []
+  for index in picks:                        # seek instead of decoding the whole video
+    capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
+    ok, frame = capture.read()
+    if ok:
+      frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+  capture.release()
+  return frames
 
 
 class Progress:

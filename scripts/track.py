@@ -67,14 +67,11 @@ def run():
   options = inference.FAST_COMPILE_CPU if _FAST_COMPILE.value else None
   estimator = inference.Estimator.from_workdir(_CHECKPOINT.value, config=_CONFIG.value,
                                                compiler_options=options)
-  _, fps = video.frame_count_and_fps(source)
-  config = tracking.TrackingConfig(
-      det_every=_DET_EVERY.value, batch_frames=_BATCH.value,
-      keypoint_threshold=_THRESHOLD.value, smoothing=_SMOOTH.value,
-      min_cutoff=_MIN_CUTOFF.value, beta=_BETA.value, fps=fps)
-  result = tracking.track_video(estimator, source if webcam is None else webcam,
-                                _OUTPUT.value, detector=detector, max_frames=_MAX_FRAMES.value,
-                                log_every=_LOG_EVERY.value, config=config)
+  result = tracking.track_video(
+      estimator, source if webcam is None else webcam, _OUTPUT.value, detector=detector,
+      det_every=_DET_EVERY.value, smoothing=_SMOOTH.value, batch_frames=_BATCH.value,
+      max_frames=_MAX_FRAMES.value, log_every=_LOG_EVERY.value,
+      keypoint_threshold=_THRESHOLD.value, min_cutoff=_MIN_CUTOFF.value, beta=_BETA.value)
   print(f"wrote {result['video']} and {result['json']}: {result['frames']} frames, "
         f"track ids {result['track_ids']}, {result['frames_per_second']:.1f} frames/s")
   return result

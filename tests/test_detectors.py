@@ -236,6 +236,8 @@ def test_callables(output, boxes, scores):
 def test_bad_specs_and_outputs():
   with pytest.raises(ValueError, match="must return Detections"):
     detectors.detect(lambda image: np.zeros((2, 5)), None)
+  with pytest.raises(ValueError, match="2 boxes, 3 scores"):
+    detectors.detect(lambda image: (np.zeros((2, 4)), np.ones(3)), None)
   with pytest.raises(ValueError, match="unknown detector 'hog'"):
     detectors.make_detector("hog")
   with pytest.raises(ValueError, match="webcam"):

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mamkpd_jax import detectors, inference, tracking
+from mamkpd_jax import detectors, inference, tracking, video
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FRAMES = REPO / "data/samples/dlc-openfield/labeled-data/m4s1"
@@ -159,6 +159,10 @@ def test_track_video_writes_an_mp4_and_a_json(tmp_path):
   assert {r["frame_index"] for r in records} == set(range(NUM_FRAMES))
   assert set(records[0]) >= {"frame_index", "track_id", "bbox", "keypoints", "score"}
   assert all(len(set(ids)) == 1 for ids in ids_by_subject(records).values())
+  # the static-background detector's sample of a video file (seeking: OpenCV may land
+  # a frame off in compressed video)
+  sampled = [frame_index(f) for f in video.sample_frames(source, 5)]
+  np.testing.assert_allclose(sampled, [0, 10, 20, 29, 39], atol=1)
   with pytest.raises(ValueError, match="overwrite the input"):
     tracking.track_video(FakeEstimator(), result["video"], str(tmp_path / "out"))
   with pytest.raises(FileNotFoundError, match="video not found: .*missing.mp4"):
