@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 
 from mamkpd_jax import detectors, inference, tracking, video
+# The tiny open-field workdir and its fast-compiled estimator (module fixtures).
+from test_inference import estimator, workdir  # pylint: disable=unused-import
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FRAMES = REPO / "data/samples/dlc-openfield/labeled-data/m4s1"
@@ -226,18 +228,6 @@ def test_one_euro_passes_a_constant_and_checks_its_input():
 
 
 # ------------------------------------------------------------------ the tiny model, for real
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  from test_inference import write_workdir  # pylint: disable=import-outside-toplevel
-  return write_workdir(tmp_path_factory.mktemp("tracking"))
-
-
-@pytest.fixture(scope="module")
-def estimator(workdir):
-  return inference.Estimator.from_workdir(workdir,
-                                          compiler_options=inference.FAST_COMPILE_CPU)
 
 
 def test_predict_with_a_detector_and_the_whole_image_warning(estimator, monkeypatch):
