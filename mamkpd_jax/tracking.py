@@ -14,7 +14,12 @@ Track ids (`Tracker`): a detection takes the id of the track whose last box over
 most (IoU >= iou_threshold, Hungarian assignment), else of the nearest remaining track
 (centre distance <= max_distance box sizes), else a new id. Tracks unseen for up to
 `max_age` frames are kept, so a subject that leaves and returns where it left (or is
-missed by the detector for a while) keeps its id.
+missed by the detector for a while) keeps its id. When the number of subjects is known
+(`max_tracks`, e.g. 1 for a single animal), only the best max_tracks detections are
+used, and once max_tracks tracks exist a detection takes the nearest free track however
+far it is (a new id only while fewer exist), as SLEAP's target instance count does.
+A track's box is the one its pose was last estimated in (the detection, or the box
+carried from its keypoints).
 
 Smoothing (`OneEuroFilter`, Casiez et al., CHI 2012) filters each track's keypoints: a
 low-pass filter whose cutoff rises with speed (min_cutoff + beta * |speed|), so slow
@@ -103,8 +108,9 @@ class Track:
 class Tracker:
   """Track ids for boxes, frame after frame (module docstring)."""
 
-  def __init__(self, iou_threshold=0.3, max_distance=1.0, max_age=30):
+  def __init__(self, iou_threshold=0.3, max_distance=1.0, max_age=30, max_tracks=None):
     self.iou_threshold, self.max_distance, self.max_age = iou_threshold, max_distance, max_age
+    self.max_tracks = max_tracks
     self.tracks = {}          # id -> Track
     self.next_id = 0
 
@@ -128,7 +134,10 @@ class Tracker:
     free_rows = [r for r in range(len(boxes)) if r not in assigned]
     free_cols = [c for c in range(len(ids)) if c not in assigned.values()]
     distance = center_distance(boxes[free_rows], old[free_cols])         # (M', T')
-    for r, c in self._matches(distance, distance <= self.max_distance):
+    gate = distance <= self.max_distance
+    if self.max_tracks and len(free_rows) > self.max_tracks - len(self.tracks):
+      gate = np.ones_like(gate)                    # no new ids to hand out: nearest track
+    for r, c in self._matches(distance, gate):
       assigned[free_rows[r]] = free_cols[c]
     result = []
     for row, box in enumerate(boxes):
@@ -179,6 +188,7 @@ class TrackingConfig:
   iou_threshold: float = 0.3
   max_distance: float = 1.0        # in box sizes (Tracker)
   max_age: int = 30                # frames a lost track is kept
+  max_tracks: int = 0              # the number of subjects when known (0: any)
   smoothing: bool = False          # One-Euro filter keypoints per track
   min_cutoff: float = 1.0          # Hz
   beta: float = 0.05
@@ -186,9 +196,10 @@ class TrackingConfig:
   fps: float = 25.0                # the filter's time base
 
   def validate(self):
-    if self.det_every < 1 or self.batch_frames < 1 or self.max_age < 0:
-      raise ValueError(f"det_every and batch_frames must be >= 1 and max_age >= 0, got "
-                       f"{self.det_every}, {self.batch_frames}, {self.max_age}")
+    if self.det_every < 1 or self.batch_frames < 1 or self.max_age < 0 or self.max_tracks < 0:
+      raise ValueError(f"det_every and batch_frames must be >= 1, max_age and max_tracks "
+                       f">= 0, got {self.det_every}, {self.batch_frames}, {self.max_age}, "
+                       f"{self.max_tracks}")
     if self.smoothing:
       OneEuroFilter(self.min_cutoff, self.beta, self.d_cutoff)       # checks the values
 
@@ -201,14 +212,16 @@ class PoseTracker:
     self.config = config or TrackingConfig()
     self.config.validate()
     self.tracker = Tracker(self.config.iou_threshold, self.config.max_distance,
-                           self.config.max_age)
+                           self.config.max_age, self.config.max_tracks)
     self.carried = {}           # track id -> (4,) box for the next frame
     self.filters = {}           # track id -> (OneEuroFilter, last frame index)
 
   def _detect(self, index, name, frame):
     if self.detector is None:
       return None                                       # the whole frame (warned once)
-    return detectors.detect(self.detector, frame, key=(index, name)).boxes
+    found = detectors.detect(self.detector, frame, key=(index, name))
+    best = np.argsort(-found.scores, kind="stable")[:self.config.max_tracks or None]
+    return found.boxes[best]
 
   def process(self, batch):
     """[(index, name, frame (H, W, 3) RGB uint8)] in order -> [TrackedFrame]."""
@@ -231,15 +244,17 @@ class PoseTracker:
 
   def _track(self, index, name, prediction, ids):
     """Ids (assigned when not carried), next frame's boxes, smoothing."""
-    if ids is None:
+    detected = ids is None
+    if detected:
       ids = self.tracker.assign(prediction.boxes, index)
     self.carried = {}
     for i, track_id in enumerate(ids):
       box = keypoint_box(prediction.keypoints[i], prediction.keypoint_scores[i],
                          self.config.keypoint_threshold, self.config.carry_padding)
-      self.tracker.observe(track_id, prediction.boxes[i] if box is None else box, index)
       if box is not None:
         self.carried[int(track_id)] = box
+        if not detected:                      # found where it was carried to
+          self.tracker.observe(track_id, prediction.boxes[i], index)
       if self.config.smoothing:
         prediction.keypoints[i] = self._smooth(int(track_id), prediction.keypoints[i], index)
     return TrackedFrame(index, name, prediction, np.asarray(ids, np.int64))

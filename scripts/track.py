@@ -2,7 +2,7 @@
 
     python scripts/track.py --checkpoint=/tmp/sample_openfield \
         --input=data/samples/dlc-openfield/labeled-data/m4s1 --detector=background \
-        --output=/tmp/track
+        --max_tracks=1 --output=/tmp/track
     python scripts/track.py --checkpoint=WORKDIR --input=people.mp4 \
         --detector=yolox:yolox_tiny.onnx --det_every=5 --smooth --output=/tmp/track
     python scripts/track.py --checkpoint=WORKDIR --input=0 --detector=yolox:yolox_tiny.onnx \
@@ -37,6 +37,8 @@ _CLASSES = flags.DEFINE_list("classes", ["person"], "YOLOX classes: person, anim
 _SCORE = flags.DEFINE_float("score_threshold", 0.3, "YOLOX: boxes below this are dropped.")
 _DET_EVERY = flags.DEFINE_integer("det_every", 1, "Run the detector every N frames; boxes "
                                   "are carried from the keypoints in between.")
+_MAX_TRACKS = flags.DEFINE_integer("max_tracks", 0, "The number of subjects when known (1 "
+                                   "for a single animal): new ids only up to it; 0: any.")
 _SMOOTH = flags.DEFINE_bool("smooth", False, "One-Euro filter the keypoints of each track.")
 _MIN_CUTOFF = flags.DEFINE_float("min_cutoff", 1.0, "One-Euro min_cutoff (Hz): lower "
                                  "smooths more.")
@@ -71,7 +73,7 @@ def run():
       estimator, source if webcam is None else webcam, _OUTPUT.value, detector=detector,
       det_every=_DET_EVERY.value, smoothing=_SMOOTH.value, batch_frames=_BATCH.value,
       max_frames=_MAX_FRAMES.value, log_every=_LOG_EVERY.value,
-      keypoint_threshold=_THRESHOLD.value, min_cutoff=_MIN_CUTOFF.value, beta=_BETA.value)
+      max_tracks=_MAX_TRACKS.value, keypoint_threshold=_THRESHOLD.value, min_cutoff=_MIN_CUTOFF.value, beta=_BETA.value)
   print(f"wrote {result['video']} and {result['json']}: {result['frames']} frames, "
         f"track ids {result['track_ids']}, {result['frames_per_second']:.1f} frames/s")
   return result

@@ -148,6 +148,22 @@ def test_a_short_max_age_forgets_the_subject_that_left():
   assert len(ids_by_subject(records)["B"]) == 2          # a new id when B returns
 
 
+def test_a_known_number_of_subjects_keeps_one_id_through_jumps():
+  """One subject jumping 3 box sizes a frame: a new id each time, unless max_tracks=1
+  (the extra low-scoring detection is dropped then)."""
+  jumps = [np.array([[x, 50, 20, 20]], np.float32) for x in (0, 60, 120, 180, 240)]
+  tracker = tracking.Tracker()
+  assert [tracker.assign(boxes, t)[0] for t, boxes in enumerate(jumps)] == [0, 1, 2, 3, 4]
+  tracker = tracking.Tracker(max_tracks=1)
+  assert [tracker.assign(boxes, t)[0] for t, boxes in enumerate(jumps)] == [0] * 5
+  estimator = FakeEstimator()
+  detector = lambda image: (np.array(list(scene(frame_index(image)).values()))[:1].repeat(
+      2, 0) + [[0, 0, 0, 0], [100, 100, 0, 0]], np.array([0.9, 0.2]))
+  tracker = tracking.PoseTracker(estimator, detector, tracking.TrackingConfig(max_tracks=1))
+  tracked = tracker.process([(0, "", synthetic_frame(0))])[0]
+  np.testing.assert_array_equal(tracked.prediction.boxes, [scene(0)["A"]])
+
+
 def test_track_video_writes_an_mp4_and_a_json(tmp_path):
   source = synthetic_video(tmp_path / "clip.mp4")
   result = tracking.track_video(FakeEstimator(), source, str(tmp_path / "out"),
@@ -274,7 +290,8 @@ def run_track(*args):
 def test_track_script_on_the_bundled_frames_and_its_errors(workdir, tmp_path):
   out = tmp_path / "track"
   result = run_track(f"--checkpoint={workdir}", f"--input={FRAMES}", f"--output={out}",
-                     "--detector=background", "--max_frames=4", "--smooth")
+                     "--detector=background", "--max_frames=4", "--smooth",
+                     "--max_tracks=1")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "frames/s" in result.stdout and "track ids [0]" in result.stdout
   records = json.loads((out / "m4s1.json").read_text())
