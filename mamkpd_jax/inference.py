@@ -313,9 +313,8 @@ class Estimator:
   def predict(self, image, boxes=None, detector=None):
     """Poses in one image (a path or (H, W, 3) RGB), in `boxes` (M, 4) xywh, in the
     boxes of `detector`, or (neither given) in the whole image. -> Prediction."""
-    if detector is not None:
-      return self.predict_batch([image], detector=detector)[0]
-    return self.predict_batch([image], [boxes])[0]
+    boxes_list = [boxes] if boxes is not None or detector is None else None
+    return self.predict_batch([image], boxes_list, detector)[0]
 
 
 _WARNED_WHOLE_IMAGE = []     # non-empty once the warning below was given

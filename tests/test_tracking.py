@@ -263,6 +263,8 @@ def test_predict_with_a_detector_and_the_whole_image_warning(estimator, monkeypa
     estimator.predict(image)
   with pytest.raises(ValueError, match="not both"):
     estimator.predict_batch([image], [box], detector=lambda frame: box)
+  with pytest.raises(ValueError, match="not both"):
+    estimator.predict(image, box, detector=lambda frame: box)
 
 
 def test_track_the_mouse_with_the_background_detector(estimator, tmp_path):
