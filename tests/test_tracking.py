@@ -306,3 +306,32 @@ def test_track_script_on_the_bundled_frames_and_its_errors(workdir, tmp_path):
   result = run_track(f"--checkpoint={workdir}", f"--input={FRAMES}", f"--output={out}",
                      f"--detector=yolox:{tmp_path / 'yolox.onnx'}")
   assert result.returncode != 0 and "YOLOX ONNX file not found" in result.stderr
+
+
+def test_webcam_sources_without_a_webcam(tmp_path):
+  assert video.webcam_index("0") == 0 and video.webcam_index(2) == 2
+  assert video.webcam_index("clip.mp4") is None
+  assert tracking._output_paths("1", str(tmp_path))[0].endswith("webcam1.mp4")  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="cannot open webcam 99"):
+    next(video.read_frames(99))
+
+
+def test_smoothing_restarts_for_a_returning_track():
+  """A moves steadily: its filtered keypoints lag the raw ones. B comes back at t = 30
+  after a gap: its filter restarts there, so that frame passes unchanged."""
+  runs, ids = {}, {}
+  for smoothing in (False, True):
+    tracker = tracking.PoseTracker(FakeEstimator(), fake_detector(),
+                                   tracking.TrackingConfig(smoothing=smoothing, fps=10))
+    records = [r for t in range(NUM_FRAMES)
+               for tracked in tracker.process([(t, "", synthetic_frame(t))])
+               for r in tracking.frame_records(tracked)]
+    runs[smoothing] = {(r["frame_index"], r["track_id"]): np.array(r["keypoints"])
+                       for r in records}
+    ids = ids_by_subject(records)
+  (a_id,), (b_id,) = ids["A"], ids["B"]
+  raw, smooth = runs[False], runs[True]
+  np.testing.assert_array_equal(smooth[0, a_id], raw[0, a_id])    # first sample
+  assert np.abs(smooth[10, a_id] - raw[10, a_id]).max() > 1.0      # lags a moving subject
+  np.testing.assert_array_equal(smooth[30, b_id], raw[30, b_id])  # restarted after the gap
+  assert np.abs(smooth[31, b_id] - raw[31, b_id]).max() > 0
