@@ -6,7 +6,8 @@
 The detector runs every `det_every` frames; in between, each subject's box is carried
 from its previous frame's keypoints (the box of the keypoints scoring at least
 `keypoint_threshold`, padded by `carry_padding`), as rtmlib's PoseTracker does, so the
-detector's cost is paid once per `det_every` frames. Carrying makes frame t depend on
+detector's cost is paid once per `det_every` frames (two carried boxes that overlap by
+more than `carry_nms_iou`, two tracks on one subject, are merged). Carrying makes frame t depend on
 frame t-1, so frames go through the model together (`batch_frames` of them) only when
 every frame is detected (det_every=1).
 
@@ -185,6 +186,7 @@ class TrackingConfig:
   batch_frames: int = 8            # frames per model call when det_every == 1
   keypoint_threshold: float = 0.3  # keypoints carried into the next box, and drawn
   carry_padding: float = 1.25      # the carried box: keypoint box scaled by this
+  carry_nms_iou: float = 0.7       # carried boxes overlapping more: the best pose's kept
   iou_threshold: float = 0.3
   max_distance: float = 1.0        # in box sizes (Tracker)
   max_age: int = 30                # frames a lost track is kept
@@ -247,17 +249,25 @@ class PoseTracker:
     detected = ids is None
     if detected:
       ids = self.tracker.assign(prediction.boxes, index)
-    self.carried = {}
+    self._carry(ids, prediction)
     for i, track_id in enumerate(ids):
-      box = keypoint_box(prediction.keypoints[i], prediction.keypoint_scores[i],
-                         self.config.keypoint_threshold, self.config.carry_padding)
-      if box is not None:
-        self.carried[int(track_id)] = box
-        if not detected:                      # found where it was carried to
-          self.tracker.observe(track_id, prediction.boxes[i], index)
+      if not detected and int(track_id) in self.carried:     # found where it was carried to
+        self.tracker.observe(track_id, prediction.boxes[i], index)
       if self.config.smoothing:
         prediction.keypoints[i] = self._smooth(int(track_id), prediction.keypoints[i], index)
     return TrackedFrame(index, name, prediction, np.asarray(ids, np.int64))
+
+  def _carry(self, ids, prediction):
+    """The next frame's boxes: each pose's keypoint box; of boxes overlapping more than
+    carry_nms_iou (two tracks on one subject) the best-scoring pose's."""
+    boxes = [keypoint_box(keypoints, scores, self.config.keypoint_threshold,
+                          self.config.carry_padding)
+             for keypoints, scores in zip(prediction.keypoints, prediction.keypoint_scores)]
+    found = [i for i, box in enumerate(boxes) if box is not None]
+    keep = detectors.nms(np.array([boxes[i] for i in found]).reshape(-1, 4),
+                         prediction.scores[found], np.zeros(len(found)),
+                         self.config.carry_nms_iou)
+    self.carried = {int(ids[found[k]]): boxes[found[k]] for k in sorted(keep)}
 
   def _smooth(self, track_id, keypoints, index):
     """keypoints (K, 2) filtered by the track's One-Euro filter (restarted after a gap)."""

@@ -164,6 +164,19 @@ def test_a_known_number_of_subjects_keeps_one_id_through_jumps():
   np.testing.assert_array_equal(tracked.prediction.boxes, [scene(0)["A"]])
 
 
+def test_two_carried_boxes_on_one_subject_become_one():
+  """A detector that finds A twice (2 px apart): both poses land on A, and only the
+  better one is carried into the next frame (carry_nms_iou)."""
+  def twice(image):
+    a = np.array(scene(frame_index(image))["A"], np.float32)
+    return np.stack([a, a + [2, 0, 0, 0]]), np.array([0.9, 0.8])
+
+  tracker = tracking.PoseTracker(FakeEstimator(), twice, tracking.TrackingConfig(det_every=3))
+  first, second = tracker.process([(t, "", synthetic_frame(t)) for t in (0, 1)])
+  assert len(first.track_ids) == 2 and len(second.track_ids) == 1
+  assert second.track_ids[0] == first.track_ids[0]
+
+
 def test_track_video_writes_an_mp4_and_a_json(tmp_path):
   source = synthetic_video(tmp_path / "clip.mp4")
   result = tracking.track_video(FakeEstimator(), source, str(tmp_path / "out"),
