@@ -6,10 +6,10 @@
 The detector runs every `det_every` frames; in between, each subject's box is carried
 from its previous frame's keypoints (the box of the keypoints scoring at least
 `keypoint_threshold`, padded by `carry_padding`), as rtmlib's PoseTracker does, so the
-detector's cost is paid once per `det_every` frames (two carried boxes that overlap by
-more than `carry_nms_iou`, two tracks on one subject, are merged). Carrying makes frame t depend on
-frame t-1, so frames go through the model together (`batch_frames` of them) only when
-every frame is detected (det_every=1).
+detector's cost is paid once per `det_every` frames (two carried boxes overlapping by
+more than `carry_nms_iou`, two tracks on one subject, are merged). Carrying makes frame
+t depend on frame t-1, so frames go through the model together (`batch_frames` of them)
+only when every frame is detected (det_every=1).
 
 Track ids (`Tracker`): a detection takes the id of the track whose last box overlaps it
 most (IoU >= iou_threshold, Hungarian assignment), else of the nearest remaining track
