@@ -73,7 +73,8 @@ def run():
       estimator, source if webcam is None else webcam, _OUTPUT.value, detector=detector,
       det_every=_DET_EVERY.value, smoothing=_SMOOTH.value, batch_frames=_BATCH.value,
       max_frames=_MAX_FRAMES.value, log_every=_LOG_EVERY.value,
-      max_tracks=_MAX_TRACKS.value, keypoint_threshold=_THRESHOLD.value, min_cutoff=_MIN_CUTOFF.value, beta=_BETA.value)
+      max_tracks=_MAX_TRACKS.value, keypoint_threshold=_THRESHOLD.value,
+      min_cutoff=_MIN_CUTOFF.value, beta=_BETA.value)
   print(f"wrote {result['video']} and {result['json']}: {result['frames']} frames, "
         f"track ids {result['track_ids']}, {result['frames_per_second']:.1f} frames/s")
   return result

@@ -324,7 +324,8 @@ def test_track_script_on_the_bundled_frames_and_its_errors(workdir, tmp_path):
 def test_webcam_sources_without_a_webcam(tmp_path):
   assert video.webcam_index("0") == 0 and video.webcam_index(2) == 2
   assert video.webcam_index("clip.mp4") is None
-  assert tracking._output_paths("1", str(tmp_path))[0].endswith("webcam1.mp4")  # pylint: disable=protected-access
+  mp4_path, _ = tracking._output_paths("1", str(tmp_path))  # pylint: disable=protected-access
+  assert mp4_path.endswith("webcam1.mp4")
   with pytest.raises(ValueError, match="cannot open webcam 99"):
     next(video.read_frames(99))
 
