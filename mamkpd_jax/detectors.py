@@ -328,16 +328,21 @@ class StaticBackgroundDetector:
 
   The background is the per-pixel median of sampled frames (the animal moves, the arena
   does not). A frame's box is the bounding box of the largest connected region of
-  |frame - background| (grey levels, blurred, Otsu threshold, morphological opening).
+  |frame - background| (grey levels, blurred, Otsu threshold but at least
+  min_contrast, morphological opening); none when that region covers less than
+  min_area of the frame. Otsu always splits, even pure noise in two: min_contrast and
+  min_area keep a frame without the animal empty.
   """
 
-  def __init__(self, frames, blur=5, opening=5):
-    """frames: a sample (N, H, W, 3) RGB uint8 of the video (N >= 3; a few dozen)."""
+  def __init__(self, frames, blur=5, opening=5, min_contrast=20, min_area=0.001):
+    """frames: a sample (N, H, W, 3) RGB uint8 of the video (N >= 3; a few dozen);
+    min_contrast: grey levels; min_area: the smallest animal, as a fraction of the
+    frame's area."""
     frames = [np.asarray(frame) for frame in frames]
     if len(frames) < 3:
       raise ValueError(f"StaticBackgroundDetector needs at least 3 frames, got {len(frames)}")
     self.background = np.median(np.stack([_gray(f) for f in frames]), axis=0).astype(np.uint8)
-    self.blur = blur
+    self.blur, self.min_contrast, self.min_area = blur, min_contrast, min_area
     self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (opening, opening))
 
   @classmethod
@@ -352,16 +357,17 @@ class StaticBackgroundDetector:
       raise ValueError(f"frame of shape {gray.shape} but the background is "
                        f"{self.background.shape}")
     diff = cv2.GaussianBlur(cv2.absdiff(gray, self.background), (self.blur, self.blur), 0)
-    _, mask = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    otsu, _ = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = np.where(diff > max(otsu, self.min_contrast), 255, 0).astype(np.uint8)
     return cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.kernel)
 
   def __call__(self, image):
     contours, _ = cv2.findContours(self.foreground(image), cv2.RETR_EXTERNAL,
                                    cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
+    largest = max(contours, key=cv2.contourArea, default=None)
+    if largest is None or cv2.contourArea(largest) < self.min_area * self.background.size:
       return Detections.empty()
-    x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))
-    return Detections.of_boxes([[x, y, w, h]])
+    return Detections.of_boxes([cv2.boundingRect(largest)])
 
 
 # ------------------------------------------------------------------ from a spec

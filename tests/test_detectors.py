@@ -187,7 +187,10 @@ def test_background_detector_boxes_every_labelled_mouse():
 def test_background_detector_finds_nothing_in_the_background():
   frames = [video.read_rgb(FRAMES / f"img{i:04d}.png") for i in range(0, 116, 10)]
   detector = detectors.StaticBackgroundDetector(frames)
-  assert len(detector(detector.background[..., None].repeat(3, -1)).boxes) == 0
+  empty = detector.background[..., None].repeat(3, -1)                  # (H, W, 3)
+  assert len(detector(empty).boxes) == 0
+  noise = np.random.default_rng(0).normal(0, 3, empty.shape)
+  assert len(detector(np.clip(empty + noise, 0, 255).astype(np.uint8)).boxes) == 0
   with pytest.raises(ValueError, match="at least 3 frames"):
     detectors.StaticBackgroundDetector(frames[:2])
   with pytest.raises(ValueError, match="shape"):
