@@ -45,6 +45,9 @@ TFDS_REQUIRES = [
 # core safetensors dependency.
 CONVERT_REQUIRES = []
 TORCH_REQUIRES = ["torch>=2.1"]
+# mamkpd_jax.detectors.YoloxOnnxDetector runs YOLOX ONNX exports; onnx builds the tests'
+# tiny YOLOX-layout graph.
+ONNX_REQUIRES = ["onnxruntime>=1.17", "onnx>=1.15"]
 DEV_REQUIRES = [
     # The test suite executes notebooks/demo.ipynb.
     "ipykernel>=6",
@@ -52,6 +55,7 @@ DEV_REQUIRES = [
     "nbformat>=5.9",
     "pytest>=8",
     *TFDS_REQUIRES,    # so the suite tests the ArrayRecord builder too
+    *ONNX_REQUIRES,    # so the suite tests the YOLOX detector
 ]
 
 setuptools.setup(
@@ -87,5 +91,6 @@ setuptools.setup(
     # `mamkpd train|eval|predict|track|export|benchmark|convert` (mamkpd_jax/cli.py).
     entry_points={"console_scripts": ["mamkpd=mamkpd_jax.cli:main"]},
     extras_require={"dev": DEV_REQUIRES, "tfds": TFDS_REQUIRES,
-                    "convert": CONVERT_REQUIRES, "torch": TORCH_REQUIRES},
+                    "convert": CONVERT_REQUIRES, "torch": TORCH_REQUIRES,
+                    "onnx": ONNX_REQUIRES},
 )

@@ -6,8 +6,8 @@
     mamkpd track ...            mamkpd export ...       mamkpd benchmark ...
     mamkpd convert ...          mamkpd COMMAND --help   (that command's flags)
 
-Each subcommand is a module with absl flags and a `main(argv)` (mamkpd_jax/commands/,
-or mamkpd_jax.tracking for `track`); only the chosen one is imported, then run by
+Each subcommand is a module with absl flags and a `main(argv)` (mamkpd_jax/commands/);
+only the chosen one is imported, then run by
 `absl.app.run` on the remaining arguments, so its flags work exactly as in the script
 (`--config.train.num_steps=50` included). `python main.py` and scripts/*.py are the
 same modules.
@@ -35,7 +35,7 @@ COMMANDS = {
                     preset=("--mode=eval",)),
     "predict": Command("mamkpd_jax.commands.predict",
                        "poses on images, a folder or a video (--weights or --checkpoint)"),
-    "track": Command("mamkpd_jax.tracking",
+    "track": Command("mamkpd_jax.commands.track",
                      "video or webcam: detect, track ids, smooth; mp4 + per-frame json"),
     "export": Command("mamkpd_jax.commands.export",
                       "shippable weights (--format=safetensors) or a jax.export artefact"),

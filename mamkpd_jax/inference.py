@@ -4,6 +4,7 @@
     estimator = Estimator.from_pretrained("weights/mamkpd_tiny_openfield")   # shipped
     result = estimator.predict(image)          # (H, W, 3) RGB uint8 or a path; whole image
     result = estimator.predict(image, boxes)   # boxes (M, 4) xywh image pixels
+    result = estimator.predict(image, detector=detectors.StaticBackgroundDetector(frames))
     results = estimator.predict_batch(images, boxes_list)
     crops, heatmaps = estimator.heatmaps(image, boxes)   # for visualization.heatmap_overlay
     result.plot(); result.save("pose.png"); result.to_json(image_id=7)   # Prediction
@@ -28,6 +29,7 @@ parameters baked in; `load_exported` reads it back without any model code.
 import dataclasses
 import json
 import os
+import warnings
 from typing import Optional
 
 import jax
@@ -36,7 +38,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mamkpd_jax import config_lib, pretrained, visualization
+from mamkpd_jax import config_lib, detectors, pretrained, visualization
 from mamkpd_jax.data_pipelines import codecs, geometry, metadata, pipeline, transforms
 from mamkpd_jax.evaluation import coco_results, rescore
 from mamkpd_jax.models import (abstract_model, build_model, forward_with_flip,
@@ -352,18 +354,25 @@ class Estimator:
     crops, _, _ = self.crops(image, as_boxes(boxes, image))
     return crops, self.crop_heatmaps(crops)
 
-  def predict_batch(self, images, boxes_list=None):
+  def predict_batch(self, images, boxes_list=None, detector=None):
     """Poses in several images; their crops run together. -> [Prediction] per image.
 
     Args:
       images: (H, W, 3) RGB uint8 arrays or paths (sizes may differ).
       boxes_list: per image (M_i, 4) xywh boxes or None (the whole image); None: all
-        whole images.
+        whole images (warned once: pass boxes or a detector).
+      detector: instead of boxes, a detector (mamkpd_jax.detectors) run on each image.
     """
     images = [load_image(image) for image in images]
+    if detector is not None:
+      if boxes_list is not None:
+        raise ValueError("pass boxes or a detector, not both")
+      boxes_list = [detectors.detect(detector, image).boxes for image in images]
     boxes_list = [None] * len(images) if boxes_list is None else list(boxes_list)
     if len(boxes_list) != len(images):
       raise ValueError(f"{len(images)} images but {len(boxes_list)} box lists")
+    if any(boxes is None for boxes in boxes_list):
+      _warn_whole_image_once()
     boxes_list = [as_boxes(b, image) for b, image in zip(boxes_list, images)]
     parts = [self.crops(image, boxes) for image, boxes in zip(images, boxes_list)]
     crops, centers, scales = (np.concatenate(p) for p in zip(*parts))
@@ -375,10 +384,36 @@ class Estimator:
                        instance_scores[a:b].astype(np.float32), image=image, info=self.info)
             for image, boxes, a, b in zip(images, boxes_list, bounds[:-1], bounds[1:])]
 
-  def predict(self, image, boxes=None):
-    """Poses in one image (a path or (H, W, 3) RGB), in `boxes` (M, 4) xywh or the
-    whole image. -> Prediction."""
-    return self.predict_batch([image], [boxes])[0]
+  def predict(self, image, boxes=None, detector=None):
+    """Poses in one image (a path or (H, W, 3) RGB), in `boxes` (M, 4) xywh, in the
+    boxes of `detector`, or (neither given) in the whole image. -> Prediction."""
+    boxes_list = [boxes] if boxes is not None or detector is None else None
+    return self.predict_batch([image], boxes_list, detector)[0]
+
+
+def load_estimator(checkpoint=None, weights=None, config=None, compiler_options=None):
+  """An Estimator from shipped weights (no training stack) or a training checkpoint
+  (a workdir, its checkpoints/ folder or a step folder); exactly one of the two."""
+  if bool(checkpoint) == bool(weights):
+    raise ValueError("give a checkpoint (a training workdir) or weights (a folder with "
+                     "model.safetensors + model.json), exactly one")
+  if weights:
+    return Estimator.from_pretrained(weights, compiler_options=compiler_options)
+  _checkpointing().resolve_checkpoint(checkpoint)         # a clear error before loading
+  return Estimator.from_workdir(checkpoint, config=config, compiler_options=compiler_options)
+
+
+_WARNED_WHOLE_IMAGE = []     # non-empty once the warning below was given
+
+
+def _warn_whole_image_once():
+  if not _WARNED_WHOLE_IMAGE:
+    _WARNED_WHOLE_IMAGE.append(True)
+    warnings.warn("predicting without boxes: the whole image is one box, which fails for "
+                  "subjects that do not fill the frame; pass boxes=(M, 4) xywh or a "
+                  "detector= (mamkpd_jax.detectors: StaticBackgroundDetector for one animal "
+                  "under a fixed camera, YoloxOnnxDetector, BoxFileDetector, a callable)",
+                  UserWarning, stacklevel=3)
 
 
 # ------------------------------------------------------------------ export

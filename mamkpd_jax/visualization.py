@@ -175,3 +175,16 @@ def save_image(path, image):
   if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
     raise ValueError(f"could not write an image to {path} (unknown extension?)")
   return path
+
+
+def draw_labels(image, boxes, labels):
+  """Text labels (e.g. "id 3") at the top-left corners of boxes (M, 4) xywh, white on a
+  dark outline, on a copy of image (H, W, 3) uint8 RGB."""
+  canvas = _as_image(image).copy()
+  scale = max(0.4, min(canvas.shape[:2]) / 800)
+  for (x, y, _, _), label in zip(np.asarray(boxes).reshape(-1, 4), labels):
+    origin = (int(round(x)), max(int(round(y)) - 4, 12))
+    for color, width in ((0, 0, 0), 3), (BOX_COLOR, 1):
+      cv2.putText(canvas, str(label), origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color, width,
+                  cv2.LINE_AA)
+  return canvas

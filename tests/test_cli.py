@@ -1,13 +1,12 @@
 """The `mamkpd` console command: every subcommand runs through the installed entry point
-on tiny inputs (test_train's 64x64 open-field config, the committed weights), except
-`track`, whose module (mamkpd_jax.tracking) is checked to be imported lazily and run.
+on tiny inputs (test_train's 64x64 open-field config, the committed weights, the
+bundled open-field video).
 """
 
 import json
 import pathlib
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 ENTRY_POINT = pathlib.Path(sys.executable).parent / "mamkpd"   # made by pip install -e .
 DATA = REPO / "data/samples/dlc-openfield"
 FRAME = DATA / "labeled-data/m4s1/img0100.png"                  # held out from training
+VIDEO = DATA / "videos/m3v1mp4.mp4"                              # unlabelled demo video
 WEIGHTS = "weights/mamkpd_tiny_openfield"
 
 
@@ -108,14 +108,13 @@ def test_convert_names_its_input(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
-def test_track_imports_the_tracking_module_lazily_and_runs_its_main(monkeypatch):
-  calls = []
-  fake = types.ModuleType("mamkpd_jax.tracking")
-  fake.main = calls.append
-  monkeypatch.setitem(sys.modules, "mamkpd_jax.tracking", fake)
-  with pytest.raises(SystemExit) as exited:          # absl's app.run exits with main's value
-    cli.main(["mamkpd", "track", "video.mp4"])
-  assert exited.value.code is None and calls == [["mamkpd track", "video.mp4"]]
-  monkeypatch.setitem(sys.modules, "mamkpd_jax.tracking", None)     # not installed
-  with pytest.raises(SystemExit, match="has no mamkpd_jax.tracking"):
-    cli.main(["mamkpd", "track", "video.mp4"])
+def test_track_the_bundled_video_with_the_background_detector(tmp_path):
+  """The README's video command, on the first 12 frames: one mouse, one track id."""
+  result = mamkpd("track", f"--weights={WEIGHTS}", f"--input={VIDEO}",
+                  "--detector=background", "--max_tracks=1", "--max_frames=12",
+                  "--fast_compile", f"--output={tmp_path}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (tmp_path / "m3v1mp4.mp4").stat().st_size > 0
+  poses = json.loads((tmp_path / "m3v1mp4.json").read_text())
+  assert {pose["track_id"] for pose in poses} == {0}
+  assert sorted({pose["frame_index"] for pose in poses}) == list(range(12))

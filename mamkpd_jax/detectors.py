@@ -1,0 +1,394 @@
+"""Detectors: an image in, person or animal boxes out, for the top-down pose model.
+
+A detector is any callable taking an (H, W, 3) RGB uint8 image and returning
+`Detections` (boxes (M, 4) xywh image pixels, scores (M,), class ids (M,)); `detect`
+also accepts callables returning plain boxes (M, 4) or (boxes, scores). Provided here:
+
+    BoxFileDetector("boxes.json")        # a COCO detections file, by image id / name / frame
+    YoloxOnnxDetector("yolox_tiny.onnx", classes="person")   # pip install mamkpd-jax[onnx]
+    StaticBackgroundDetector.from_video("openfield.mp4")     # one animal, fixed camera
+    make_detector("background" | "yolox:PATH" | "boxes:PATH", source=...)
+
+No weights ship with this package (no wheel on the registry has a usable person or animal
+detector, issue #12); the YOLOX ONNX files are the official exports (Apache-2.0) a user
+downloads once. The static-background detector needs none: the per-pixel median of
+sampled frames is the empty arena, and the animal is the largest blob that differs.
+"""
+
+import dataclasses
+import json
+import os
+
+import cv2
+import numpy as np
+
+from mamkpd_jax import video
+
+# COCO-80 in the order of YOLOX's (and every COCO detector's) class outputs.
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat",
+    "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack",
+    "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball",
+    "kite", "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket",
+    "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair",
+    "couch", "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse",
+    "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink",
+    "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier",
+    "toothbrush")
+# classes="animal" selects these (COCO's animal supercategory).
+COCO_ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra",
+                "giraffe")
+YOLOX_STRIDES = (8, 16, 32)
+YOLOX_PAD_VALUE = 114
+
+
+@dataclasses.dataclass
+class Detections:
+  """The boxes found in one image (M of them)."""
+
+  boxes: np.ndarray       # (M, 4) float32 xywh image pixels
+  scores: np.ndarray      # (M,) float32
+  class_ids: np.ndarray   # (M,) int64 (COCO_CLASSES index for YOLOX; 0 otherwise)
+
+  def __post_init__(self):
+    self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
+    self.scores = np.asarray(self.scores, np.float32).reshape(-1)
+    self.class_ids = np.asarray(self.class_ids, np.int64).reshape(-1)
+    if not len(self.boxes) == len(self.scores) == len(self.class_ids):
+      raise ValueError(f"detections: {len(self.boxes)} boxes, {len(self.scores)} scores and "
+                       f"{len(self.class_ids)} class ids")
+
+  @classmethod
+  def empty(cls):
+    return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+
+  @classmethod
+  def of_boxes(cls, boxes, scores=None):
+    """Boxes (M, 4) xywh with scores (default 1) and class 0."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    scores = np.ones(len(boxes)) if scores is None else scores
+    return cls(boxes, scores, np.zeros(len(boxes)))
+
+
+def as_detections(output):
+  """What a detector callable returned -> Detections.
+
+  Accepted: Detections; boxes (M, 4) xywh; a (boxes, scores) or
+  (boxes, scores, class_ids) tuple."""
+  if isinstance(output, Detections):
+    return output
+  if isinstance(output, tuple) and len(output) in (2, 3):
+    if len(output) == 2:
+      return Detections.of_boxes(*output)
+    return Detections(*output)
+  boxes = np.asarray(output, np.float32)
+  if boxes.size and (boxes.ndim != 2 or boxes.shape[1] != 4):
+    raise ValueError(f"a detector must return Detections, boxes (M, 4) xywh or "
+                     f"(boxes, scores); got an array of shape {boxes.shape}")
+  return Detections.of_boxes(boxes)
+
+
+def detect(detector, image, key=None):
+  """Detections of `detector` on image (H, W, 3) RGB uint8.
+
+  key: the image's id, file name or frame index, or an (id, file name) pair; passed only
+  to detectors that look boxes up (`uses_key`, e.g. BoxFileDetector)."""
+  if getattr(detector, "uses_key", False):
+    return as_detections(detector(image, key=key))
+  return as_detections(detector(image))
+
+
+def box_iou(boxes, others):
+  """IoU of xywh boxes (N, 4) with (M, 4) -> (N, M)."""
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)[:, None]      # (N, 1, 4)
+  others = np.asarray(others, np.float64).reshape(-1, 4)[None]       # (1, M, 4)
+  x0 = np.maximum(boxes[..., 0], others[..., 0])
+  y0 = np.maximum(boxes[..., 1], others[..., 1])
+  x1 = np.minimum(boxes[..., 0] + boxes[..., 2], others[..., 0] + others[..., 2])
+  y1 = np.minimum(boxes[..., 1] + boxes[..., 3], others[..., 1] + others[..., 3])
+  inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)     # (N, M)
+  union = boxes[..., 2] * boxes[..., 3] + others[..., 2] * others[..., 3] - inter
+  return inter / np.maximum(union, 1e-12)
+
+
+def nms(boxes, scores, class_ids, iou_threshold):
+  """Class-aware greedy non-maximum suppression: indices kept, best score first.
+
+  A box is dropped when it overlaps (IoU > iou_threshold) a higher-scoring box of its
+  class. boxes (M, 4) xywh, scores (M,), class_ids (M,)."""
+  order = np.argsort(-np.asarray(scores), kind="stable")
+  iou = box_iou(boxes, boxes)                                         # (M, M)
+  same_class = np.asarray(class_ids)[:, None] == np.asarray(class_ids)[None]
+  keep = []
+  for i in order:
+    if not any(same_class[i, j] and iou[i, j] > iou_threshold for j in keep):
+      keep.append(i)
+  return np.array(keep, np.int64)
+
+
+def class_ids_of(classes):
+  """COCO class indices of "person", "animal", a class name, or a list of names/ids."""
+  if isinstance(classes, str):
+    classes = COCO_ANIMALS if classes == "animal" else (classes,)
+  ids = []
+  for name in classes:
+    if isinstance(name, (int, np.integer)) and 0 <= name < len(COCO_CLASSES):
+      ids.append(int(name))
+    elif name in COCO_CLASSES:
+      ids.append(COCO_CLASSES.index(name))
+    else:
+      raise ValueError(f"unknown class {name!r}: use 'animal' or COCO class names "
+                       f"({', '.join(COCO_CLASSES[:5])}, ...)")
+  return np.array(sorted(set(ids)), np.int64)
+
+
+# ------------------------------------------------------------------ boxes from a file
+
+
+def _box_entries(data, path):
+  """A boxes json's content -> [{"image_id" | "file_name", "bbox", "score"?}]."""
+  if isinstance(data, dict):
+    names = {image["id"]: image["file_name"] for image in data.get("images", [])}
+    return [{**ann, "file_name": names.get(ann.get("image_id"), ann.get("file_name"))}
+            for ann in data.get("annotations", [])]
+  if isinstance(data, list):
+    return data
+  raise ValueError(f"{path}: expected a list of boxes or a COCO dict, got "
+                   f"{type(data).__name__}")
+
+
+def load_boxes(path):
+  """{image_id or file basename: (boxes (M, 4), scores (M,))} from a boxes json: a list
+  of {"image_id" or "file_name", "bbox": [x, y, w, h], "score"?} (COCO detections), or a
+  COCO dict whose "annotations" carry the boxes and "images" map ids to file names."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"boxes file not found: {path}")
+  with open(path, encoding="utf-8") as f:
+    entries = _box_entries(json.load(f), path)
+  grouped = {}
+  for i, entry in enumerate(entries):
+    if "bbox" not in entry or ("image_id" not in entry and not entry.get("file_name")):
+      raise ValueError(f"{path}: entry {i} needs a bbox and an image_id or file_name")
+    key = os.path.basename(entry["file_name"]) if entry.get("file_name") else \
+        int(entry["image_id"])
+    grouped.setdefault(key, []).append((entry["bbox"], float(entry.get("score", 1.0))))
+  return {key: (np.array([b for b, _ in rows], np.float32).reshape(-1, 4),
+                np.array([s for _, s in rows], np.float32)) for key, rows in grouped.items()}
+
+
+def boxes_for(all_boxes, image_id, file_name):
+  """(boxes, box scores) of one image; (None, None) = the whole image."""
+  if all_boxes is None:
+    return None, None
+  found = all_boxes.get(os.path.basename(file_name)) or all_boxes.get(image_id)
+  if found is None:
+    return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+  return found
+
+
+class BoxFileDetector:
+  """Boxes read from a json (load_boxes), looked up by the image's key: its file name,
+  its id, or a video's frame index (an image with none is given no boxes)."""
+
+  uses_key = True
+
+  def __init__(self, path):
+    self.path = path
+    self.boxes = load_boxes(path)
+
+  def __call__(self, image, key=None):
+    del image
+    if key is None:
+      raise ValueError(f"BoxFileDetector({self.path}) needs the image's id, file name or "
+                       "frame index (detectors.detect(detector, image, key=...))")
+    image_id, file_name = key if isinstance(key, tuple) else \
+        (key, "") if isinstance(key, (int, np.integer)) else (None, key)
+    boxes, scores = boxes_for(self.boxes, image_id, file_name)
+    return Detections.of_boxes(boxes, scores)
+
+
+# ------------------------------------------------------------------ YOLOX (ONNX)
+
+
+def letterbox(image, input_size):
+  """YOLOX's `preproc`: image (H, W, 3) RGB uint8 -> ((1, 3, h, w) float32 BGR, ratio).
+
+  The image is resized by ratio = min(h / H, w / W) into the top-left corner of an
+  (h, w) canvas of 114s; pixel values stay 0..255 (no normalisation)."""
+  height, width = input_size
+  ratio = min(height / image.shape[0], width / image.shape[1])
+  size = (int(image.shape[1] * ratio), int(image.shape[0] * ratio))       # (w, h)
+  resized = cv2.resize(np.ascontiguousarray(image[..., ::-1]), size, interpolation=cv2.INTER_LINEAR)
+  canvas = np.full((height, width, 3), YOLOX_PAD_VALUE, np.uint8)
+  canvas[:size[1], :size[0]] = resized
+  return canvas.transpose(2, 0, 1)[None].astype(np.float32), ratio
+
+
+def yolox_grids(input_size, strides=YOLOX_STRIDES):
+  """(grids (A, 2) cell x, y, strides (A, 1)) of YOLOX's anchors, finest level first."""
+  grids, expanded = [], []
+  for stride in strides:
+    xs, ys = np.meshgrid(np.arange(input_size[1] // stride), np.arange(input_size[0] // stride))
+    grid = np.stack([xs, ys], axis=-1).reshape(-1, 2)                 # (h*w, 2), row-major
+    grids.append(grid)
+    expanded.append(np.full((len(grid), 1), stride))
+  return np.concatenate(grids).astype(np.float32), np.concatenate(expanded).astype(np.float32)
+
+
+def yolox_decode(raw, input_size):
+  """YOLOX's `demo_postprocess`: raw (A, 4+) cell offsets, log sizes -> input pixels
+  (cx, cy, w, h) (A, 4)."""
+  grids, strides = yolox_grids(input_size)
+  if len(grids) != len(raw):
+    raise ValueError(f"{len(raw)} YOLOX anchors, but an input of {input_size} with strides "
+                     f"{YOLOX_STRIDES} has {len(grids)} (pass decoded=True if the export "
+                     "decodes its boxes)")
+  centers = (raw[:, :2] + grids) * strides
+  sizes = np.exp(raw[:, 2:4]) * strides
+  return np.concatenate([centers, sizes], axis=1)
+
+
+def _import_onnxruntime():
+  try:
+    import onnxruntime  # pylint: disable=import-outside-toplevel
+  except ImportError as error:
+    raise ImportError("YoloxOnnxDetector needs onnxruntime: pip install "
+                      "'mamkpd-jax[onnx]' (or pip install onnxruntime)") from error
+  return onnxruntime
+
+
+class YoloxOnnxDetector:
+  """An official YOLOX ONNX export (yolox_nano/tiny/s/m/l/x.onnx, COCO-80) in ONNX Runtime.
+
+  The output is (1, A, 5 + C): per anchor cx, cy, w, h (grid-encoded unless `decoded`),
+  objectness and C class scores; a box's score for class c is objectness * class score.
+  Boxes of the selected classes scoring at least score_threshold are kept, class-aware
+  NMS at nms_iou, and mapped back from the letterboxed input to image pixels.
+  """
+
+  def __init__(self, path, classes="person", score_threshold=0.3, nms_iou=0.45,
+               input_size=None, decoded=False):
+    """input_size: (h, w) when the model's input has no fixed size."""
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"YOLOX ONNX file not found: {path}")
+    onnxruntime = _import_onnxruntime()
+    self.path, self.decoded = path, decoded
+    self.class_ids = class_ids_of(classes)
+    self.score_threshold, self.nms_iou = score_threshold, nms_iou
+    self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    model_input = self.session.get_inputs()[0]
+    self.input_name = model_input.name
+    self.input_size = tuple(input_size) if input_size else self._fixed_size(model_input.shape)
+    self._check_output(self.session.get_outputs()[0].shape)
+
+  def _fixed_size(self, shape):
+    if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+      raise ValueError(f"{self.path}: input shape {shape} is not (1, 3, h, w) with a fixed "
+                       "h, w; pass input_size=(h, w)")
+    return tuple(shape[2:])
+
+  def _check_output(self, shape):
+    if len(shape) != 3 or (isinstance(shape[2], int) and shape[2] != 5 + len(COCO_CLASSES)):
+      raise ValueError(f"{self.path}: output shape {shape} is not YOLOX's (1, A, 5 + C) "
+                       f"with C = {len(COCO_CLASSES)} COCO classes")
+
+  def __call__(self, image):
+    image = np.asarray(image)
+    inputs, ratio = letterbox(image, self.input_size)
+    raw = self.session.run(None, {self.input_name: inputs})[0]
+    if raw.ndim != 3 or raw.shape[0] != 1 or raw.shape[2] != 5 + len(COCO_CLASSES):
+      raise ValueError(f"{self.path}: output of shape {raw.shape} is not YOLOX's "
+                       f"(1, A, {5 + len(COCO_CLASSES)})")
+    return self.postprocess(raw[0], ratio)
+
+  def postprocess(self, raw, ratio):
+    """raw (A, 85) network output of a letterboxed image -> Detections in image pixels."""
+    raw = np.asarray(raw, np.float32)
+    cxcywh = raw[:, :4] if self.decoded else yolox_decode(raw, self.input_size)
+    scores = raw[:, 4:5] * raw[:, 5 + self.class_ids]                  # (A, C selected)
+    anchor, column = np.nonzero(scores >= self.score_threshold)
+    boxes = np.concatenate([cxcywh[anchor, :2] - cxcywh[anchor, 2:] / 2,
+                            cxcywh[anchor, 2:]], axis=1) / ratio       # (N, 4) xywh image
+    found = Detections(boxes, scores[anchor, column], self.class_ids[column])
+    keep = nms(found.boxes, found.scores, found.class_ids, self.nms_iou)
+    return Detections(found.boxes[keep], found.scores[keep], found.class_ids[keep])
+
+
+# ------------------------------------------------------------------ static background
+
+
+def _gray(image):
+  return cv2.cvtColor(np.asarray(image, np.uint8), cv2.COLOR_RGB2GRAY)
+
+
+class StaticBackgroundDetector:
+  """One animal under a fixed camera (the DeepLabCut / SLEAP case), no weights.
+
+  The background is the per-pixel median of sampled frames (the animal moves, the arena
+  does not). A frame's box is the bounding box of the largest connected region of
+  |frame - background| (grey levels, blurred, Otsu threshold but at least
+  min_contrast, morphological opening); none when that region covers less than
+  min_area of the frame. Otsu always splits, even pure noise in two: min_contrast and
+  min_area keep a frame without the animal empty.
+  """
+
+  def __init__(self, frames, blur=5, opening=5, min_contrast=20, min_area=0.001):
+    """frames: a sample (N, H, W, 3) RGB uint8 of the video (N >= 3; a few dozen);
+    min_contrast: grey levels; min_area: the smallest animal, as a fraction of the
+    frame's area."""
+    frames = [np.asarray(frame) for frame in frames]
+    if len(frames) < 3:
+      raise ValueError(f"StaticBackgroundDetector needs at least 3 frames, got {len(frames)}")
+    self.background = np.median(np.stack([_gray(f) for f in frames]), axis=0).astype(np.uint8)
+    self.blur, self.min_contrast, self.min_area = blur, min_contrast, min_area
+    self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (opening, opening))
+
+  @classmethod
+  def from_video(cls, path, num_frames=50, **kwargs):
+    """From up to num_frames frames spread evenly over a video file or image folder."""
+    return cls(video.sample_frames(path, num_frames), **kwargs)
+
+  def foreground(self, image):
+    """(H, W) uint8 mask (255 = differs from the background) of image (H, W, 3) RGB."""
+    gray = _gray(image)
+    if gray.shape != self.background.shape:
+      raise ValueError(f"frame of shape {gray.shape} but the background is "
+                       f"{self.background.shape}")
+    diff = cv2.GaussianBlur(cv2.absdiff(gray, self.background), (self.blur, self.blur), 0)
+    otsu, _ = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = np.where(diff > max(otsu, self.min_contrast), 255, 0).astype(np.uint8)
+    return cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.kernel)
+
+  def __call__(self, image):
+    contours, _ = cv2.findContours(self.foreground(image), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    largest = max(contours, key=cv2.contourArea, default=None)
+    if largest is None or cv2.contourArea(largest) < self.min_area * self.background.size:
+      return Detections.empty()
+    return Detections.of_boxes([cv2.boundingRect(largest)])
+
+
+# ------------------------------------------------------------------ from a spec
+
+
+def make_detector(spec, source=None, **kwargs):
+  """A detector from a command-line spec.
+
+  spec: "background" (StaticBackgroundDetector of `source`, a video file or image
+  folder), "yolox:PATH" (YoloxOnnxDetector; kwargs: classes, score_threshold, ...),
+  "boxes:PATH" (BoxFileDetector), or "" / "none" (None: no detector)."""
+  kind, _, path = spec.partition(":")
+  if kind in ("", "none"):
+    return None
+  if kind == "background":
+    if not isinstance(source, (str, os.PathLike)):
+      raise ValueError("--detector=background builds its background from a video file or "
+                       f"image folder, not {source!r} (a webcam has no frames in advance)")
+    return StaticBackgroundDetector.from_video(str(source), **kwargs)
+  if kind == "yolox" and path:
+    return YoloxOnnxDetector(path, **kwargs)
+  if kind == "boxes" and path:
+    return BoxFileDetector(path)
+  raise ValueError(f"unknown detector {spec!r}: use background, yolox:PATH or boxes:PATH")

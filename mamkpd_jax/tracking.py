@@ -1,0 +1,363 @@
+"""Poses through a video or a webcam, with track ids and optional smoothing.
+
+    result = track_video(estimator, "clip.mp4", "/tmp/out", detector=detector)
+    # -> /tmp/out/clip.mp4 (poses and track ids drawn) and /tmp/out/clip.json
+
+The detector runs every `det_every` frames; in between, each subject's box is carried
+from its previous frame's keypoints (the box of the keypoints scoring at least
+`keypoint_threshold`, padded by `carry_padding`), as rtmlib's PoseTracker does, so the
+detector's cost is paid once per `det_every` frames (two carried boxes overlapping by
+more than `carry_nms_iou`, two tracks on one subject, are merged). Carrying makes frame
+t depend on frame t-1, so frames go through the model together (`batch_frames` of them)
+only when every frame is detected (det_every=1).
+
+Track ids (`Tracker`): a detection takes the id of the track whose last box overlaps it
+most (IoU >= iou_threshold, Hungarian assignment), else of the nearest remaining track
+(centre distance <= max_distance box sizes), else a new id. Tracks unseen for up to
+`max_age` frames are kept, so a subject that leaves and returns where it left (or is
+missed by the detector for a while) keeps its id. When the number of subjects is known
+(`max_tracks`, e.g. 1 for a single animal), only the best max_tracks detections are
+used, and once max_tracks tracks exist a detection takes the nearest free track however
+far it is (a new id only while fewer exist), as SLEAP's target instance count does.
+A track's box is the one its pose was last estimated in (the detection, or the box
+carried from its keypoints).
+
+Smoothing (`OneEuroFilter`, Casiez et al., CHI 2012) filters each track's keypoints: a
+low-pass filter whose cutoff rises with speed (min_cutoff + beta * |speed|), so slow
+jitter is removed and fast motion is not lagged.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import numpy as np
+from absl import logging
+from scipy.optimize import linear_sum_assignment
+
+from mamkpd_jax import detectors, video, visualization
+from mamkpd_jax.evaluation import coco_results
+
+
+# ------------------------------------------------------------------ One-Euro filter
+
+
+def smoothing_factor(cutoff, dt):
+  """alpha = 1 / (1 + tau / dt), tau = 1 / (2 pi cutoff): an exponential filter's weight."""
+  tau = 1.0 / (2 * math.pi * cutoff)
+  return 1.0 / (1.0 + tau / dt)
+
+
+class OneEuroFilter:
+  """The One-Euro filter (Casiez, Roussel, Vogel 2012) on arrays of any fixed shape.
+
+      dx_hat = a(d_cutoff) * (x - x_hat_prev) / dt + (1 - a(d_cutoff)) * dx_hat_prev
+      cutoff = min_cutoff + beta * |dx_hat|
+      x_hat  = a(cutoff) * x + (1 - a(cutoff)) * x_hat_prev
+
+  with a(c) = smoothing_factor(c, dt); the first sample passes unchanged (dx_hat = 0).
+  Cutoffs in Hz when t is in seconds.
+  """
+
+  def __init__(self, min_cutoff=1.0, beta=0.0, d_cutoff=1.0):
+    if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
+      raise ValueError(f"One-Euro filter needs min_cutoff > 0, d_cutoff > 0, beta >= 0; got "
+                       f"{min_cutoff}, {d_cutoff}, {beta}")
+    self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+    self.x_hat = self.dx_hat = self.t = None
+
+  def __call__(self, x, t):
+    """The filtered value of x (any shape) at time t (> the previous t)."""
+    x = np.asarray(x, np.float64)
+    if self.x_hat is None:
+      self.x_hat, self.dx_hat, self.t = x, np.zeros_like(x), t
+      return x
+    dt = t - self.t
+    if dt <= 0:
+      raise ValueError(f"One-Euro filter: time must increase, got {t} after {self.t}")
+    a_d = smoothing_factor(self.d_cutoff, dt)
+    self.dx_hat = a_d * (x - self.x_hat) / dt + (1 - a_d) * self.dx_hat
+    a = smoothing_factor(self.min_cutoff + self.beta * np.abs(self.dx_hat), dt)
+    self.x_hat, self.t = self.x_hat + a * (x - self.x_hat), t     # = a x + (1 - a) x_hat
+    return self.x_hat
+
+
+# ------------------------------------------------------------------ track ids
+
+
+def keypoint_box(keypoints, scores, threshold, padding=1.25):
+  """The (4,) xywh box of the keypoints (K, 2) scoring >= threshold, w and h scaled by
+  padding about its centre; None when fewer than 2 such keypoints or a zero-size box."""
+  shown = (scores >= threshold) & np.isfinite(keypoints).all(-1)
+  if shown.sum() < 2:
+    return None
+  low, high = keypoints[shown].min(0), keypoints[shown].max(0)            # (2,), (2,)
+  size = (high - low) * padding
+  if np.any(size < 1.0):
+    return None
+  return np.concatenate([(low + high) / 2 - size / 2, size]).astype(np.float32)
+
+
+@dataclasses.dataclass
+class Track:
+  box: np.ndarray       # (4,) xywh: where the subject was last seen
+  last_seen: int        # frame index
+
+
+class Tracker:
+  """Track ids for boxes, frame after frame (module docstring)."""
+
+  def __init__(self, iou_threshold=0.3, max_distance=1.0, max_age=30, max_tracks=None):
+    self.iou_threshold, self.max_distance, self.max_age = iou_threshold, max_distance, max_age
+    self.max_tracks = max_tracks
+    self.tracks = {}          # id -> Track
+    self.next_id = 0
+
+  def _matches(self, cost, allowed):
+    """(row, col) pairs of a minimum-cost assignment restricted to allowed pairs."""
+    if cost.size == 0:
+      return []
+    rows, cols = linear_sum_assignment(np.where(allowed, cost, 1e9))
+    return [(r, c) for r, c in zip(rows, cols) if allowed[r, c]]
+
+  def assign(self, boxes, frame_index):
+    """Track ids (M,) of boxes (M, 4) xywh detected in frame frame_index."""
+    self.tracks = {i: t for i, t in self.tracks.items()
+                   if frame_index - t.last_seen <= self.max_age}
+    ids = [i for i in self.tracks if self.tracks[i].last_seen < frame_index]
+    old = np.array([self.tracks[i].box for i in ids], np.float32).reshape(-1, 4)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    iou = detectors.box_iou(boxes, old)                                  # (M, T)
+    matches = self._matches(-iou, iou >= self.iou_threshold)
+    assigned = dict(matches)
+    free_rows = [r for r in range(len(boxes)) if r not in assigned]
+    free_cols = [c for c in range(len(ids)) if c not in assigned.values()]
+    distance = center_distance(boxes[free_rows], old[free_cols])         # (M', T')
+    gate = distance <= self.max_distance
+    if self.max_tracks and len(free_rows) > self.max_tracks - len(self.tracks):
+      gate = np.ones_like(gate)                    # no new ids to hand out: nearest track
+    for r, c in self._matches(distance, gate):
+      assigned[free_rows[r]] = free_cols[c]
+    result = []
+    for row, box in enumerate(boxes):
+      if row in assigned:
+        track_id = ids[assigned[row]]
+      else:
+        track_id, self.next_id = self.next_id, self.next_id + 1
+      self.tracks[track_id] = Track(box, frame_index)
+      result.append(track_id)
+    return np.array(result, np.int64)
+
+  def observe(self, track_id, box, frame_index):
+    """Track track_id was at box (4,) xywh in frame frame_index."""
+    self.tracks[track_id] = Track(np.asarray(box, np.float32), frame_index)
+
+
+def center_distance(boxes, others):
+  """Distance of box centres (N, 4) xywh to (M, 4), in units of the larger box's size
+  sqrt(w * h) -> (N, M)."""
+  centers = boxes[:, None, :2] + boxes[:, None, 2:] / 2                   # (N, 1, 2)
+  other_centers = others[None, :, :2] + others[None, :, 2:] / 2           # (1, M, 2)
+  size = np.sqrt(np.maximum(np.prod(boxes[:, None, 2:], -1),
+                            np.prod(others[None, :, 2:], -1)))            # (N, M)
+  return np.linalg.norm(centers - other_centers, axis=-1) / np.maximum(size, 1e-6)
+
+
+# ------------------------------------------------------------------ poses with track ids
+
+
+@dataclasses.dataclass
+class TrackedFrame:
+  """One frame's poses (inference.Prediction, keypoints smoothed when asked) and ids."""
+
+  index: int
+  name: str
+  prediction: object          # inference.Prediction
+  track_ids: np.ndarray       # (M,) int64
+
+
+@dataclasses.dataclass
+class TrackingConfig:
+  """How PoseTracker detects, carries, matches and smooths (module docstring)."""
+
+  det_every: int = 1               # run the detector on every n-th frame
+  batch_frames: int = 8            # frames per model call when det_every == 1
+  keypoint_threshold: float = 0.3  # keypoints carried into the next box, and drawn
+  carry_padding: float = 1.25      # the carried box: keypoint box scaled by this
+  carry_nms_iou: float = 0.7       # carried boxes overlapping more: the best pose's kept
+  iou_threshold: float = 0.3
+  max_distance: float = 1.0        # in box sizes (Tracker)
+  max_age: int = 30                # frames a lost track is kept
+  max_tracks: int = 0              # the number of subjects when known (0: any)
+  smoothing: bool = False          # One-Euro filter keypoints per track
+  min_cutoff: float = 1.0          # Hz
+  beta: float = 0.05
+  d_cutoff: float = 1.0            # Hz
+  fps: float = 25.0                # the filter's time base
+
+  def validate(self):
+    if self.det_every < 1 or self.batch_frames < 1 or self.max_age < 0 or self.max_tracks < 0:
+      raise ValueError(f"det_every and batch_frames must be >= 1, max_age and max_tracks "
+                       f">= 0, got {self.det_every}, {self.batch_frames}, {self.max_age}, "
+                       f"{self.max_tracks}")
+    if self.smoothing:
+      OneEuroFilter(self.min_cutoff, self.beta, self.d_cutoff)       # checks the values
+
+
+class PoseTracker:
+  """Frames in order -> TrackedFrame, for one video (state: tracks, carried boxes)."""
+
+  def __init__(self, estimator, detector=None, config=None):
+    self.estimator, self.detector = estimator, detector
+    self.config = config or TrackingConfig()
+    self.config.validate()
+    self.tracker = Tracker(self.config.iou_threshold, self.config.max_distance,
+                           self.config.max_age, self.config.max_tracks)
+    self.carried = {}           # track id -> (4,) box for the next frame
+    self.filters = {}           # track id -> (OneEuroFilter, last frame index)
+
+  def _detect(self, index, name, frame):
+    if self.detector is None:
+      return None                                       # the whole frame (warned once)
+    found = detectors.detect(self.detector, frame, key=(index, name))
+    best = np.argsort(-found.scores, kind="stable")[:self.config.max_tracks or None]
+    return found.boxes[best]
+
+  def process(self, batch):
+    """[(index, name, frame (H, W, 3) RGB uint8)] in order -> [TrackedFrame]."""
+    if self.config.det_every == 1:
+      frames = [frame for _, _, frame in batch]
+      boxes = [self._detect(*item) for item in batch]
+      predictions = self.estimator.predict_batch(frames, boxes)
+      return [self._track(index, name, prediction, None)
+              for (index, name, _), prediction in zip(batch, predictions)]
+    return [self._process_frame(*item) for item in batch]
+
+  def _process_frame(self, index, name, frame):
+    if index % self.config.det_every == 0 or not self.carried:
+      boxes, ids = self._detect(index, name, frame), None
+    else:
+      ids = np.array(list(self.carried), np.int64)
+      boxes = np.stack(list(self.carried.values()))
+    prediction = self.estimator.predict_batch([frame], [boxes])[0]
+    return self._track(index, name, prediction, ids)
+
+  def _track(self, index, name, prediction, ids):
+    """Ids (assigned when not carried), next frame's boxes, smoothing."""
+    detected = ids is None
+    if detected:
+      ids = self.tracker.assign(prediction.boxes, index)
+    self._carry(ids, prediction)
+    for i, track_id in enumerate(ids):
+      if not detected and int(track_id) in self.carried:     # found where it was carried to
+        self.tracker.observe(track_id, prediction.boxes[i], index)
+      if self.config.smoothing:
+        prediction.keypoints[i] = self._smooth(int(track_id), prediction.keypoints[i], index)
+    return TrackedFrame(index, name, prediction, np.asarray(ids, np.int64))
+
+  def _carry(self, ids, prediction):
+    """The next frame's boxes: each pose's keypoint box; of boxes overlapping more than
+    carry_nms_iou (two tracks on one subject) the best-scoring pose's."""
+    boxes = [keypoint_box(keypoints, scores, self.config.keypoint_threshold,
+                          self.config.carry_padding)
+             for keypoints, scores in zip(prediction.keypoints, prediction.keypoint_scores)]
+    found = [i for i, box in enumerate(boxes) if box is not None]
+    keep = detectors.nms(np.array([boxes[i] for i in found]).reshape(-1, 4),
+                         prediction.scores[found], np.zeros(len(found)),
+                         self.config.carry_nms_iou)
+    self.carried = {int(ids[found[k]]): boxes[found[k]] for k in sorted(keep)}
+
+  def _smooth(self, track_id, keypoints, index):
+    """keypoints (K, 2) filtered by the track's One-Euro filter (restarted after a gap)."""
+    entry = self.filters.get(track_id)
+    if entry is None or entry[1] != index - 1:
+      entry = (OneEuroFilter(self.config.min_cutoff, self.config.beta, self.config.d_cutoff),
+               index)
+    self.filters[track_id] = (entry[0], index)
+    return entry[0](keypoints, index / self.config.fps).astype(np.float32)
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def frame_records(tracked, category_id=1):
+  """COCO results of one TrackedFrame (image_id = frame index) with track_id, bbox,
+  frame_index and file_name."""
+  prediction, num = tracked.prediction, len(tracked.track_ids)
+  records = coco_results(np.full(num, tracked.index), np.full(num, category_id),
+                         prediction.keypoints, prediction.keypoint_scores, prediction.scores)
+  for record, track_id, box in zip(records, tracked.track_ids, prediction.boxes):
+    record.update(frame_index=tracked.index, track_id=int(track_id),
+                  bbox=[float(v) for v in box], file_name=tracked.name)
+  return records
+
+
+def draw_tracked(frame, tracked, info, threshold):
+  """The frame with poses, boxes and "id N" labels drawn (visualization's drawing)."""
+  drawn = visualization.draw_prediction(frame, tracked.prediction, info, threshold)
+  return visualization.draw_labels(drawn, tracked.prediction.boxes,
+                                   [f"id {i}" for i in tracked.track_ids])
+
+
+def _output_paths(source, output_dir):
+  """(mp4, json) paths in output_dir, named after the source ("webcam0" for a webcam)."""
+  index = video.webcam_index(source)
+  stem = f"webcam{index}" if index is not None else \
+      os.path.splitext(os.path.basename(os.path.normpath(str(source))))[0]
+  paths = tuple(os.path.join(output_dir, stem + ext) for ext in (".mp4", ".json"))
+  if index is None and os.path.abspath(str(source)) in map(os.path.abspath, paths):
+    raise ValueError(f"the output {paths[0]} would overwrite the input {source}: choose "
+                     "another output folder")
+  return paths
+
+
+def track_video(estimator, source, output_dir, detector=None, det_every=1, smoothing=False,
+                batch_frames=8, max_frames=None, log_every=50, **options):
+  """Tracked poses of a video file, an image folder (frames sorted by name) or a webcam
+  index; writes OUTPUT_DIR/<stem>.mp4 and OUTPUT_DIR/<stem>.json.
+
+  Args:
+    estimator: an inference.Estimator.
+    source: a video path, a folder of frames, or a webcam index (int or "0").
+    output_dir: created if needed.
+    detector: a mamkpd_jax.detectors detector or callable; None: the whole frame is
+      the first box (then boxes are carried from the keypoints).
+    det_every, smoothing, batch_frames: as TrackingConfig.
+    max_frames: stop after this many frames (a webcam runs until it fails or Ctrl-C).
+    log_every: a progress line (frames/s, ETA) every this many frames.
+    **options: other TrackingConfig fields (keypoint_threshold, min_cutoff, beta,
+      max_age, ...); fps defaults to the source's.
+
+  Returns:
+    {"video": mp4 path, "json": json path, "frames": count, "track_ids": sorted ids,
+     "seconds": wall time, "frames_per_second": frames / seconds}.
+  """
+  total, fps = video.frame_count_and_fps(source)
+  config = TrackingConfig(**{"fps": fps, **options, "det_every": det_every,
+                             "smoothing": smoothing, "batch_frames": batch_frames})
+  tracker = PoseTracker(estimator, detector, config)
+  mp4_path, json_path = _output_paths(source, output_dir)
+  os.makedirs(output_dir, exist_ok=True)
+  writer = video.VideoWriter(mp4_path, config.fps)
+  total = min(total, max_frames) if max_frames and total else (max_frames or total)
+  progress, records, start = video.Progress(total, log_every), [], time.perf_counter()
+  try:
+    for batch in video.batches(video.read_frames(source, max_frames), config.batch_frames):
+      for (_, _, frame), tracked in zip(batch, tracker.process(batch)):
+        writer.write(draw_tracked(frame, tracked, estimator.info, config.keypoint_threshold))
+        records += frame_records(tracked)
+      progress.add(len(batch))
+  except KeyboardInterrupt:
+    logging.info("interrupted: writing the %d frames done", writer.frames)
+  finally:
+    writer.close()
+  seconds = time.perf_counter() - start
+  with open(json_path, "w", encoding="utf-8") as f:
+    json.dump(records, f)
+  logging.info("%d frames, %d poses in %.1f s -> %s", writer.frames, len(records), seconds,
+               json_path)
+  return {"video": mp4_path, "json": json_path, "frames": writer.frames,
+          "track_ids": sorted({r["track_id"] for r in records}), "seconds": seconds,
+          "frames_per_second": writer.frames / max(seconds, 1e-9)}
