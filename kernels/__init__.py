@@ -8,7 +8,8 @@ readable reference beside it.
 `dcnv4` is DCNv4's deformable sampling (HRVMamba's local mixer), pure JAX.
 """
 
-from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, cross_merge, cross_scan,
+from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, LowRankDelta, as_delta,
+                                           cross_merge, cross_scan,
                                            cross_selective_scan_reference,
                                            direction_tokens)
 from mamkpd_jax.kernels.dcnv4 import dcnv4

@@ -10,13 +10,44 @@ A (batch, H, W, D) map is read as four token sequences of length L = H*W:
 `cross_merge` maps each direction's outputs back to row-major order and sums the four,
 so `cross_merge(cross_scan(x)) == 4 * x`. `cross_selective_scan_reference` composes
 cross-scan -> selective scan -> cross-merge: the reference of the fused Pallas op.
+
+`LowRankDelta` is SS2D's delta before its dt_proj (a rank-R product per direction):
+the cross-scan ops accept it in place of delta; the chunked scan forms each token's
+delta inside its loop, the other implementations call `as_delta` first.
 """
 
+import typing
+
+import jax
 import jax.numpy as jnp
 
 from mamkpd_jax.kernels.selective_scan_ref import selective_scan_reference
 
 NUM_DIRECTIONS = 4
+
+
+class LowRankDelta(typing.NamedTuple):
+  """delta[b, h, w, k, p] = sum_r weight[k, p, r] * dts[b, h, w, k, r] (SS2D's dt_proj).
+
+  dts (batch, H, W, 4, R) and weight (4, P, R), R = dt_rank (a few channels): the
+  (batch, H, W, 4, P) delta need not be materialised by an implementation that forms it
+  per token.
+  """
+
+  dts: jax.Array
+  weight: jax.Array
+
+  @property
+  def shape(self):
+    return (*self.dts.shape[:-1], self.weight.shape[1])           # (b, H, W, 4, P)
+
+  def materialize(self):
+    return jnp.einsum("bhwkr,kdr->bhwkd", self.dts, self.weight)   # (b, H, W, 4, P)
+
+
+def as_delta(delta):
+  """delta as an array: `LowRankDelta.materialize()`, or delta itself."""
+  return delta.materialize() if isinstance(delta, LowRankDelta) else delta
 
 
 def direction_tokens(x, direction):
@@ -57,12 +88,14 @@ def cross_selective_scan_reference(x, delta, A, B, C, D, delta_bias, *,
 
   Args:
     x: (batch, H, W, P) the map (u of every direction).
-    delta: (batch, H, W, K, P) per-token step sizes of each direction (before bias).
+    delta: (batch, H, W, K, P) per-token step sizes of each direction (before bias), or
+      a `LowRankDelta` of that shape.
     A: (K*P, N); B, C: (batch, H, W, K, N); D, delta_bias: (K*P,).
       Direction k owns channels k*P .. (k+1)*P - 1 (group k).
   Returns:
     (batch, H, W, P) float32, the four directions' outputs summed in row-major order.
   """
+  delta = as_delta(delta)
   batch, height, width, per_group = x.shape
   length, channels = height * width, NUM_DIRECTIONS * per_group
   ys = selective_scan_reference(

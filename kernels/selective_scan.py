@@ -16,7 +16,8 @@ import jax
 
 from mamkpd_jax.kernels import backend
 
-from mamkpd_jax.kernels.cross_scan import NUM_DIRECTIONS, cross_selective_scan_reference
+from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, LowRankDelta, as_delta,
+                                           cross_selective_scan_reference)
 from mamkpd_jax.kernels.selective_scan_chunked import (cross_selective_scan_chunked,
                                                        selective_scan_chunked)
 from mamkpd_jax.kernels.selective_scan_pallas import (cross_selective_scan_pallas,
@@ -131,10 +132,20 @@ def selective_scan(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
                                delta_softplus=delta_softplus, **kwargs)
 
 
+# Implementations that take a `LowRankDelta` as it is (the others get it materialised).
+LOW_RANK_DELTA_IMPLS = ("reference", "chunked")
+
+
 def cross_selective_scan(x, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
                          impl="reference", interpret=None):
-  """SS2D's four-direction scan of a map (args in `cross_selective_scan_reference`)."""
+  """SS2D's four-direction scan of a map (args in `cross_selective_scan_reference`).
+
+  delta may be a `LowRankDelta` (SS2D's dt_proj not yet applied): the chunked scan
+  applies it per token inside its loop.
+  """
   chosen, kwargs = _impl(impl, interpret)
   _check_cross_shapes(x, delta, A, B, C, D, delta_bias)
+  if isinstance(delta, LowRankDelta) and resolve_impl(impl) not in LOW_RANK_DELTA_IMPLS:
+    delta = as_delta(delta)
   return chosen.cross_selective_scan(x, delta, A, B, C, D, delta_bias,
                                      delta_softplus=delta_softplus, **kwargs)

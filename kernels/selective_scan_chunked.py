@@ -25,6 +25,12 @@ by an elementwise multiply-and-reduce, not a matmul. Measured on the 2-core CPU
 the T x T form took 1.9 s (T 4) to 3.4 s (T 16), a sequential scan 0.2 s; see
 kernels/README.md for the numbers and commands.
 
+**dt_proj inside the loop** (the fused cross-scan given a `LowRankDelta`): each step forms
+its tokens' delta (b, 4, P) from their R dt channels and dt_proj's (4, P, R) weight, adds
+the bias and applies softplus there, so the (b, L, 4, P) delta is never written, read,
+reordered or softplus'd as a whole array, forward or backward (its cotangent is formed per
+step too). Measured on the 2-core CPU (kernels/README.md, "chunked").
+
 Padding: L is padded with zeros to a multiple of the chunk, after every real token
 (delta 0 keeps the state, drive 0 adds nothing), so padding reaches no real output and
 no real gradient.
@@ -34,22 +40,24 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, cross_merge, cross_scan,
-                                           per_direction)
+from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, LowRankDelta, cross_merge,
+                                           cross_scan, per_direction)
 
 # Tokens per checkpointed chunk, chosen by measurement (kernels/README.md, "chunked").
 CHUNK_SIZE = 64
 
 
-def _scan_time_major(delta, u, B, C, A, chunk_size):
+def _scan_time_major(delta, u, B, C, A, chunk_size, token_delta=lambda d: d):
   """The recurrence over time-major inputs; returns sum_n C_t h_t (without D u).
 
   Args:
-    delta: (L, batch, G, P) float32, after bias and softplus.
+    delta: (L, batch, G, P) float32, after bias and softplus; or any (L, ...) per-token
+      input that `token_delta` maps to one token's (batch, G, P) delta.
     u: (L, batch, G, P) float32.
     B, C: (L, batch, G, N) float32.
     A: (G, N, P) float32.
     chunk_size: tokens per checkpointed chunk.
+    token_delta: one token's delta input -> its (batch, G, P) float32 delta.
   Returns:
     (L, batch, G, P) float32.
   """
@@ -65,6 +73,7 @@ def _scan_time_major(delta, u, B, C, A, chunk_size):
 
   def token_step(h, token):
     delta_t, u_t, B_t, C_t = token            # (b, G, P) x2, (b, G, N) x2
+    delta_t = token_delta(delta_t)
     decay = jnp.exp(delta_t[:, :, None] * A)                            # (b, G, N, P)
     h = decay * h + (delta_t * u_t)[:, :, None] * B_t[..., None]        # (b, G, N, P)
     return h, jnp.sum(C_t[..., None] * h, axis=2)                       # (b, G, P)
@@ -120,11 +129,19 @@ def cross_selective_scan_chunked(x, delta, A, B, C, D, delta_bias, *, delta_soft
   k = NUM_DIRECTIONS
   time_major = lambda t: jnp.swapaxes(t.astype(jnp.float32), 0, 1)   # (L, b, K, X)
   delta_bias = delta_bias.reshape(k, per_group)
+  if isinstance(delta, LowRankDelta):                  # dt_proj + softplus inside the loop
+    weight = delta.weight.astype(jnp.float32)                        # (K, P, R)
+    delta_input = time_major(per_direction(delta.dts))                # (L, b, K, R)
+    token_delta = lambda dts_t: _delta(jnp.einsum("bkr,kpr->bkp", dts_t, weight),
+                                       delta_bias, delta_softplus)    # (b, K, P)
+  else:
+    delta_input = time_major(_delta(per_direction(delta), delta_bias, delta_softplus))
+    token_delta = lambda delta_t: delta_t
   ys = _scan_time_major(
-      time_major(_delta(per_direction(delta), delta_bias, delta_softplus)),
+      delta_input,
       time_major(cross_scan(x)), time_major(per_direction(B)), time_major(per_direction(C)),
       A.astype(jnp.float32).reshape(k, per_group, d_state).transpose(0, 2, 1),
-      chunk_size)                                                     # (L, b, K, P)
+      chunk_size, token_delta)                                        # (L, b, K, P)
   skip = D.astype(jnp.float32).reshape(k, per_group) * cross_scan(x).astype(jnp.float32)
   ys = jnp.swapaxes(ys, 0, 1) + skip                                  # (b, L, K, P)
   return cross_merge(ys, height, width)

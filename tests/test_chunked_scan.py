@@ -60,6 +60,46 @@ def test_fused_cross_scan_matches_reference(batch, height, width, per_group, d_s
           cross=True)
 
 
+@pytest.mark.parametrize("batch,height,width,per_group,d_state,rank",
+                         [(*CROSS_CASES[0], 3), (*CROSS_CASES[1], 1)])
+def test_low_rank_delta_matches_the_materialised_reference(batch, height, width, per_group,
+                                                         d_state, rank):
+  """SS2D's dt_proj inside the chunked loop (kernels.LowRankDelta) == the reference on the
+  einsum's delta: outputs and the gradients of x, dts, the dt_proj weight and the rest."""
+  inputs = cross_inputs(rank, batch, height, width, per_group, d_state)
+  rng = np.random.default_rng(rank)
+  dts = jnp.asarray(rng.standard_normal((batch, height, width, 4, rank)), jnp.float32)
+  weight = jnp.asarray(0.5 * rng.standard_normal((4, per_group, rank)), jnp.float32)
+  inputs = {"dts": dts, "weight": weight,
+            **{name: value for name, value in inputs.items() if name != "delta"}}
+
+  def scan(impl, materialise):
+    def run(dts, weight, x, A, B, C, D, delta_bias):
+      delta = kernels.LowRankDelta(dts, weight)
+      return kernels.cross_selective_scan(
+          x, delta.materialize() if materialise else delta, A, B, C, D, delta_bias,
+          impl=impl)
+    return jax.jit(run)
+
+  y, grads = values_and_grads(scan("chunked", False), inputs)
+  y_ref, grads_ref = values_and_grads(scan("reference", True), inputs)
+  assert_close(y, y_ref, 2e-5, "y")
+  for name in inputs:
+    assert_close(grads[name], grads_ref[name], 2e-5, name)
+
+
+def test_low_rank_delta_is_materialised_for_the_other_impls():
+  inputs = cross_inputs(0, 1, 3, 4, 8, 1)
+  dts = jnp.ones((1, 3, 4, 4, 2)) * 0.1
+  weight = jnp.ones((4, 8, 2)) * 0.3
+  rest = {name: value for name, value in inputs.items() if name not in ("x", "delta")}
+  low_rank = kernels.cross_selective_scan(inputs["x"], kernels.LowRankDelta(dts, weight),
+                                          impl="pallas_triton", **rest)
+  full = kernels.cross_selective_scan(inputs["x"], kernels.as_delta(
+      kernels.LowRankDelta(dts, weight)), impl="reference", **rest)
+  assert_close(low_rank, full, 2e-5)
+
+
 @pytest.mark.parametrize("decay", ["near_0", "near_1"])
 def test_long_sequence_does_not_drift(decay):
   """L 6912 (the 384x288 HR branch's map): float64 loop for y, reference for gradients.

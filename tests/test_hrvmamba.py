@@ -327,3 +327,11 @@ def test_apply_sequence_scans_identical_modules_like_a_loop():
   traced = lambda state: common.apply_sequence(list(nnx.merge(graphdef, state)), x)
   jaxpr = jax.make_jaxpr(traced)(state)
   assert sum(eqn.primitive.name == "scan" for eqn in jaxpr.eqns) == 1
+
+
+def test_block_graph_is_hashable():
+  """Evaluation and inference key compiled functions by the graph definition."""
+  config = models.parse_model_config(config_lib.openfield("tiny", family="hrvmamba").model)
+  block = dvss_block.DVSSBlock(16, model_config=config, drop_path_rate=0.0,
+                               dtype=jnp.float32, rngs=nnx.Rngs(0))
+  assert isinstance(hash(nnx.split(block)[0]), int)

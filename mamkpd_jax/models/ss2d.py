@@ -83,8 +83,8 @@ class SS2D(nnx.Module):
     x_dbl = jnp.einsum("bhwd,kcd->bhwkc", x,
                        self.x_proj_weight[...].astype(self.dtype))    # (N, H, W, K, R+2Ns)
     dts, B, C = jnp.split(x_dbl, [self.dt_rank, self.dt_rank + self.d_state], axis=-1)
-    delta = jnp.einsum("bhwkr,kdr->bhwkd", dts,
-                       self.dt_projs_weight[...].astype(self.dtype))  # (N, H, W, K, Di)
+    delta = kernels.LowRankDelta(                                     # (N, H, W, K, Di)
+        dts, self.dt_projs_weight[...].astype(self.dtype))            # as dt_proj's einsum
     return kernels.cross_selective_scan(
         x, delta,
         -jnp.exp(self.A_logs[...]),                                   # A (K*Di, Ns)

@@ -39,7 +39,7 @@ class DVSSBlock(nnx.Module):
 
   def __init__(self, width, *, model_config, drop_path_rate, dtype, rngs):
     cfg = model_config
-    self.split_points = np.cumsum(esinb_split_sizes(width))[:-1].tolist()
+    self.split_points = tuple(np.cumsum(esinb_split_sizes(width))[:-1].tolist())  # hashable
     self.conv2d = nnx.List([
         common.depthwise_conv(size, kernel, dtype, rngs)      # padding kernel // 2
         for size, kernel in zip(esinb_split_sizes(width), ESINB_KERNELS)])
