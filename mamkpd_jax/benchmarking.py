@@ -25,7 +25,8 @@ import numpy as np
 from flax import nnx
 
 from mamkpd_jax import config_lib, kernels, optim, train
-from mamkpd_jax.models import ModelConfig, build_model, model_config, stats
+from mamkpd_jax.models import ModelConfig, build_model, model_config, model_title, stats
+from mamkpd_jax.models.hrvmamba import variants as hrvmamba_variants
 from mamkpd_jax.models.mamkpd.variants import HEATMAP_STRIDE
 
 K = kernels.NUM_DIRECTIONS
@@ -161,10 +162,26 @@ def tolerance_ratio(got, want, rtol):
 # ------------------------------------------------------------------ MamKPD inference
 
 
+HRVMAMBA_PREFIX = "hrvmamba-"   # benchmark variant names of the second family
+
+
+def variant_model_config(variant, num_keypoints):
+  """config.model of a benchmark variant: a MamKPD variant ("base"), or "hrvmamba-tiny",
+  "hrvmamba-small", "hrvmamba-base"."""
+  if variant.startswith(HRVMAMBA_PREFIX):
+    return hrvmamba_variants.model_config(variant[len(HRVMAMBA_PREFIX):], num_keypoints)
+  return model_config(variant, num_keypoints=num_keypoints)
+
+
+def variant_title(variant):
+  """'MamKPD-base', 'HRVMamba-tiny', ... of a benchmark variant name."""
+  return model_title(variant_model_config(variant, num_keypoints=17))
+
+
 def build_eval_model(variant, num_keypoints):
-  """An eval-mode MamKPD-`variant` (float32, reference scan), random parameters."""
-  config = model_config(variant, num_keypoints=num_keypoints)
-  model = build_model(ModelConfig.from_config(config), seed=0)
+  """An eval-mode model of benchmark `variant` (float32, its default scan), random
+  parameters."""
+  model = build_model(variant_model_config(variant, num_keypoints), seed=0)
   model.eval()
   return model
 

@@ -12,7 +12,8 @@ killed half-way still leaves its files):
                 the output and the gradient of every input, tests' tolerances
   scan          the fused SS2D scan alone, stage 1 of MamKPD-B at batch 64: forward and
                 forward+backward, ms, GB/s implied by the minimum bytes, % of HBM peak
-  inference     MamKPD-S/B/L images/s and latency, bfloat16 and float32, batch 1/64/256,
+  inference     MamKPD-S/B/L (then HRVMamba-T/S/B, first to be skipped when the budget
+                is short) images/s and latency, bfloat16 and float32, batch 1/64/256,
                 each scan implementation
   peers         HRNet-W32 and ViT-B/16 (PyTorch + timm, when importable), same batches
   train_speed   images/s of MamKPD-B train steps (mamkpd_jax/train.py), global batch 64,
@@ -100,7 +101,8 @@ class Plan:
 
 GPU_PLAN = Plan(input_size=(256, 192), correctness_variants=("base", "large"),
                 correctness_stages=(1, 2, 3), correctness_batch=8, scan_variant="base",
-                scan_batch=64, inference_variants=("base", "small", "large"),
+                scan_batch=64, inference_variants=("base", "small", "large", "hrvmamba-tiny",
+                                                    "hrvmamba-small", "hrvmamba-base"),
                 batches=(64, 256, 1), train_variant="base", train_batch=64,
                 real_train_s=120.0, real_input_size=128, real_batch=16, real_num_workers=4,
                 real_probe_steps=30, real_max_steps=20000,
@@ -316,7 +318,8 @@ def inference_speed(plan, budget, recorder):
             row = benchmarking.time_model(changed, batch, height, width, plan.timing)
             return dict(row, **sizes, interpret=benchmarking.interpreted(impl))
 
-          items.append((dict(model=f"MamKPD-{variant}", variant=variant, dtype=dtype,
+          items.append((dict(model=benchmarking.variant_title(variant), variant=variant,
+                             dtype=dtype,
                              scan_impl=impl, impl=impl, batch=batch), measure))
   run_items("inference", items, budget, recorder)
 

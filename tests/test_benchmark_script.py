@@ -66,3 +66,13 @@ def test_identity_is_no_model_scan():
   config.scan_impl = "identity"
   with pytest.raises(ValueError, match="scan_impl='identity': available implementations"):
     ModelConfig.from_config(config)
+
+
+def test_variant_names_cover_both_families():
+  from mamkpd_jax import benchmarking
+  assert benchmarking.variant_title("base") == "MamKPD-base"
+  assert benchmarking.variant_title("hrvmamba-tiny") == "HRVMamba-tiny"
+  config = benchmarking.variant_model_config("hrvmamba-base", 17)
+  assert config.name == "hrvmamba" and tuple(config.widths) == (80, 160, 320, 640)
+  with pytest.raises(ValueError, match="unknown HRVMamba variant 'huge'"):
+    benchmarking.variant_model_config("hrvmamba-huge", 17)

@@ -50,7 +50,9 @@ from absl import app, flags, logging
 
 from mamkpd_jax import benchmarking, inference, kernels
 
-_VARIANTS = flags.DEFINE_list("variants", ["small", "base", "large"], "MamKPD variants.")
+_VARIANTS = flags.DEFINE_list("variants", ["small", "base", "large"], "MamKPD variants "
+                              "(tiny, small, base, large) and HRVMamba ones (hrvmamba-tiny, "
+                              "hrvmamba-small, hrvmamba-base).")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "32", "128"], "Batch sizes.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Computation dtypes.")
 _SCAN_IMPLS = flags.DEFINE_list("scan_impls", ["reference", "pallas"],
@@ -94,10 +96,10 @@ def benchmark_variant(variant, batches):
           with benchmarking.scan_override(impl):
             row = benchmarking.time_model(changed, batch, _HEIGHT.value, _WIDTH.value,
                                           timing(), mode)
-          row = dict(model=f"MamKPD-{variant}", variant=variant, dtype=dtype,
+          row = dict(model=benchmarking.variant_title(variant), variant=variant, dtype=dtype,
                      scan_impl=impl, interpret=benchmarking.interpreted(impl), **row,
                      **sizes)
-          print(f"MamKPD-{variant:<6} {dtype:<9} {mode:<9} {impl:<10} batch "
+          print(f"{benchmarking.variant_title(variant):<14} {dtype:<9} {mode:<9} {impl:<10} batch "
                 f"{row['batch']:>4} {row['latency_ms']:10.3f} ms "
                 f"{row['images_per_s']:10.1f} images/s (compile {row['compile_s']:.1f} s)",
                 flush=True)
@@ -147,7 +149,7 @@ def markdown(report):
            f"Command: `{report['command']}`", ""]
   for variant, sizes in report["models"].items():
     paper = PAPER_THROUGHPUT.get(variant)
-    lines.append(f"- MamKPD-{variant}: {sizes['params'] / 1e6:.2f}M parameters, "
+    lines.append(f"- {benchmarking.variant_title(variant)}: {sizes['params'] / 1e6:.2f}M parameters, "
                  f"{sizes['gflops']:.2f} GFLOPs" + (f"; paper: {paper} images/s on one "
                                                      "RTX 4090" if paper else ""))
   peers = report["peers"]
