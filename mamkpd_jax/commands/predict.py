@@ -33,18 +33,12 @@ import sys
 import time
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from mamkpd_jax import checkpointing, detectors, inference, video
+from mamkpd_jax.commands import model_flags
 from mamkpd_jax.detectors import boxes_for, load_boxes
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A workdir, checkpoints/ folder or "
-                                  "step folder.")
-_WEIGHTS = flags.DEFINE_string("weights", None, "A folder of shipped weights "
-                               "(model.safetensors + model.json), e.g. "
-                               "weights/mamkpd_tiny_openfield.")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Optional configs/*.py file "
-                                          "instead of the workdir's config.json.")
+flags.adopt_module_key_flags(model_flags)     # --checkpoint | --weights, --config
 _INPUT = flags.DEFINE_string("input", None, "An image, a folder of images or a video.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder for annotated images/video and "
                               "predictions.json.")
@@ -60,7 +54,6 @@ _FAST_COMPILE = flags.DEFINE_bool("fast_compile", False, "XLA:CPU optimisation l
                                   "compiles ~3x faster, runs ~1.7x slower (a few images "
                                   "on a CPU).")
 flags.mark_flags_as_required(["input", "output"])
-flags.mark_flags_as_mutual_exclusive(["checkpoint", "weights"], required=True)
 
 
 # ------------------------------------------------------------------ inputs
@@ -169,8 +162,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    run(_CHECKPOINT.value, _CONFIG.value, _INPUT.value, _OUTPUT.value, _BOXES.value,
-        _WEIGHTS.value, _DETECTOR.value)
+    run(model_flags.CHECKPOINT.value, model_flags.CONFIG.value, _INPUT.value, _OUTPUT.value,
+        _BOXES.value, model_flags.WEIGHTS.value, _DETECTOR.value)
   except (ValueError, FileNotFoundError, checkpointing.CheckpointMismatchError) as error:
     logging.error("%s", error)
     sys.exit(f"predict: {error}")

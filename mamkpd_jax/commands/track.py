@@ -22,17 +22,11 @@ mamkpd_jax.tracking.track_video.
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from mamkpd_jax import checkpointing, detectors, inference, tracking, video
+from mamkpd_jax.commands import model_flags
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A workdir, checkpoints/ folder or "
-                                  "step folder.")
-_WEIGHTS = flags.DEFINE_string("weights", None, "A folder of shipped weights "
-                               "(model.safetensors + model.json), e.g. "
-                               "weights/mamkpd_tiny_openfield.")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Optional configs/*.py file "
-                                          "instead of the workdir's config.json.")
+flags.adopt_module_key_flags(model_flags)     # --checkpoint | --weights, --config
 _INPUT = flags.DEFINE_string("input", None, "A video, a folder of frames or a webcam index.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder for the mp4 and the json.")
 _DETECTOR = flags.DEFINE_string("detector", "", "background, yolox:PATH, boxes:PATH or ''.")
@@ -55,7 +49,6 @@ _LOG_EVERY = flags.DEFINE_integer("log_every", 50, "Progress line every N frames
 _FAST_COMPILE = flags.DEFINE_bool("fast_compile", False, "XLA:CPU optimisation level 0: "
                                   "compiles ~3x faster, runs ~1.7x slower.")
 flags.mark_flags_as_required(["input", "output"])
-flags.mark_flags_as_mutual_exclusive(["checkpoint", "weights"], required=True)
 
 
 def make_detector(spec, source):
@@ -71,8 +64,7 @@ def run():
   webcam = video.webcam_index(source)
   detector = make_detector(_DETECTOR.value, source if webcam is None else webcam)
   options = inference.FAST_COMPILE_CPU if _FAST_COMPILE.value else None
-  estimator = inference.load_estimator(_CHECKPOINT.value, _WEIGHTS.value, _CONFIG.value,
-                                     options)
+  estimator = model_flags.load_estimator(options)
   result = tracking.track_video(
       estimator, source if webcam is None else webcam, _OUTPUT.value, detector=detector,
       det_every=_DET_EVERY.value, smoothing=_SMOOTH.value, batch_frames=_BATCH.value,
