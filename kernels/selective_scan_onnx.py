@@ -66,6 +66,9 @@ def _linear_scan(decay, drive, chunk_size):
 
   Returns (L, ...): chunks of `chunk_size` by doubling, their totals recursively.
   """
+  if chunk_size < 2:
+    raise ValueError(f"selective_scan_onnx: chunk_size must be >= 2 (the chunk totals "
+                     f"recurse on L / chunk_size tokens), got {chunk_size}")
   length = decay.shape[0]
   chunk = min(chunk_size, length)
   pad = (-length) % chunk

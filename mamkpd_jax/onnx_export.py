@@ -50,16 +50,54 @@ def _require(module):
                       f"with: {INSTALL}") from error
 
 
-def _onnx_estimator(estimator, scan_impl):
-  """The estimator's parameters in a model that runs `scan_impl`."""
+def _check_scan_impl(scan_impl):
   if scan_impl != SCAN_IMPL:
     raise ValueError(f"ONNX export needs scan_impl={SCAN_IMPL!r} (no Loop, no "
                      f"associative_scan); got scan_impl={scan_impl!r}")
+
+
+def _onnx_estimator(estimator, scan_impl):
+  """The estimator's parameters in a model that runs `scan_impl`."""
+  _check_scan_impl(scan_impl)
   model = inference.with_model_changes(estimator.model, scan_impl=scan_impl)
   config = estimator.config.copy_and_resolve_references()
   with config.unlocked():
     config.model.scan_impl = scan_impl
   return inference.Estimator(config, model, info=estimator.info)
+
+
+def _crops_spec(batch_size, input_size):
+  """(B or batch_size, H, W, 3) uint8; B symbolic (a dynamic ONNX dimension)."""
+  if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+    raise ValueError(f"batch_size must be None (dynamic) or a positive int, got "
+                     f"{batch_size!r}")
+  batch = jax.export.symbolic_shape("B")[0] if batch_size is None else batch_size
+  return jax.ShapeDtypeStruct((batch, *input_size, 3), jnp.uint8)
+
+
+def to_onnx(fn, spec, output_names, opset=OPSET):
+  """jax2onnx's ModelProto of fn(crops) -> tuple, depth-wise convs as ONNX Convs."""
+  jax2onnx = _require("jax2onnx")
+  logging.getLogger("jax2onnx").setLevel(logging.ERROR)   # its optional plugins' noise
+  with common.grouped_depthwise_convs():
+    model = jax2onnx.to_onnx(fn, [spec], opset=opset, input_names=[INPUT_NAME],
+                             output_names=list(output_names), model_name="mamkpd")
+  # jax2onnx annotates some intermediate shapes with a symbolic batch wrongly (the
+  # flip test's concatenation as "B", not 2B); ONNX Runtime infers them itself.
+  del model.graph.value_info[:]
+  return model
+
+
+def model_to_onnx(model, input_size, batch_size=None, opset=OPSET):
+  """A bare model's forward pass, crops -> ("heatmaps",), as a ModelProto (no flip
+  test, no metadata: for benchmarks; export_onnx is the serving artefact).
+
+  `model` must already run scan_impl="onnx" (`inference.with_model_changes`).
+  """
+  _check_scan_impl(model.config.scan_impl)
+  model.eval()
+  return to_onnx(lambda crops: (model(crops),), _crops_spec(batch_size, input_size),
+                 ("heatmaps",), opset)
 
 
 def export_onnx(estimator, path, batch_size=None, scan_impl=SCAN_IMPL, opset=OPSET):
@@ -74,26 +112,12 @@ def export_onnx(estimator, path, batch_size=None, scan_impl=SCAN_IMPL, opset=OPS
   Returns:
     the metadata dict stored in the file.
   """
-  jax2onnx = _require("jax2onnx")
   onnx = _require("onnx")
-  if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-    raise ValueError(f"batch_size must be None (dynamic) or a positive int, got "
-                     f"{batch_size!r}")
+  spec = _crops_spec(batch_size, estimator.input_size)
   onnx_estimator = _onnx_estimator(estimator, scan_impl)
   serve = inference.serving_fn(onnx_estimator)
-  outputs = lambda crops: tuple(serve(crops)[name] for name in OUTPUT_NAMES)
-  height, width = onnx_estimator.input_size
-  batch = jax.export.symbolic_shape("B")[0] if batch_size is None else batch_size
-  spec = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8)
-  logging.getLogger("jax2onnx").setLevel(logging.ERROR)   # its optional plugins' noise
-  with common.grouped_depthwise_convs():
-    model = jax2onnx.to_onnx(
-        outputs, [spec],
-        opset=opset, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-        model_name="mamkpd")
-  # jax2onnx annotates some intermediate shapes with a symbolic batch wrongly (the
-  # flip test's concatenation as "B", not 2B); ONNX Runtime infers them itself.
-  del model.graph.value_info[:]
+  model = to_onnx(lambda crops: tuple(serve(crops)[name] for name in OUTPUT_NAMES),
+                  spec, OUTPUT_NAMES, opset)
   metadata = {**inference.export_metadata(onnx_estimator, batch_size),
               "onnx_opset": opset, "jax2onnx_version": _version("jax2onnx")}
   onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
@@ -127,7 +151,8 @@ def onnx_session(path, threads=None):
 
 
 def run_onnx(session, crops):
-  """crops (B, H, W, 3) uint8 -> {"heatmaps", "keypoints", "scores"} numpy arrays."""
+  """crops (B, H, W, 3) uint8 -> {output name: numpy array}: "heatmaps", "keypoints",
+  "scores" for export_onnx's files."""
   crops = np.asarray(crops)
   expected = session.get_inputs()[0].shape                    # ["B" or int, H, W, 3]
   if crops.dtype != np.uint8 or crops.ndim != 4 or list(crops.shape[1:]) != expected[1:]:
@@ -136,5 +161,5 @@ def run_onnx(session, crops):
   if isinstance(expected[0], int) and crops.shape[0] != expected[0]:
     raise ValueError(f"this model was exported for batch {expected[0]}, got "
                      f"{crops.shape[0]} crops")
-  values = session.run(list(OUTPUT_NAMES), {session.get_inputs()[0].name: crops})
-  return dict(zip(OUTPUT_NAMES, values))
+  names = [output.name for output in session.get_outputs()]
+  return dict(zip(names, session.run(names, {session.get_inputs()[0].name: crops})))
