@@ -41,6 +41,10 @@ TFDS_REQUIRES = [
 # scripts/convert_checkpoint.py: .safetensors input (safetensors) and .pth input (torch).
 CONVERT_REQUIRES = ["safetensors>=0.4"]
 TORCH_REQUIRES = ["torch>=2.1"]
+# ONNX export (mamkpd_jax/onnx_export.py) and running it. onnx-ir is jax2onnx's graph IR;
+# jax2onnx itself pins orbax-checkpoint<0.11.37 (never imported), so it is installed
+# apart with --no-deps: README, "Export to ONNX".
+ONNX_REQUIRES = ["onnxruntime>=1.17", "onnx>=1.15", "onnx-ir>=0.2.1"]
 DEV_REQUIRES = [
     *CONVERT_REQUIRES, # the converter's tests read .safetensors
     # The test suite executes notebooks/demo.ipynb.
@@ -49,6 +53,7 @@ DEV_REQUIRES = [
     "nbformat>=5.9",
     "pytest>=8",
     *TFDS_REQUIRES,    # so the suite tests the ArrayRecord builder too
+    *ONNX_REQUIRES,    # the ONNX tests run when jax2onnx is installed too
 ]
 
 setuptools.setup(
@@ -81,5 +86,6 @@ setuptools.setup(
     },
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": DEV_REQUIRES, "tfds": TFDS_REQUIRES,
-                    "convert": CONVERT_REQUIRES, "torch": TORCH_REQUIRES},
+                    "convert": CONVERT_REQUIRES, "torch": TORCH_REQUIRES,
+                    "onnx": ONNX_REQUIRES},
 )

@@ -33,7 +33,7 @@ import numpy as np
 from mamkpd_jax import inference
 from mamkpd_jax.models import common
 
-INSTALL = 'pip install -e ".[onnx]" && pip install --no-deps jax2onnx onnx-ir'
+INSTALL = 'pip install -e ".[onnx]" && pip install --no-deps jax2onnx'
 SCAN_IMPL = "onnx"           # the only scan jax2onnx converts to a loop-free graph
 METADATA_KEY = "mamkpd"      # metadata_props key of the JSON metadata
 OPSET = 23                   # jax2onnx 0.17's default

@@ -29,12 +29,15 @@ or newer version, a listed platform):
 
 Serialising needs the `flatbuffers` package (jax imports it for Exported.serialize).
 
-No ONNX: the maintained converter, jax2onnx (0.17.1), pins orbax-checkpoint < 0.11.37,
-below the 0.12 our checkpoints are written with, and brings some 25 packages (equinox,
-huggingface_hub, netron, ...); whether it converts the selective scan (lax.scan over
-chunks of lax.associative_scan) is untested. jax.export's StableHLO is the artefact.
+--format=onnx writes OUTPUT/model.onnx instead (mamkpd_jax/onnx_export.py: the same
+serving function converted by jax2onnx with scan_impl "onnx", metadata inside; needs
+`pip install -e ".[onnx]" && pip install --no-deps jax2onnx`, README "Export to ONNX"):
+
+    python scripts/export.py --checkpoint=/tmp/sample_openfield --output=/tmp/onnx \
+        --format=onnx
 """
 
+import os
 import sys
 
 import jax
@@ -42,7 +45,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mamkpd_jax import checkpointing, inference, kernels
+from mamkpd_jax import checkpointing, inference, kernels, onnx_export
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A workdir, checkpoints/ folder or "
                                   "step folder.")
@@ -56,6 +59,8 @@ _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Computation 
                            "(default: the config's).")
 _SCAN_IMPL = flags.DEFINE_string("scan_impl", None, "Selective-scan implementation "
                                  "(default: the config's).")
+_FORMAT = flags.DEFINE_enum("format", "jax", ["jax", "onnx"], "jax: jax.export "
+                            "(model.jax_exported); onnx: model.onnx for ONNX Runtime.")
 _CHECK = flags.DEFINE_bool("check", True, "Reload the artefact and compare it with the "
                            "model on random crops.")
 flags.mark_flags_as_required(["checkpoint", "output"])
@@ -70,12 +75,29 @@ def check_roundtrip(estimator, path, batch):
   return float(np.abs(got - estimator.crop_heatmaps(crops)).max())
 
 
+def export_onnx_format(estimator, batch):
+  """--format=onnx: OUTPUT/model.onnx, checked in ONNX Runtime against the estimator."""
+  os.makedirs(_OUTPUT.value, exist_ok=True)
+  path = os.path.join(_OUTPUT.value, "model.onnx")
+  onnx_export.export_onnx(estimator, path, batch)
+  print(f"wrote {path} (batch {batch or 'dynamic'})")
+  if _CHECK.value:
+    height, width = estimator.input_size
+    crops = np.random.default_rng(0).integers(0, 256, (batch or 2, height, width, 3),
+                                              np.uint8)
+    got = onnx_export.run_onnx(onnx_export.onnx_session(path), crops)["heatmaps"]
+    diff = float(np.abs(got - estimator.crop_heatmaps(crops)).max())
+    print(f"onnxruntime: max |heatmap difference| to the model {diff:.3g}")
+
+
 def run():
   changes = {k: v for k, v in (("dtype", _DTYPE.value), ("scan_impl", _SCAN_IMPL.value))
              if v is not None}
   estimator = inference.Estimator.from_workdir(_CHECKPOINT.value, config=_CONFIG.value,
                                                **changes)
   batch = _BATCH.value or None
+  if _FORMAT.value == "onnx":
+    return export_onnx_format(estimator, batch)
   scan_impl = kernels.resolve_impl(estimator.config.model.scan_impl)
   if batch is None and scan_impl not in kernels.PURE_JAX_IMPLS:
     raise ValueError(f"a symbolic batch needs a pure-JAX scan {kernels.PURE_JAX_IMPLS}, "
@@ -95,7 +117,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
     run()
-  except (ValueError, FileNotFoundError, checkpointing.CheckpointMismatchError) as error:
+  except (ValueError, FileNotFoundError, ImportError,
+          checkpointing.CheckpointMismatchError) as error:
     logging.error("%s", error)
     sys.exit(f"export.py: {error}")
 

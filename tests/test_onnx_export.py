@@ -5,6 +5,9 @@ bad input (no jax2onnx, another scan, wrong crops) is a clear error.
 Skipped without jax2onnx / onnxruntime (installed with --no-deps: README, "Export to ONNX").
 """
 
+import pathlib
+import re
+import subprocess
 import sys
 
 import numpy as np
@@ -13,13 +16,18 @@ import pytest
 from mamkpd_jax import inference, onnx_export
 from test_inference import write_workdir
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 pytest.importorskip("jax2onnx", reason="ONNX export needs jax2onnx (README)")
 pytest.importorskip("onnxruntime", reason="ONNX export tests run it in onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def estimator(tmp_path_factory):
-  workdir = write_workdir(tmp_path_factory.mktemp("onnx_export"))
+def workdir(tmp_path_factory):
+  return write_workdir(tmp_path_factory.mktemp("onnx_export"))
+
+
+@pytest.fixture(scope="module")
+def estimator(workdir):
   return inference.Estimator.from_workdir(workdir,
                                           compiler_options=inference.FAST_COMPILE_CPU)
 
@@ -75,5 +83,21 @@ def test_other_scan_is_an_error(estimator, tmp_path):
 
 def test_missing_jax2onnx_names_the_install_line(estimator, tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "jax2onnx", None)       # import raises ImportError
-  with pytest.raises(ImportError, match="pip install --no-deps jax2onnx onnx-ir"):
+  assert "pip install --no-deps jax2onnx" in onnx_export.INSTALL
+  with pytest.raises(ImportError, match=re.escape(onnx_export.INSTALL)):
     onnx_export.export_onnx(estimator, str(tmp_path / "m.onnx"))
+
+
+def test_export_script_writes_and_checks_model_onnx(workdir, tmp_path):
+  """scripts/export.py --format=onnx at a fixed batch; a wrong batch is then an error."""
+  output = tmp_path / "out"
+  result = subprocess.run(
+      [sys.executable, str(REPO / "scripts" / "export.py"), f"--checkpoint={workdir}",
+       f"--output={output}", "--format=onnx", "--batch_size=2"],
+      capture_output=True, text=True, check=False, cwd=REPO)
+  assert result.returncode == 0, result.stderr[-3000:]
+  diff = float(result.stdout.split("max |heatmap difference| to the model ")[1].split()[0])
+  assert diff < 1e-4
+  session = onnx_export.onnx_session(str(output / "model.onnx"))
+  with pytest.raises(ValueError, match="exported for batch 2, got 3 crops"):
+    onnx_export.run_onnx(session, np.zeros((3, 64, 64, 3), np.uint8))
