@@ -80,18 +80,20 @@ def _scan_time_major(delta, u, B, C, A, chunk_size):
   return ys.reshape(num_chunks * chunk, batch, groups, per_group)[:length]
 
 
-def _delta(delta, delta_bias, delta_softplus):
+def _delta(delta, delta_bias, delta_softplus, softplus=jax.nn.softplus):
   delta = delta.astype(jnp.float32) + delta_bias.astype(jnp.float32)
-  return jax.nn.softplus(delta) if delta_softplus else delta
+  return softplus(delta) if delta_softplus else delta
 
 
-def selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_softplus):
+def selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_softplus,
+                              softplus=jax.nn.softplus):
   """The selective scan with its recurrence run by `scan` over time-major inputs.
 
   `scan(delta, u, B, C, A)` takes (L, b, G, P), (L, b, G, P), (L, b, G, N) x2 and
   A (G, N, P), all float32, and returns sum_n C_t h_t as (L, b, G, P) (`_scan_time_major`
   here, `selective_scan_onnx._scan_doubling`). Shapes and math as
-  `selective_scan_reference`; returns (batch, L, channels) float32.
+  `selective_scan_reference`; returns (batch, L, channels) float32. `softplus`: the
+  function applied to delta + delta_bias when delta_softplus.
   """
   batch, length, channels = u.shape
   groups, d_state = B.shape[2], B.shape[3]
@@ -99,7 +101,7 @@ def selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_soft
   time_major = lambda x: jnp.swapaxes(x.astype(jnp.float32), 0, 1)   # (L, b, ...)
   grouped = lambda x: time_major(x).reshape(length, batch, groups, per_group)
   ys = scan(
-      grouped(_delta(delta, delta_bias, delta_softplus)), grouped(u),
+      grouped(_delta(delta, delta_bias, delta_softplus, softplus)), grouped(u),
       time_major(B), time_major(C),
       A.astype(jnp.float32).reshape(groups, per_group, d_state).transpose(0, 2, 1))
   y = jnp.swapaxes(ys.reshape(length, batch, channels), 0, 1)        # (b, L, ch)
@@ -107,7 +109,7 @@ def selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_soft
 
 
 def cross_selective_scan_time_major(scan, x, delta, A, B, C, D, delta_bias,
-                                    delta_softplus):
+                                    delta_softplus, softplus=jax.nn.softplus):
   """SS2D's four-direction scan (args as `cross_selective_scan_reference`) with the
   recurrence run by `scan` (as in `selective_scan_time_major`).
 
@@ -121,7 +123,7 @@ def cross_selective_scan_time_major(scan, x, delta, A, B, C, D, delta_bias,
   time_major = lambda t: jnp.swapaxes(t.astype(jnp.float32), 0, 1)   # (L, b, K, X)
   delta_bias = delta_bias.reshape(k, per_group)
   ys = scan(
-      time_major(_delta(per_direction(delta), delta_bias, delta_softplus)),
+      time_major(_delta(per_direction(delta), delta_bias, delta_softplus, softplus)),
       time_major(cross_scan(x)), time_major(per_direction(B)), time_major(per_direction(C)),
       A.astype(jnp.float32).reshape(k, per_group, d_state).transpose(0, 2, 1))
   skip = D.astype(jnp.float32).reshape(k, per_group) * cross_scan(x).astype(jnp.float32)
