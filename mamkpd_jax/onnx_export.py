@@ -145,6 +145,7 @@ def onnx_session(path, threads=None):
   None: onnxruntime's default, one per core)."""
   onnxruntime = _require("onnxruntime")
   options = onnxruntime.SessionOptions()
+  options.log_severity_level = 3        # errors only: not jax2onnx's unused constants
   if threads:
     options.intra_op_num_threads = threads
   return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
