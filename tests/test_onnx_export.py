@@ -13,23 +13,12 @@ import sys
 import numpy as np
 import pytest
 
-from mamkpd_jax import inference, onnx_export
-from test_inference import write_workdir
+from mamkpd_jax import onnx_export
+from test_export import estimator, workdir  # pylint: disable=unused-import  (fixtures)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 pytest.importorskip("jax2onnx", reason="ONNX export needs jax2onnx (README)")
 pytest.importorskip("onnxruntime", reason="ONNX export tests run it in onnxruntime")
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  return write_workdir(tmp_path_factory.mktemp("onnx_export"))
-
-
-@pytest.fixture(scope="module")
-def estimator(workdir):
-  return inference.Estimator.from_workdir(workdir,
-                                          compiler_options=inference.FAST_COMPILE_CPU)
 
 
 @pytest.fixture(scope="module")
