@@ -111,14 +111,8 @@ def _scan_doubling(delta, u, B, C, A, chunk_size=CHUNK_SIZE):
 
 def selective_scan_onnx(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
                         chunk_size=CHUNK_SIZE):
-  """Selective scan (shapes and math as `selective_scan_reference`), loop-free.
-
-  Args:
-    u, delta: (batch, L, channels), float32 or bfloat16.
-    A: (channels, N); B, C: (batch, L, G, N); D, delta_bias: (channels,).
-  Returns:
-    (batch, L, channels) float32.
-  """
+  """Selective scan (shapes and math as `selective_scan_reference`), loop-free;
+  (batch, L, channels) float32."""
   scan = functools.partial(_scan_doubling, chunk_size=chunk_size)
   return selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_softplus,
                                    _softplus)
