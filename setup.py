@@ -45,9 +45,11 @@ TFDS_REQUIRES = [
 # core safetensors dependency.
 CONVERT_REQUIRES = []
 TORCH_REQUIRES = ["torch>=2.1"]
-# mamkpd_jax.detectors.YoloxOnnxDetector runs YOLOX ONNX exports; onnx builds the tests'
-# tiny YOLOX-layout graph.
-ONNX_REQUIRES = ["onnxruntime>=1.17", "onnx>=1.15"]
+# mamkpd_jax.detectors.YoloxOnnxDetector runs YOLOX ONNX exports (onnxruntime); ONNX
+# export (mamkpd_jax/onnx_export.py) needs onnx and onnx-ir (jax2onnx's graph IR);
+# jax2onnx itself pins orbax-checkpoint<0.11.37 (never imported), so it is installed
+# apart with --no-deps: README, "Export to ONNX".
+ONNX_REQUIRES = ["onnxruntime>=1.17", "onnx>=1.15", "onnx-ir>=0.2.1"]
 DEV_REQUIRES = [
     # The test suite executes notebooks/demo.ipynb.
     "ipykernel>=6",
@@ -55,7 +57,7 @@ DEV_REQUIRES = [
     "nbformat>=5.9",
     "pytest>=8",
     *TFDS_REQUIRES,    # so the suite tests the ArrayRecord builder too
-    *ONNX_REQUIRES,    # so the suite tests the YOLOX detector
+    *ONNX_REQUIRES,    # the YOLOX detector's tests; the ONNX export tests with jax2onnx
 ]
 
 setuptools.setup(

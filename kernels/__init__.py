@@ -1,8 +1,8 @@
 """Kernels (the selective scan, DCNv4), installed as `mamkpd_jax.kernels`.
 
 `selective_scan` and `cross_selective_scan` (SS2D's four-direction scan of a map)
-dispatch by name to an implementation (`SCAN_IMPLS`): "reference" and "chunked", pure
-JAX, or the Pallas kernels: "pallas_triton", "pallas_mosaic" (Mosaic GPU), "pallas" (the
+dispatch by name to an implementation (`SCAN_IMPLS`): "reference", "chunked" and
+"onnx" (loop-free, for ONNX export), pure JAX, or the Pallas kernels: "pallas_triton", "pallas_mosaic" (Mosaic GPU), "pallas" (the
 default GPU backend); "auto" picks by backend (`resolve_impl`). Each fused kernel keeps a
 readable reference beside it.
 `dcnv4` is DCNv4's deformable sampling (HRVMamba's local mixer), pure JAX.
@@ -18,6 +18,8 @@ from mamkpd_jax.kernels.selective_scan import (AUTO, PURE_JAX_IMPLS, SCAN_IMPLS,
                                                selective_scan)
 from mamkpd_jax.kernels.selective_scan_chunked import (cross_selective_scan_chunked,
                                                        selective_scan_chunked)
+from mamkpd_jax.kernels.selective_scan_onnx import (cross_selective_scan_onnx,
+                                                    selective_scan_onnx)
 from mamkpd_jax.kernels.selective_scan_pallas import (cross_selective_scan_pallas,
                                                       selective_scan_pallas)
 from mamkpd_jax.kernels.selective_scan_ref import selective_scan_reference

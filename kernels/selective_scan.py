@@ -1,7 +1,8 @@
 """`selective_scan` and `cross_selective_scan`: one entry point each, implementation by name.
 
 `SCAN_IMPLS` maps a name to the pair of functions; "reference" is the readable pure-JAX
-definition, "chunked" the fast pure-JAX one (time-major, checkpointed chunks); the Pallas
+definition, "chunked" the fast pure-JAX one (time-major, checkpointed chunks), "onnx" the loop-free
+pure-JAX one that ONNX export needs (log-depth doubling); the Pallas
 kernels (interpreted on CPU) are "pallas_triton" and "pallas_mosaic" (Mosaic GPU), and
 "pallas" is the default GPU backend (`backend.default_gpu_backend`). `AUTO` ("auto", the
 model's default) picks by backend: the fastest measured there (`AUTO_IMPLS`). An unknown
@@ -20,6 +21,8 @@ from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, LowRankDelta, as_delt
                                            cross_selective_scan_reference)
 from mamkpd_jax.kernels.selective_scan_chunked import (cross_selective_scan_chunked,
                                                        selective_scan_chunked)
+from mamkpd_jax.kernels.selective_scan_onnx import (cross_selective_scan_onnx,
+                                                    selective_scan_onnx)
 from mamkpd_jax.kernels.selective_scan_pallas import (cross_selective_scan_pallas,
                                                       selective_scan_pallas)
 from mamkpd_jax.kernels.selective_scan_ref import selective_scan_reference
@@ -43,13 +46,14 @@ SCAN_IMPLS = {
     "pallas_triton": ScanImpl(*_on_backend(backend.TRITON), True),
     "pallas_mosaic": ScanImpl(*_on_backend(backend.MOSAIC_GPU), True),
     "chunked": ScanImpl(selective_scan_chunked, cross_selective_scan_chunked, False),
+    "onnx": ScanImpl(selective_scan_onnx, cross_selective_scan_onnx, False),
 }
 
 # impl="auto": per backend, the implementation measured fastest there (kernels/README.md).
 # The chunked scan beat the reference on the 2-core CPU for MamKPD inference and training.
 AUTO = "auto"
 AUTO_IMPLS = {"cpu": "chunked", "gpu": "pallas"}
-PURE_JAX_IMPLS = ("reference", "chunked")   # any backend, any (symbolic) batch
+PURE_JAX_IMPLS = ("reference", "chunked", "onnx")   # any backend, any (symbolic) batch
 
 
 def resolve_impl(impl, backend=None):

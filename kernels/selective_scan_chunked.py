@@ -36,6 +36,8 @@ Padding: L is padded with zeros to a multiple of the chunk, after every real tok
 no real gradient.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -47,7 +49,7 @@ from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, LowRankDelta, cross_m
 CHUNK_SIZE = 64
 
 
-def _scan_time_major(delta, u, B, C, A, chunk_size, token_delta=lambda d: d):
+def _scan_time_major(delta, u, B, C, A, *, chunk_size, token_delta=lambda d: d):
   """The recurrence over time-major inputs; returns sum_n C_t h_t (without D u).
 
   Args:
@@ -87,9 +89,65 @@ def _scan_time_major(delta, u, B, C, A, chunk_size, token_delta=lambda d: d):
   return ys.reshape(num_chunks * chunk, batch, groups, per_group)[:length]
 
 
-def _delta(delta, delta_bias, delta_softplus):
+def _delta(delta, delta_bias, delta_softplus, softplus=jax.nn.softplus):
   delta = delta.astype(jnp.float32) + delta_bias.astype(jnp.float32)
-  return jax.nn.softplus(delta) if delta_softplus else delta
+  return softplus(delta) if delta_softplus else delta
+
+
+def selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_softplus,
+                              softplus=jax.nn.softplus):
+  """The selective scan with its recurrence run by `scan` over time-major inputs.
+
+  `scan(delta, u, B, C, A)` takes (L, b, G, P), (L, b, G, P), (L, b, G, N) x2 and
+  A (G, N, P), all float32, and returns sum_n C_t h_t as (L, b, G, P) (`_scan_time_major`
+  here, `selective_scan_onnx._scan_doubling`). Shapes and math as
+  `selective_scan_reference`; returns (batch, L, channels) float32. `softplus`: the
+  function applied to delta + delta_bias when delta_softplus.
+  """
+  batch, length, channels = u.shape
+  groups, d_state = B.shape[2], B.shape[3]
+  per_group = channels // groups
+  time_major = lambda x: jnp.swapaxes(x.astype(jnp.float32), 0, 1)   # (L, b, ...)
+  grouped = lambda x: time_major(x).reshape(length, batch, groups, per_group)
+  ys = scan(
+      grouped(_delta(delta, delta_bias, delta_softplus, softplus)), grouped(u),
+      time_major(B), time_major(C),
+      A.astype(jnp.float32).reshape(groups, per_group, d_state).transpose(0, 2, 1))
+  y = jnp.swapaxes(ys.reshape(length, batch, channels), 0, 1)        # (b, L, ch)
+  return y + D.astype(jnp.float32) * u.astype(jnp.float32)
+
+
+def cross_selective_scan_time_major(scan, x, delta, A, B, C, D, delta_bias,
+                                    delta_softplus, softplus=jax.nn.softplus):
+  """SS2D's four-direction scan (args as `cross_selective_scan_reference`) with the
+  recurrence run by `scan` (as in `selective_scan_time_major`). A `LowRankDelta` delta
+  needs a `scan` with a `token_delta` argument (`_scan_time_major`).
+
+  The directions are the G = 4 groups; their token orders come from `cross_scan`'s
+  `direction_tokens`, and XLA fuses those reversals and transposes with the move to the
+  time-major layout, so no permuted copy is made beyond the scan's own inputs.
+  """
+  batch, height, width, per_group = x.shape
+  d_state = B.shape[-1]
+  k = NUM_DIRECTIONS
+  time_major = lambda t: jnp.swapaxes(t.astype(jnp.float32), 0, 1)   # (L, b, K, X)
+  delta_bias = delta_bias.reshape(k, per_group)
+  if isinstance(delta, LowRankDelta):     # dt_proj + softplus per token (scans that take
+    weight = delta.weight.astype(jnp.float32)       # token_delta: `_scan_time_major`)
+    scan = functools.partial(scan, token_delta=lambda dts_t: _delta(
+        jnp.einsum("bkr,kpr->bkp", dts_t, weight), delta_bias, delta_softplus,
+        softplus))                                                    # (b, K, R) -> (b, K, P)
+    delta_input = time_major(per_direction(delta.dts))                # (L, b, K, R)
+  else:
+    delta_input = time_major(_delta(per_direction(delta), delta_bias, delta_softplus,
+                                    softplus))                        # (L, b, K, P)
+  ys = scan(
+      delta_input,
+      time_major(cross_scan(x)), time_major(per_direction(B)), time_major(per_direction(C)),
+      A.astype(jnp.float32).reshape(k, per_group, d_state).transpose(0, 2, 1))
+  skip = D.astype(jnp.float32).reshape(k, per_group) * cross_scan(x).astype(jnp.float32)
+  ys = jnp.swapaxes(ys, 0, 1) + skip                                  # (b, L, K, P)
+  return cross_merge(ys, height, width)
 
 
 def selective_scan_chunked(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
@@ -102,46 +160,13 @@ def selective_scan_chunked(u, delta, A, B, C, D, delta_bias, *, delta_softplus=T
   Returns:
     (batch, L, channels) float32.
   """
-  batch, length, channels = u.shape
-  groups, d_state = B.shape[2], B.shape[3]
-  per_group = channels // groups
-  time_major = lambda x: jnp.swapaxes(x.astype(jnp.float32), 0, 1)   # (L, b, ...)
-  grouped = lambda x: time_major(x).reshape(length, batch, groups, per_group)
-  ys = _scan_time_major(
-      grouped(_delta(delta, delta_bias, delta_softplus)), grouped(u),
-      time_major(B), time_major(C),
-      A.astype(jnp.float32).reshape(groups, per_group, d_state).transpose(0, 2, 1),
-      chunk_size)                                                     # (L, b, G, P)
-  y = jnp.swapaxes(ys.reshape(length, batch, channels), 0, 1)        # (b, L, ch)
-  return y + D.astype(jnp.float32) * u.astype(jnp.float32)
+  scan = functools.partial(_scan_time_major, chunk_size=chunk_size)
+  return selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_softplus)
 
 
 def cross_selective_scan_chunked(x, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
                                  chunk_size=CHUNK_SIZE):
-  """SS2D's four-direction scan (args as `cross_selective_scan_reference`), chunked.
-
-  The directions are the G = 4 groups; their token orders come from `cross_scan`'s
-  `direction_tokens`, and XLA fuses those reversals and transposes with the move to the
-  time-major layout, so no permuted copy is made beyond the scan's own inputs.
-  """
-  batch, height, width, per_group = x.shape
-  length, d_state = height * width, B.shape[-1]
-  k = NUM_DIRECTIONS
-  time_major = lambda t: jnp.swapaxes(t.astype(jnp.float32), 0, 1)   # (L, b, K, X)
-  delta_bias = delta_bias.reshape(k, per_group)
-  if isinstance(delta, LowRankDelta):                  # dt_proj + softplus inside the loop
-    weight = delta.weight.astype(jnp.float32)                        # (K, P, R)
-    delta_input = time_major(per_direction(delta.dts))                # (L, b, K, R)
-    token_delta = lambda dts_t: _delta(jnp.einsum("bkr,kpr->bkp", dts_t, weight),
-                                       delta_bias, delta_softplus)    # (b, K, P)
-  else:
-    delta_input = time_major(_delta(per_direction(delta), delta_bias, delta_softplus))
-    token_delta = lambda delta_t: delta_t
-  ys = _scan_time_major(
-      delta_input,
-      time_major(cross_scan(x)), time_major(per_direction(B)), time_major(per_direction(C)),
-      A.astype(jnp.float32).reshape(k, per_group, d_state).transpose(0, 2, 1),
-      chunk_size, token_delta)                                        # (L, b, K, P)
-  skip = D.astype(jnp.float32).reshape(k, per_group) * cross_scan(x).astype(jnp.float32)
-  ys = jnp.swapaxes(ys, 0, 1) + skip                                  # (b, L, K, P)
-  return cross_merge(ys, height, width)
+  """SS2D's four-direction scan (args as `cross_selective_scan_reference`), chunked."""
+  scan = functools.partial(_scan_time_major, chunk_size=chunk_size)
+  return cross_selective_scan_time_major(scan, x, delta, A, B, C, D, delta_bias,
+                                         delta_softplus)

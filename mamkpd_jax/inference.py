@@ -433,7 +433,8 @@ def _argmax_keypoints(heatmaps, cell_scale):
   batch, height, width, channels = heatmaps.shape                    # batch may be symbolic
   flat = heatmaps.reshape(batch, height * width, channels)           # (B, h*w, K)
   index = jnp.argmax(flat, axis=1)                                   # (B, K)
-  cells = jnp.stack([index % width, index // width], axis=-1)        # (B, K, 2)
+  row = jax.lax.div(index, width)          # index >= 0; % and // trip jax2onnx's symbolic B
+  cells = jnp.stack([index - row * width, row], axis=-1)             # (B, K, 2)
   return cells.astype(jnp.float32) * jnp.asarray(cell_scale, jnp.float32), flat.max(1)
 
 

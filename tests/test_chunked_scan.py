@@ -29,10 +29,10 @@ def scan_fn(impl, cross=False, **kwargs):
   return jax.jit(functools.partial(op, impl=impl, **kwargs))
 
 
-def compare(inputs, rtol, cross=False, **kwargs):
-  """Chunked vs reference on `inputs`; returns the chunked output."""
-  run = lambda impl: values_and_grads(scan_fn(impl, cross, **kwargs), inputs)
-  (y, grads), (y_ref, grads_ref) = run("chunked"), run("reference")
+def compare(inputs, rtol, cross=False, impl="chunked", **kwargs):
+  """`impl` vs reference on `inputs` (outputs, all gradients); returns impl's output."""
+  run = lambda name: values_and_grads(scan_fn(name, cross, **kwargs), inputs)
+  (y, grads), (y_ref, grads_ref) = run(impl), run("reference")
   assert y.dtype == jnp.float32 and y.shape == y_ref.shape
   assert_close(y, y_ref, 2e-5, "y")
   for name in inputs:

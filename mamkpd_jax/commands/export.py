@@ -39,10 +39,11 @@ or newer version, a listed platform):
 
 Serialising needs the `flatbuffers` package (jax imports it for Exported.serialize).
 
-No ONNX: the maintained converter, jax2onnx (0.17.1), pins orbax-checkpoint < 0.11.37,
-below the 0.12 our checkpoints are written with, and brings some 25 packages (equinox,
-huggingface_hub, netron, ...); whether it converts the selective scan (lax.scan over
-chunks of lax.associative_scan) is untested. jax.export's StableHLO is the artefact.
+--format=onnx writes OUTPUT/model.onnx instead (mamkpd_jax/onnx_export.py: the same
+serving function converted by jax2onnx with scan_impl "onnx", metadata inside; needs
+`pip install -e ".[onnx]" && pip install --no-deps jax2onnx`, README "Export to ONNX"):
+
+    mamkpd export --checkpoint=/tmp/sample_openfield --output=/tmp/onnx --format=onnx
 """
 
 import os
@@ -53,7 +54,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mamkpd_jax import checkpointing, inference, kernels, pretrained
+from mamkpd_jax import checkpointing, inference, kernels, onnx_export, pretrained
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A workdir, checkpoints/ folder or "
                                   "step folder.")
@@ -61,8 +62,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Optional configs/*.py
                                           "instead of the workdir's config.json.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder for model.jax_exported (or "
                               "model.safetensors) and model.json.")
-_FORMAT = flags.DEFINE_enum("format", "jax", ["jax", "safetensors"], "jax: a jax.export "
-                            "artefact; safetensors: weights for Estimator.from_pretrained.")
+_FORMAT = flags.DEFINE_enum("format", "jax", ["jax", "safetensors", "onnx"], "jax: a "
+                            "jax.export artefact; safetensors: weights for "
+                            "Estimator.from_pretrained; onnx: model.onnx for ONNX Runtime.")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Fixed batch size; 0: symbolic batch.")
 _PLATFORMS = flags.DEFINE_list("platforms", [], "Target platforms (cpu, cuda, tpu); "
                                "default: this machine's.")
@@ -106,6 +108,19 @@ def check_pretrained(estimator, directory, batch=2):
   return float(np.abs(reloaded.crop_heatmaps(crops) - estimator.crop_heatmaps(crops)).max())
 
 
+def export_onnx_format(estimator, batch):
+  """--format=onnx: OUTPUT/model.onnx, checked in ONNX Runtime against the estimator."""
+  os.makedirs(_OUTPUT.value, exist_ok=True)
+  path = os.path.join(_OUTPUT.value, "model.onnx")
+  onnx_export.export_onnx(estimator, path, batch)
+  print(f"wrote {path} (batch {batch or 'dynamic'})")
+  if _CHECK.value:
+    crops = random_crops(estimator, batch or 2)
+    got = onnx_export.run_onnx(onnx_export.onnx_session(path), crops)["heatmaps"]
+    diff = float(np.abs(got - estimator.crop_heatmaps(crops)).max())
+    print(f"onnxruntime: max |heatmap difference| to the model {diff:.3g}")
+
+
 def run():
   changes = {k: v for k, v in (("dtype", _DTYPE.value), ("scan_impl", _SCAN_IMPL.value))
              if v is not None}
@@ -119,6 +134,8 @@ def run():
       print(f"reloaded: max |heatmap difference| to the model {diff:.3g}")
     return
   batch = _BATCH.value or None
+  if _FORMAT.value == "onnx":
+    return export_onnx_format(estimator, batch)
   scan_impl = kernels.resolve_impl(estimator.config.model.scan_impl)
   if batch is None and scan_impl not in kernels.PURE_JAX_IMPLS:
     raise ValueError(f"a symbolic batch needs a pure-JAX scan {kernels.PURE_JAX_IMPLS}, "
@@ -138,7 +155,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
     run()
-  except (ValueError, FileNotFoundError, FileExistsError,
+  except (ValueError, FileNotFoundError, FileExistsError, ImportError,
           checkpointing.CheckpointMismatchError) as error:
     logging.error("%s", error)
     sys.exit(f"export: {error}")

@@ -101,4 +101,6 @@ def forward_with_flip(model, crops):
   """Heatmaps of crops (B, ...) and of their mirror images (not flipped back), from one
   forward pass of 2B crops (one program, one launch; BatchNorm uses running statistics)."""
   both = model(jnp.concatenate([crops, crops[:, :, ::-1, :]]))      # (2B, h, w, K)
-  return both[:crops.shape[0]], both[crops.shape[0]:]
+  # A reshape, not both[B:]: with a symbolic B, jax2onnx's tracing sizes that slice 0.
+  both = both.reshape(2, crops.shape[0], *both.shape[1:])           # (2, B, h, w, K)
+  return both[0], both[1]

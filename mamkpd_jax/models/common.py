@@ -6,6 +6,7 @@ truncated-normal std 0.02 with zero bias, LayerNorm (1, 0), convolutions PyTorch
 default kaiming-uniform(a=sqrt(5)) i.e. U(+-1/sqrt(fan_in)) (biases zero here).
 """
 
+import contextlib
 import dataclasses
 
 import jax
@@ -80,11 +81,14 @@ class DepthwiseConv(nnx.Conv):
   XLA:CPU runs grouped convolutions ~7x slower than the same sum written as k*k shifted
   multiply-adds (forward and backward; measured at (16, 64, 48, 64), 3x3), which made
   CPU training of the small test models conv-bound. Same parameters (`kernel`
-  (k, k, 1, C), `bias`), same results; GPUs keep the cuDNN convolution.
+  (k, k, 1, C), `bias`), same results; GPUs keep the cuDNN convolution, and so does
+  code traced under `grouped_depthwise_convs()` (ONNX export: one ONNX Conv, group=C).
   """
 
+  force_grouped_conv = False     # set by grouped_depthwise_convs() while tracing
+
   def __call__(self, inputs):
-    if jax.default_backend() != "cpu":
+    if jax.default_backend() != "cpu" or DepthwiseConv.force_grouped_conv:
       return super().__call__(inputs)
     return self.shifted_sum(inputs)
 
@@ -115,6 +119,17 @@ class DepthwiseConv(nnx.Conv):
     if self.bias is not None:
       out = out + self.bias[...].astype(dtype)
     return out
+
+
+@contextlib.contextmanager
+def grouped_depthwise_convs():
+  """Within: every DepthwiseConv traces as a grouped lax.conv, on any backend (what an
+  ONNX exporter maps to one Conv node instead of k*k slices and multiply-adds)."""
+  previous, DepthwiseConv.force_grouped_conv = DepthwiseConv.force_grouped_conv, True
+  try:
+    yield
+  finally:
+    DepthwiseConv.force_grouped_conv = previous
 
 
 def depthwise_conv(channels, kernel_size, dtype, rngs, stride=1, use_bias=True):

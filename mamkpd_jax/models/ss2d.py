@@ -80,11 +80,17 @@ class SS2D(nnx.Module):
     x_proj and dt_proj act per token, so they are applied in row-major order for all
     four directions at once; the scan op visits each direction's order itself.
     """
-    x_dbl = jnp.einsum("bhwd,kcd->bhwkc", x,
-                       self.x_proj_weight[...].astype(self.dtype))    # (N, H, W, K, R+2Ns)
+    # x_proj as one 2-D matmul over the tokens (an ONNX Gemm; an einsum exports as ONNX
+    # Runtime's slow Einsum). dt_proj is left to the scan (kernels.LowRankDelta): the
+    # chunked scan applies it per token, the others materialise it as one matmul.
+    batch, height, width, _ = x.shape
+    tokens = x.reshape(-1, self.d_inner)                              # (N*H*W, Di)
+    x_proj = self.x_proj_weight[...].astype(self.dtype)               # (K, R+2Ns, Di)
+    x_dbl = (tokens @ x_proj.reshape(-1, self.d_inner).T).reshape(
+        batch, height, width, K, -1)                                  # (N, H, W, K, R+2Ns)
     dts, B, C = jnp.split(x_dbl, [self.dt_rank, self.dt_rank + self.d_state], axis=-1)
     delta = kernels.LowRankDelta(                                     # (N, H, W, K, Di)
-        dts, self.dt_projs_weight[...].astype(self.dtype))            # as dt_proj's einsum
+        dts, self.dt_projs_weight[...].astype(self.dtype))            # dt_proj, not applied
     return kernels.cross_selective_scan(
         x, delta,
         -jnp.exp(self.A_logs[...]),                                   # A (K*Di, Ns)

@@ -1,0 +1,169 @@
+"""ONNX export of a trained model, and running the .onnx file in ONNX Runtime.
+
+    from mamkpd_jax import inference, onnx_export
+    estimator = inference.Estimator.from_workdir("/tmp/sample_openfield")
+    onnx_export.export_onnx(estimator, "/tmp/model.onnx")          # any batch size
+    session = onnx_export.onnx_session("/tmp/model.onnx")
+    outputs = onnx_export.run_onnx(session, crops)    # crops (B, H, W, 3) uint8
+    outputs["heatmaps"], outputs["keypoints"], outputs["scores"]
+    onnx_export.onnx_metadata("/tmp/model.onnx")     # keypoint names, codec, input size
+
+The graph is `inference.serving_fn`'s, the same function `inference.export_forward`
+serialises with jax.export: crops (B, H, W, 3) uint8 RGB -> "heatmaps" (B, h, w, K)
+float32 (flip-averaged when the config's eval.flip_test), "keypoints" (B, K, 2) input
+pixels at each heatmap's argmax cell, "scores" (B, K). The metadata of
+`inference.export_metadata` (keypoint names, flip indices, skeleton, codec, input size)
+is stored as JSON in the model's metadata_props under "mamkpd".
+
+It is converted by jax2onnx with two changes that leave the parameters alone:
+`scan_impl="onnx"` (`kernels/selective_scan_onnx.py`: the scan with no Loop), and the
+depth-wise convolutions traced as grouped convolutions
+(`models.common.grouped_depthwise_convs`: one ONNX Conv node each). Export is
+inference only. jax2onnx is installed without its dependencies (it pins an older
+orbax-checkpoint than ours but never imports it): see `INSTALL`. `model_to_onnx`
+converts a bare model's forward pass (no flip test, no metadata) for benchmarks
+(scripts/benchmark_onnx.py). On a CPU, ONNX Runtime runs these graphs 1.5-4x slower
+than JAX (README, "Export to ONNX").
+"""
+
+import json
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mamkpd_jax import inference
+from mamkpd_jax.models import common
+
+INSTALL = 'pip install -e ".[onnx]" && pip install --no-deps jax2onnx'
+SCAN_IMPL = "onnx"           # the only scan jax2onnx converts to a loop-free graph
+METADATA_KEY = "mamkpd"      # metadata_props key of the JSON metadata
+OPSET = 23                   # jax2onnx 0.17's default
+INPUT_NAME = "crops"
+OUTPUT_NAMES = ("heatmaps", "keypoints", "scores")   # serving_fn's keys, in this order
+
+
+def _require(module):
+  """Imports `module`; if it is missing, an ImportError naming the install line."""
+  try:
+    return __import__(module)
+  except ImportError as error:
+    raise ImportError(f"ONNX export needs {module!r}, which is not installed; install "
+                      f"with: {INSTALL}") from error
+
+
+def _check_scan_impl(scan_impl):
+  if scan_impl != SCAN_IMPL:
+    raise ValueError(f"ONNX export needs scan_impl={SCAN_IMPL!r} (no Loop, no "
+                     f"associative_scan); got scan_impl={scan_impl!r}")
+
+
+def _onnx_estimator(estimator, scan_impl):
+  """The estimator's parameters in a model that runs `scan_impl`."""
+  _check_scan_impl(scan_impl)
+  model = inference.with_model_changes(estimator.model, scan_impl=scan_impl)
+  config = estimator.config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.scan_impl = scan_impl
+  return inference.Estimator(config, model, info=estimator.info)
+
+
+def _crops_spec(batch_size, input_size):
+  """(B or batch_size, H, W, 3) uint8; B symbolic (a dynamic ONNX dimension)."""
+  if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+    raise ValueError(f"batch_size must be None (dynamic) or a positive int, got "
+                     f"{batch_size!r}")
+  batch = jax.export.symbolic_shape("B")[0] if batch_size is None else batch_size
+  return jax.ShapeDtypeStruct((batch, *input_size, 3), jnp.uint8)
+
+
+def to_onnx(fn, spec, output_names, opset=OPSET):
+  """jax2onnx's ModelProto of fn(crops) -> tuple, depth-wise convs as ONNX Convs."""
+  jax2onnx = _require("jax2onnx")
+  logging.getLogger("jax2onnx").setLevel(logging.ERROR)   # its optional plugins' noise
+  with common.grouped_depthwise_convs():
+    model = jax2onnx.to_onnx(fn, [spec], opset=opset, input_names=[INPUT_NAME],
+                             output_names=list(output_names), model_name="mamkpd")
+  # jax2onnx annotates some intermediate shapes with a symbolic batch wrongly (the
+  # flip test's concatenation as "B", not 2B); ONNX Runtime infers them itself.
+  del model.graph.value_info[:]
+  return model
+
+
+def model_to_onnx(model, input_size, batch_size=None, opset=OPSET):
+  """A bare model's forward pass, crops -> ("heatmaps",), as a ModelProto (no flip
+  test, no metadata: for benchmarks; export_onnx is the serving artefact).
+
+  `model` must already run scan_impl="onnx" (`inference.with_model_changes`).
+  """
+  _check_scan_impl(model.config.scan_impl)
+  model.eval()
+  return to_onnx(lambda crops: (model(crops),), _crops_spec(batch_size, input_size),
+                 ("heatmaps",), opset)
+
+
+def export_onnx(estimator, path, batch_size=None, scan_impl=SCAN_IMPL, opset=OPSET):
+  """Writes `path` (.onnx): crops -> heatmaps, keypoints, scores (module docstring).
+
+  Args:
+    estimator: an `inference.Estimator` (`Estimator.from_workdir(...)`).
+    path: the .onnx file to write.
+    batch_size: None for a dynamic batch dimension "B", or a fixed int.
+    scan_impl: must be "onnx"; any other is a ValueError (they do not convert).
+    opset: the ONNX opset.
+  Returns:
+    the metadata dict stored in the file.
+  """
+  onnx = _require("onnx")
+  spec = _crops_spec(batch_size, estimator.input_size)
+  onnx_estimator = _onnx_estimator(estimator, scan_impl)
+  serve = inference.serving_fn(onnx_estimator)
+  model = to_onnx(lambda crops: tuple(serve(crops)[name] for name in OUTPUT_NAMES),
+                  spec, OUTPUT_NAMES, opset)
+  metadata = {**inference.export_metadata(onnx_estimator, batch_size),
+              "onnx_opset": opset, "jax2onnx_version": _version("jax2onnx")}
+  onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
+  onnx.save(model, path)
+  return metadata
+
+
+def _version(package):
+  from importlib import metadata   # pylint: disable=import-outside-toplevel
+  return metadata.version(package)
+
+
+def onnx_metadata(path):
+  """The metadata dict `export_onnx` stored in the .onnx file at `path`."""
+  onnx = _require("onnx")
+  model = onnx.load(path, load_external_data=False)
+  props = {prop.key: prop.value for prop in model.metadata_props}
+  if METADATA_KEY not in props:
+    raise ValueError(f"{path}: no {METADATA_KEY!r} metadata; not written by export_onnx")
+  return json.loads(props[METADATA_KEY])
+
+
+def onnx_session(path, threads=None):
+  """An onnxruntime.InferenceSession of `path` on the CPU (`threads` intra-op threads;
+  None: onnxruntime's default, one per core)."""
+  onnxruntime = _require("onnxruntime")
+  options = onnxruntime.SessionOptions()
+  options.log_severity_level = 3        # errors only: not jax2onnx's unused constants
+  if threads:
+    options.intra_op_num_threads = threads
+  return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, crops):
+  """crops (B, H, W, 3) uint8 -> {output name: numpy array}: "heatmaps", "keypoints",
+  "scores" for export_onnx's files."""
+  crops = np.asarray(crops)
+  expected = session.get_inputs()[0].shape                    # ["B" or int, H, W, 3]
+  if crops.dtype != np.uint8 or crops.ndim != 4 or list(crops.shape[1:]) != expected[1:]:
+    raise ValueError(f"crops must be uint8 {['B', *expected[1:]]}, got {crops.dtype} "
+                     f"{list(crops.shape)}")
+  if isinstance(expected[0], int) and crops.shape[0] != expected[0]:
+    raise ValueError(f"this model was exported for batch {expected[0]}, got "
+                     f"{crops.shape[0]} crops")
+  names = [output.name for output in session.get_outputs()]
+  return dict(zip(names, session.run(names, {session.get_inputs()[0].name: crops})))

@@ -1,0 +1,92 @@
+"""onnx_export: the .onnx file of the tiny open-field model runs in ONNX Runtime and
+equals the estimator (Estimator.crop_heatmaps, flip test on) within 1e-4 relative;
+bad input (no jax2onnx, another scan, wrong crops) is a clear error.
+
+Skipped without jax2onnx / onnxruntime (installed with --no-deps: README, "Export to ONNX").
+"""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mamkpd_jax import onnx_export
+from test_export import estimator, workdir  # pylint: disable=unused-import  (fixtures)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+pytest.importorskip("jax2onnx", reason="ONNX export needs jax2onnx (README)")
+pytest.importorskip("onnxruntime", reason="ONNX export tests run it in onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def onnx_path(estimator, tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("onnx") / "model.onnx")
+  onnx_export.export_onnx(estimator, path)                  # dynamic batch
+  return path
+
+
+def test_onnxruntime_equals_the_estimator(estimator, onnx_path):
+  assert estimator.flip_test
+  session = onnx_export.onnx_session(onnx_path)
+  assert session.get_inputs()[0].shape[0] == "B"
+  crops = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), np.uint8)
+  out = onnx_export.run_onnx(session, crops)
+  want = estimator.crop_heatmaps(crops)                     # (3, 16, 16, 4)
+  np.testing.assert_allclose(out["heatmaps"], want, rtol=1e-4,
+                             atol=1e-4 * np.abs(want).max())
+  flat = out["heatmaps"].reshape(3, -1, 4)
+  cell = np.argmax(flat, axis=1)                            # (3, K)
+  np.testing.assert_allclose(out["keypoints"],
+                             np.stack([cell % 16, cell // 16], -1) * estimator.codec.scale)
+  np.testing.assert_allclose(out["scores"], flat.max(1))
+  single = onnx_export.run_onnx(session, crops[:1])         # another batch size
+  np.testing.assert_allclose(single["heatmaps"], out["heatmaps"][:1], rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_metadata_is_in_the_file(onnx_path):
+  meta = onnx_export.onnx_metadata(onnx_path)
+  assert meta["keypoint_names"] == ["snout", "leftear", "rightear", "tailbase"]
+  assert meta["input_size"] == [64, 64] and meta["codec"] == "udp"
+  assert meta["batch_size"] == "symbolic" and meta["model"]["scan_impl"] == "onnx"
+
+
+def test_wrong_crops_are_an_error(onnx_path):
+  session = onnx_export.onnx_session(onnx_path)
+  with pytest.raises(ValueError, match=r"crops must be uint8 \['B', 64, 64, 3\]"):
+    onnx_export.run_onnx(session, np.zeros((1, 64, 64, 3), np.float32))
+  with pytest.raises(ValueError, match="crops must be uint8"):
+    onnx_export.run_onnx(session, np.zeros((1, 32, 64, 3), np.uint8))
+
+
+def test_other_scan_is_an_error(estimator, tmp_path):
+  with pytest.raises(ValueError, match="needs scan_impl='onnx'.*'chunked'"):
+    onnx_export.export_onnx(estimator, str(tmp_path / "m.onnx"), scan_impl="chunked")
+  with pytest.raises(ValueError, match="batch_size must be None"):
+    onnx_export.export_onnx(estimator, str(tmp_path / "m.onnx"), batch_size=0)
+  assert not (tmp_path / "m.onnx").exists()
+
+
+def test_missing_jax2onnx_names_the_install_line(estimator, tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "jax2onnx", None)       # import raises ImportError
+  assert "pip install --no-deps jax2onnx" in onnx_export.INSTALL
+  with pytest.raises(ImportError, match=re.escape(onnx_export.INSTALL)):
+    onnx_export.export_onnx(estimator, str(tmp_path / "m.onnx"))
+
+
+def test_export_script_writes_and_checks_model_onnx(workdir, tmp_path):
+  """scripts/export.py --format=onnx at a fixed batch; a wrong batch is then an error."""
+  output = tmp_path / "out"
+  result = subprocess.run(
+      [sys.executable, str(REPO / "scripts" / "export.py"), f"--checkpoint={workdir}",
+       f"--output={output}", "--format=onnx", "--batch_size=2"],
+      capture_output=True, text=True, check=False, cwd=REPO)
+  assert result.returncode == 0, result.stderr[-3000:]
+  diff = float(result.stdout.split("max |heatmap difference| to the model ")[1].split()[0])
+  assert diff < 1e-4
+  session = onnx_export.onnx_session(str(output / "model.onnx"))
+  with pytest.raises(ValueError, match="exported for batch 2, got 3 crops"):
+    onnx_export.run_onnx(session, np.zeros((3, 64, 64, 3), np.uint8))
