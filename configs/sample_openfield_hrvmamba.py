@@ -26,10 +26,10 @@ def get_config():
   config.data.input_height = config.data.input_width = 64
   config.batch_size = 16
   config.train.learning_rate = 2e-3
-  config.train.num_epochs = 60           # 92 training instances: 5 steps per epoch
-  config.train.lr_decay_epochs = (48, 57)
+  config.train.num_epochs = 40           # 92 training instances: 5 steps per epoch
+  config.train.lr_decay_epochs = (32, 38)
   config.train.warmup_steps = 50
   config.train.log_every_steps = 25
-  config.train.eval_every_epochs = 30
+  config.train.eval_every_epochs = 20
   config.train.checkpoint_every_steps = 250
   return config
