@@ -46,20 +46,21 @@ from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, LowRankDelta, cross_m
                                            cross_scan, per_direction)
 
 # Tokens per checkpointed chunk, chosen by measurement (kernels/README.md, "chunked").
-CHUNK_SIZE = 64
+CHUNK_SIZE = 32
 
 
-def _scan_time_major(delta, u, B, C, A, *, chunk_size, token_delta=lambda d: d):
+def _scan_time_major(delta, u, B, C, A, *, chunk_size, chunk_delta=lambda d: d):
   """The recurrence over time-major inputs; returns sum_n C_t h_t (without D u).
 
   Args:
-    delta: (L, batch, G, P) float32, after bias and softplus; or any (L, ...) per-token
-      input that `token_delta` maps to one token's (batch, G, P) delta.
+    delta: (L, batch, G, P) float32, after bias and softplus; or any (L, batch, G, X)
+      per-token input that `chunk_delta` maps to the (T, batch, G, P) delta of a chunk.
     u: (L, batch, G, P) float32.
     B, C: (L, batch, G, N) float32.
     A: (G, N, P) float32.
     chunk_size: tokens per checkpointed chunk.
-    token_delta: one token's delta input -> its (batch, G, P) float32 delta.
+    chunk_delta: a chunk's (T, batch, G, X) delta input -> its (T, batch, G, P) float32
+      delta.
   Returns:
     (L, batch, G, P) float32.
   """
@@ -73,15 +74,21 @@ def _scan_time_major(delta, u, B, C, A, *, chunk_size, token_delta=lambda d: d):
     x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
     return x.reshape(num_chunks, chunk, *x.shape[1:])
 
-  def token_step(h, token):
-    delta_t, u_t, B_t, C_t = token            # (b, G, P) x2, (b, G, N) x2
-    delta_t = token_delta(delta_t)
-    decay = jnp.exp(delta_t[:, :, None] * A)                            # (b, G, N, P)
-    h = decay * h + (delta_t * u_t)[:, :, None] * B_t[..., None]        # (b, G, N, P)
-    return h, jnp.sum(C_t[..., None] * h, axis=2)                       # (b, G, P)
+  def token_step(h, token):                   # h (b, G, N, P)
+    decay_t, drive_t = token                  # (b, G, N, P) x2
+    h = decay_t * h + drive_t
+    return h, h
 
   def chunk_step(h, chunk_inputs):
-    return lax.scan(token_step, h, chunk_inputs)
+    # Everything but the recurrence itself is vectorised over the chunk's T tokens
+    # (chunk-sized temporaries stay in cache); the sequential loop only multiplies and
+    # adds, so its backward is elementwise too (no per-token reductions).
+    delta_c, u_c, B_c, C_c = chunk_inputs     # (T, b, G, X), (T, b, G, P), (T, b, G, N) x2
+    delta_c = chunk_delta(delta_c)                                      # (T, b, G, P)
+    decay = jnp.exp(delta_c[:, :, :, None] * A)                         # (T, b, G, N, P)
+    drive = (delta_c * u_c)[:, :, :, None] * B_c[..., None]             # (T, b, G, N, P)
+    h, states = lax.scan(token_step, h, (decay, drive))                 # (T, b, G, N, P)
+    return h, jnp.sum(C_c[..., None] * states, axis=3)                  # (T, b, G, P)
 
   h0 = jnp.zeros((batch, groups, d_state, per_group), jnp.float32)
   _, ys = lax.scan(jax.checkpoint(chunk_step), h0,
@@ -89,20 +96,65 @@ def _scan_time_major(delta, u, B, C, A, *, chunk_size, token_delta=lambda d: d):
   return ys.reshape(num_chunks * chunk, batch, groups, per_group)[:length]
 
 
-def _delta(delta, delta_bias, delta_softplus, softplus=jax.nn.softplus):
+@jax.custom_vjp
+def _low_rank_projection(dts, weight_t):
+  """dt_proj of a chunk: dts (T, b, K, R), weight_t (K, R, P) -> (T, b, K, P).
+
+  Forward: R broadcast multiply-adds, not an einsum: XLA's CPU backend fuses them with
+  the bias, softplus and everything downstream into one loop, while a (K, T*b, R) @
+  (K, R, P) batched dot with R of 6-24 runs far below the matmul rate. Backward (custom,
+  because autodiff of that sum gives R separate reductions for each cotangent): the
+  weight's as one contraction over the chunk's tokens, dts' as a broadcast reduction
+  over P. Measured on the 2-core CPU (kernels/README.md, "chunked").
+  """
+  acc = dts[..., 0:1] * weight_t[:, 0]
+  for r in range(1, dts.shape[-1]):
+    acc = acc + dts[..., r:r + 1] * weight_t[:, r]
+  return acc
+
+
+def _low_rank_projection_fwd(dts, weight_t):
+  return _low_rank_projection(dts, weight_t), (dts, weight_t)
+
+
+def _low_rank_projection_bwd(residuals, cotangent):           # cotangent (T, b, K, P)
+  dts, weight_t = residuals
+  d_dts = jnp.sum(cotangent[..., None, :] * weight_t, axis=-1)          # (T, b, K, R)
+  d_weight_t = jnp.einsum("tbkr,tbkp->krp", dts, cotangent)             # (K, R, P)
+  return d_dts, d_weight_t
+
+
+_low_rank_projection.defvjp(_low_rank_projection_fwd, _low_rank_projection_bwd)
+
+
+def _low_rank_delta(dts, weight_t, delta_bias, delta_softplus):
+  """dt_proj, bias and softplus of a chunk: dts (T, b, K, R), weight_t (K, R, P),
+  delta_bias (K, P) -> (T, b, K, P) float32."""
+  delta = _low_rank_projection(dts, weight_t) + delta_bias
+  return softplus(delta) if delta_softplus else delta
+
+
+def softplus(x):
+  """log(1 + e^x) as max(x, 0) + log1p(e^-|x|): the same function as `jax.nn.softplus`
+  (and its gradient, sigmoid), in plain elementwise ops that XLA's CPU backend and ONNX
+  Runtime vectorise. On the 2-core CPU (2026-12-01) it took 2.1 ms over 4.7M floats
+  against 5.3 ms for `jax.nn.softplus` (a `logaddexp` with inf/nan guards); ONNX
+  Runtime's Softplus node took 12% of MamKPD-B's time there (README "Export to ONNX")."""
+  return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+def _delta(delta, delta_bias, delta_softplus):
   delta = delta.astype(jnp.float32) + delta_bias.astype(jnp.float32)
   return softplus(delta) if delta_softplus else delta
 
 
-def selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_softplus,
-                              softplus=jax.nn.softplus):
+def selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_softplus):
   """The selective scan with its recurrence run by `scan` over time-major inputs.
 
   `scan(delta, u, B, C, A)` takes (L, b, G, P), (L, b, G, P), (L, b, G, N) x2 and
   A (G, N, P), all float32, and returns sum_n C_t h_t as (L, b, G, P) (`_scan_time_major`
   here, `selective_scan_onnx._scan_doubling`). Shapes and math as
-  `selective_scan_reference`; returns (batch, L, channels) float32. `softplus`: the
-  function applied to delta + delta_bias when delta_softplus.
+  `selective_scan_reference`; returns (batch, L, channels) float32.
   """
   batch, length, channels = u.shape
   groups, d_state = B.shape[2], B.shape[3]
@@ -110,7 +162,7 @@ def selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_soft
   time_major = lambda x: jnp.swapaxes(x.astype(jnp.float32), 0, 1)   # (L, b, ...)
   grouped = lambda x: time_major(x).reshape(length, batch, groups, per_group)
   ys = scan(
-      grouped(_delta(delta, delta_bias, delta_softplus, softplus)), grouped(u),
+      grouped(_delta(delta, delta_bias, delta_softplus)), grouped(u),
       time_major(B), time_major(C),
       A.astype(jnp.float32).reshape(groups, per_group, d_state).transpose(0, 2, 1))
   y = jnp.swapaxes(ys.reshape(length, batch, channels), 0, 1)        # (b, L, ch)
@@ -118,10 +170,10 @@ def selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_soft
 
 
 def cross_selective_scan_time_major(scan, x, delta, A, B, C, D, delta_bias,
-                                    delta_softplus, softplus=jax.nn.softplus):
+                                    delta_softplus):
   """SS2D's four-direction scan (args as `cross_selective_scan_reference`) with the
   recurrence run by `scan` (as in `selective_scan_time_major`). A `LowRankDelta` delta
-  needs a `scan` with a `token_delta` argument (`_scan_time_major`).
+  needs a `scan` with a `chunk_delta` argument (`_scan_time_major`).
 
   The directions are the G = 4 groups; their token orders come from `cross_scan`'s
   `direction_tokens`, and XLA fuses those reversals and transposes with the move to the
@@ -132,22 +184,23 @@ def cross_selective_scan_time_major(scan, x, delta, A, B, C, D, delta_bias,
   k = NUM_DIRECTIONS
   time_major = lambda t: jnp.swapaxes(t.astype(jnp.float32), 0, 1)   # (L, b, K, X)
   delta_bias = delta_bias.reshape(k, per_group)
-  if isinstance(delta, LowRankDelta):     # dt_proj + softplus per token (scans that take
-    weight = delta.weight.astype(jnp.float32)       # token_delta: `_scan_time_major`)
-    scan = functools.partial(scan, token_delta=lambda dts_t: _delta(
-        jnp.einsum("bkr,kpr->bkp", dts_t, weight), delta_bias, delta_softplus,
-        softplus))                                                    # (b, K, R) -> (b, K, P)
+  if isinstance(delta, LowRankDelta):     # dt_proj + softplus per chunk (scans that take
+    weight_t = jnp.swapaxes(delta.weight.astype(jnp.float32), 1, 2)   # chunk_delta:
+    scan = functools.partial(scan, chunk_delta=functools.partial(     # `_scan_time_major`)
+        _low_rank_delta, weight_t=weight_t, delta_bias=delta_bias.astype(jnp.float32),
+        delta_softplus=delta_softplus))                       # (T, b, K, R) -> (T, b, K, P)
     delta_input = time_major(per_direction(delta.dts))                # (L, b, K, R)
   else:
-    delta_input = time_major(_delta(per_direction(delta), delta_bias, delta_softplus,
-                                    softplus))                        # (L, b, K, P)
+    delta_input = time_major(_delta(per_direction(delta), delta_bias,
+                                    delta_softplus))                  # (L, b, K, P)
   ys = scan(
       delta_input,
       time_major(cross_scan(x)), time_major(per_direction(B)), time_major(per_direction(C)),
       A.astype(jnp.float32).reshape(k, per_group, d_state).transpose(0, 2, 1))
-  skip = D.astype(jnp.float32).reshape(k, per_group) * cross_scan(x).astype(jnp.float32)
-  ys = jnp.swapaxes(ys, 0, 1) + skip                                  # (b, L, K, P)
-  return cross_merge(ys, height, width)
+  # The skip D u of direction k, merged back to row-major order, is D_k x: the four sum
+  # to x * sum_k D_k, so the cross-scanned u (4x the map) has one reader, the scan.
+  skip = x.astype(jnp.float32) * D.astype(jnp.float32).reshape(k, per_group).sum(0)
+  return cross_merge(jnp.swapaxes(ys, 0, 1), height, width) + skip  # (b, H, W, P)
 
 
 def selective_scan_chunked(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,

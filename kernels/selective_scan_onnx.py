@@ -42,12 +42,6 @@ from mamkpd_jax.kernels.selective_scan_chunked import (cross_selective_scan_time
 CHUNK_SIZE = 8
 
 
-def _softplus(x):
-  """log(1 + e^x) as max(x, 0) + log1p(e^-|x|): elementwise ops ONNX Runtime vectorises
-  (its Softplus node took 12% of MamKPD-B's time, README "Export to ONNX")."""
-  return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
-
-
 def _shift(x, offset, fill):
   """x (n, T, ...) moved `offset` tokens later along axis 1, `fill` in the gap."""
   pad = [(0, 0), (offset, 0)] + [(0, 0)] * (x.ndim - 2)
@@ -114,8 +108,7 @@ def selective_scan_onnx(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True
   """Selective scan (shapes and math as `selective_scan_reference`), loop-free;
   (batch, L, channels) float32."""
   scan = functools.partial(_scan_doubling, chunk_size=chunk_size)
-  return selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_softplus,
-                                   _softplus)
+  return selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_softplus)
 
 
 def cross_selective_scan_onnx(x, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
@@ -123,4 +116,4 @@ def cross_selective_scan_onnx(x, delta, A, B, C, D, delta_bias, *, delta_softplu
   """SS2D's four-direction scan (args as `cross_selective_scan_reference`), loop-free."""
   scan = functools.partial(_scan_doubling, chunk_size=chunk_size)
   return cross_selective_scan_time_major(scan, x, delta, A, B, C, D, delta_bias,
-                                         delta_softplus, _softplus)
+                                         delta_softplus)
