@@ -240,12 +240,21 @@ IDENTITY = "identity"   # benchmark-only scan: y = D*u; never a SCAN_IMPLS entry
 
 
 def identity_scan(x, delta, A, B, C, D, delta_bias, **unused):
-  """`cross_selective_scan` with the scan taken out: each direction's y = D*u, merged."""
-  del delta, A, B, C, delta_bias, unused
+  """`cross_selective_scan` with the scan taken out: each direction's y = D*u, merged.
+
+  SS2D's x_proj (the per-token dts, B and C this op receives) is part of the model, not
+  of the scan, so it must stay: they enter the result times zero. Without that, XLA
+  drops the unused x_proj matmul (forward and backward), and the "model without its
+  scan" would also lack x_proj: at MamKPD-B, batch 4, ~780 M multiply-adds of 256x192
+  inference (before 2026-12-01 the identity rows were measured that way).
+  """
+  del A, delta_bias, unused
   batch, height, width, per_group = x.shape
+  per_token = kernels.LowRankDelta(*delta).dts if isinstance(delta, tuple) else delta
+  kept = sum(jnp.sum(t.astype(jnp.float32), axis=(-2, -1)) for t in (per_token, B, C))
   skip = D.reshape(kernels.NUM_DIRECTIONS, per_group) * kernels.cross_scan(x).astype(
       jnp.float32)                                                     # (b, L, K, P)
-  return kernels.cross_merge(skip, height, width)
+  return kernels.cross_merge(skip, height, width) + 0.0 * kept[..., None]
 
 
 def scan_override(impl):
