@@ -12,9 +12,15 @@ Same math as `selective_scan_ref` (SPEC §1); what differs is the layout and the
   state; the chunk body, a sequential `lax.scan` over its T tokens, is `jax.checkpoint`ed.
   Autodiff therefore keeps one state per chunk plus one chunk's per-token states during
   the backward: never a (batch, L, channels, N) tensor, forward or backward.
-* **One exp per token, channel and state.** `exp(delta_t A)` and the drive
-  `delta_t u_t B_t` are formed inside the step from (L, batch, G, P) and (L, batch, G, N)
-  inputs, so nothing of size L x channels x N is ever materialised.
+* **Vectorised per chunk, sequential only where it must be.** Each chunk forms its
+  (T, batch, G, N, P) decays `exp(delta_t A)` and drives `delta_t u_t B_t` in a few
+  fused passes over chunk-sized (cache-resident) arrays; the token loop only does
+  `h = decay_t h + drive_t` and emits the states, and `y = sum_n C_t h_t` is again one
+  pass over the chunk. So the loop's backward is elementwise too (no per-token
+  reductions), and nothing of size L x channels x N exists outside one chunk.
+* **The skip of the fused cross-scan** is `x * sum_k D_k`: each direction's `D_k u_k`,
+  merged back to row-major order, is `D_k x`. The cross-scanned u (4x the map) then has
+  one reader, the scan, and its move to the time-major layout is one fused pass.
 
 Why not the "segment-sum" (Mamba-2 SSD) matrix form inside a chunk. There the T x T
 decay matrix exp(S_t - S_s) is shared by all channels of a head, and the chunk becomes a
@@ -25,11 +31,13 @@ by an elementwise multiply-and-reduce, not a matmul. Measured on the 2-core CPU
 the T x T form took 1.9 s (T 4) to 3.4 s (T 16), a sequential scan 0.2 s; see
 kernels/README.md for the numbers and commands.
 
-**dt_proj inside the loop** (the fused cross-scan given a `LowRankDelta`): each step forms
-its tokens' delta (b, 4, P) from their R dt channels and dt_proj's (4, P, R) weight, adds
-the bias and applies softplus there, so the (b, L, 4, P) delta is never written, read,
-reordered or softplus'd as a whole array, forward or backward (its cotangent is formed per
-step too). Measured on the 2-core CPU (kernels/README.md, "chunked").
+**dt_proj inside the loop** (the fused cross-scan given a `LowRankDelta`): each chunk
+forms its tokens' delta (T, b, 4, P) from their R dt channels and dt_proj's (4, P, R)
+weight, adds the bias and applies softplus there, so the (b, L, 4, P) delta is never
+written, read, reordered or softplus'd as a whole array, forward or backward. Its
+forward is R fused multiply-adds; its backward a custom VJP (`_low_rank_projection`)
+with the weight's cotangent as one contraction per chunk. Measured on the 2-core CPU
+(kernels/README.md, "chunked").
 
 Padding: L is padded with zeros to a multiple of the chunk, after every real token
 (delta 0 keeps the state, drive 0 adds nothing), so padding reaches no real output and
@@ -153,7 +161,7 @@ def selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_soft
 
   `scan(delta, u, B, C, A)` takes (L, b, G, P), (L, b, G, P), (L, b, G, N) x2 and
   A (G, N, P), all float32, and returns sum_n C_t h_t as (L, b, G, P) (`_scan_time_major`
-  here, `selective_scan_onnx._scan_doubling`). Shapes and math as
+  here, `selective_scan_onnx._scan_unrolled`). Shapes and math as
   `selective_scan_reference`; returns (batch, L, channels) float32.
   """
   batch, length, channels = u.shape

@@ -2,32 +2,34 @@
 
 Same math as `selective_scan_ref` (SPEC §1) and the same time-major layout as
 `selective_scan_chunked` (whose layout wrappers it reuses); what differs is the
-recurrence `h_t = a_t h_{t-1} + v_t` (a_t = exp(delta_t A), v_t = delta_t u_t B_t):
+recurrence `h_t = a_t h_{t-1} + v_t` (a_t = exp(delta_t A), v_t = delta_t u_t B_t),
+written out so that jax2onnx emits no ONNX Loop:
 
-* **Log-depth doubling inside chunks of `CHUNK_SIZE` tokens** (Hillis-Steele). After
-  the step with offset d, every token holds the pair (product of the last 2d decays,
-  state from those 2d drives alone): `v_t += a_t v_{t-d}`, `a_t *= a_{t-d}`, with the
-  shifted copy a Slice + Pad (zeros for v, ones for a). log2(T) steps give each token
-  its in-chunk state h_local and the in-chunk decay product P_t.
-* **Across chunks, the same on the chunk totals**, recursively (the last token of each
-  chunk: L/T tokens, then L/T² ...), then `h_t = h_local_t + P_t h_in` with h_in the
-  state entering the chunk.
+* **Chunks of `CHUNK_SIZE` tokens, the steps unrolled across chunks.** The sequence is
+  cut into L/T chunks; step j of the recurrence runs for every chunk at once, on the
+  (L/T, ...) slice of the chunks' j-th tokens. So the graph has T steps of one Mul and
+  one Add each over 1/T of the data, not L steps.
+* **Two passes.** The first runs the T steps from a zero state, keeping only each
+  chunk's final state and decay product; the chunk-entering states then come from the
+  same scan on those L/T totals (recursively: L/T², ...); the second pass runs the T
+  steps again from the true entering states and emits `y_t = sum_n C_t h_t` per step.
+  Nothing per token is kept but the output.
 
-No `lax.scan` and no `lax.associative_scan`, so jax2onnx emits no ONNX Loop and no
-interior padding: only Slice, Pad, Mul, Add, Exp, Reshape and ReduceSum, about 7 ops a
-doubling step. Every exponent is delta·A <= 0 (A < 0, delta >= 0 after softplus) and
-decays are only multiplied, never divided, so nothing overflows; a product that
-underflows to 0 is the true decay.
+Only Slice, Pad, Mul, Add, Exp, Reshape, Concat (and ReduceSum when d_state > 1).
+Every exponent is delta·A <= 0 (A < 0, delta >= 0 after softplus) and decays are only
+multiplied, never divided, so nothing overflows; a product that underflows to 0 is the
+true decay.
 
 Why not the T x T segment-sum matrix (exp of cumulative-sum differences): the decay
 differs per channel and state, so the matrix is per channel and applied by a multiply
-and reduce, T exponentials and T multiply-adds per token (kernels/README.md, "chunked");
-doubling costs log2(T) multiply-adds per token and one exponential. Measured in ONNX
-Runtime in kernels/README.md ("onnx").
+and reduce, T exponentials and T multiply-adds per token (kernels/README.md, "chunked").
+Why not log-depth doubling (this module's first design): each doubling level is a few
+full-size passes (shift, multiply, add for both the state and the decay product), so
+ONNX Runtime moved several times the data; measured in kernels/README.md ("onnx").
 
-Autodiff works (everything is differentiable JAX), but it stores every doubling step's
-(L, batch, channels, N) tensors: fine for the small tests, not meant for training; the
-model trains with "chunked" or "pallas" and exports with "onnx".
+Autodiff works (everything is differentiable JAX), but it stores every unrolled step:
+fine for the small tests, not meant for training; the model trains with "chunked" or
+"pallas" and exports with "onnx".
 """
 
 import functools
@@ -37,34 +39,26 @@ import jax.numpy as jnp
 from mamkpd_jax.kernels.selective_scan_chunked import (cross_selective_scan_time_major,
                                                        selective_scan_time_major)
 
-# Tokens per chunk of the doubling (log2 of it = doubling steps per token); measured in
-# ONNX Runtime (kernels/README.md, "onnx").
-CHUNK_SIZE = 8
+# Tokens per chunk (unrolled steps per pass); measured in ONNX Runtime
+# (kernels/README.md, "onnx").
+CHUNK_SIZE = 16
 
 
-def _shift(x, offset, fill):
-  """x (n, T, ...) moved `offset` tokens later along axis 1, `fill` in the gap."""
-  pad = [(0, 0), (offset, 0)] + [(0, 0)] * (x.ndim - 2)
-  return jnp.pad(x[:, :x.shape[1] - offset], pad, constant_values=fill)
+def _read_out(C, h):
+  """sum_n C[..., n] h[..., n, :]: (n, b, G, N), (n, b, G, N, P) -> (n, b, G, P).
+
+  At N = 1 a reshape and a multiply (a ReduceSum over one element is a full copy in
+  ONNX Runtime)."""
+  if h.shape[-2] == 1:
+    return C.reshape(C.shape[:-1] + (1,)) * h.reshape(h.shape[:-2] + h.shape[-1:])
+  return jnp.sum(C[..., None] * h, axis=-2)
 
 
-def _doubling(decay, drive):
-  """Inclusive scan along axis 1 of (n, T, ...) arrays, from a zero state.
-
-  Returns (product of decays up to t, state h_t) per token, both (n, T, ...).
-  """
-  offset = 1
-  while offset < decay.shape[1]:
-    drive = drive + decay * _shift(drive, offset, 0.0)
-    decay = decay * _shift(decay, offset, 1.0)
-    offset *= 2
-  return decay, drive
-
-
-def _linear_scan(decay, drive, chunk_size):
+def _linear_scan(decay, drive, chunk_size, C=None):
   """h_t = decay_t h_{t-1} + drive_t from h = 0, over axis 0 of (L, ...) arrays.
 
-  Returns (L, ...): chunks of `chunk_size` by doubling, their totals recursively.
+  Returns the states (L, ...), or `_read_out(C_t, h_t)` (L, b, G, P) when C
+  (L, b, G, N) is given (module docstring: two unrolled passes, totals recursively).
   """
   if chunk_size < 2:
     raise ValueError(f"selective_scan_onnx: chunk_size must be >= 2 (the chunk totals "
@@ -74,19 +68,31 @@ def _linear_scan(decay, drive, chunk_size):
   pad = (-length) % chunk
   num_chunks = (length + pad) // chunk
 
-  def to_chunks(x):                        # (L, ...) -> (num_chunks, chunk, ...)
+  def steps(x):                 # (L, ...) -> T arrays (num_chunks, ...): token j of each chunk
     x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))   # after every real token
-    return x.reshape(num_chunks, chunk, *x.shape[1:])
+    x = x.reshape(num_chunks, chunk, *x.shape[1:])
+    return [x[:, j] for j in range(chunk)]
 
-  decay, states = _doubling(to_chunks(decay), to_chunks(drive))   # (nc, T, ...)
-  if num_chunks > 1:
-    ends = _linear_scan(decay[:, -1], states[:, -1], chunk_size)  # (nc, ...) h at ends
-    entering = _shift(ends[None], 1, 0.0)[0]                      # state before chunk c
-    states = states + decay * entering[:, None]
-  return states.reshape(num_chunks * chunk, *states.shape[2:])[:length]
+  decays, drives = steps(decay), steps(drive)
+  if num_chunks > 1:            # pass 1: each chunk from zero -> its total decay and state
+    product, state = decays[0], drives[0]
+    for a, v in zip(decays[1:], drives[1:]):
+      state = a * state + v
+      product = product * a
+    ends = _linear_scan(product, state, chunk_size)                # true chunk-end states
+    h = jnp.pad(ends[:-1], [(1, 0)] + [(0, 0)] * (ends.ndim - 1))  # state entering chunk c
+  else:
+    h = jnp.zeros_like(drives[0])
+  C_steps = None if C is None else steps(C)
+  outputs = []                  # pass 2: from the true entering states
+  for j, (a, v) in enumerate(zip(decays, drives)):
+    h = a * h + v
+    outputs.append(h if C is None else _read_out(C_steps[j], h))
+  out = jnp.stack(outputs, axis=1)                                  # (nc, T, ...)
+  return out.reshape(num_chunks * chunk, *out.shape[2:])[:length]
 
 
-def _scan_doubling(delta, u, B, C, A, chunk_size=CHUNK_SIZE):
+def _scan_unrolled(delta, u, B, C, A, chunk_size=CHUNK_SIZE):
   """The recurrence over time-major inputs; returns sum_n C_t h_t (without D u).
 
   Args:
@@ -99,21 +105,20 @@ def _scan_doubling(delta, u, B, C, A, chunk_size=CHUNK_SIZE):
   """
   decay = jnp.exp(delta[:, :, :, None] * A)                       # (L, b, G, N, P)
   drive = (delta * u)[:, :, :, None] * B[..., None]               # (L, b, G, N, P)
-  states = _linear_scan(decay, drive, chunk_size)                 # (L, b, G, N, P)
-  return jnp.sum(C[..., None] * states, axis=3)                   # (L, b, G, P)
+  return _linear_scan(decay, drive, chunk_size, C)                # (L, b, G, P)
 
 
 def selective_scan_onnx(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
                         chunk_size=CHUNK_SIZE):
   """Selective scan (shapes and math as `selective_scan_reference`), loop-free;
   (batch, L, channels) float32."""
-  scan = functools.partial(_scan_doubling, chunk_size=chunk_size)
+  scan = functools.partial(_scan_unrolled, chunk_size=chunk_size)
   return selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_softplus)
 
 
 def cross_selective_scan_onnx(x, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
                               chunk_size=CHUNK_SIZE):
   """SS2D's four-direction scan (args as `cross_selective_scan_reference`), loop-free."""
-  scan = functools.partial(_scan_doubling, chunk_size=chunk_size)
+  scan = functools.partial(_scan_unrolled, chunk_size=chunk_size)
   return cross_selective_scan_time_major(scan, x, delta, A, B, C, D, delta_bias,
                                          delta_softplus)
