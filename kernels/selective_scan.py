@@ -2,7 +2,7 @@
 
 `SCAN_IMPLS` maps a name to the pair of functions; "reference" is the readable pure-JAX
 definition, "chunked" the fast pure-JAX one (time-major, checkpointed chunks), "onnx" the loop-free
-pure-JAX one that ONNX export needs (log-depth doubling); the Pallas
+pure-JAX one that ONNX export needs (unrolled across chunks, no loop); the Pallas
 kernels (interpreted on CPU) are "pallas_triton" and "pallas_mosaic" (Mosaic GPU), and
 "pallas" is the default GPU backend (`backend.default_gpu_backend`). `AUTO` ("auto", the
 model's default) picks by backend: the fastest measured there (`AUTO_IMPLS`). An unknown

@@ -58,7 +58,7 @@ def test_dry_run_writes_every_section(dry_run):
       min_bytes = tokens * (4 * (2 * p + 2 * n) * 2 + 4 * p)
       assert r["gbps"] == pytest.approx(min_bytes / 1e9 / (r["ms"] / 1e3), rel=0.01)
   speeds = [r for r in rows if r["section"] == "inference"]
-  # every implementation but "onnx" (export only: its doubling scan is not a serving path)
+  # every implementation but "onnx" (export only: its unrolled scan is not a serving path)
   assert {r["scan_impl"] for r in speeds} == set(kernels.SCAN_IMPLS) - {"onnx"}
   assert all(r["images_per_s"] == pytest.approx(r["batch"] / r["latency_ms"] * 1e3, rel=0.01)
              for r in speeds)

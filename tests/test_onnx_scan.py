@@ -1,4 +1,4 @@
-"""scan_impl="onnx" (the loop-free doubling scan) against the reference, and its ONNX form.
+"""scan_impl="onnx" (the loop-free scan, unrolled across chunks) against the reference, and its ONNX form.
 
 Outputs and the gradient of every input over the Pallas tests' table of cases (L 1 to
 768, d_state 1/3/16, groups 1/4, bfloat16) and the fused cross-scan's; a long sequence
