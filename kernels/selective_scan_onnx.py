@@ -71,7 +71,7 @@ def _linear_scan(decay, drive, chunk_size, C=None):
   def steps(x):                 # (L, ...) -> T arrays (num_chunks, ...): token j of each chunk
     x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))   # after every real token
     x = x.reshape(num_chunks, chunk, *x.shape[1:])
-    return [x[:, j] for j in range(chunk)]
+    return [t.reshape(t.shape[:1] + t.shape[2:]) for t in jnp.split(x, chunk, axis=1)]
 
   decays, drives = steps(decay), steps(drive)
   if num_chunks > 1:            # pass 1: each chunk from zero -> its total decay and state
