@@ -250,7 +250,7 @@ def identity_scan(x, delta, A, B, C, D, delta_bias, **unused):
   """
   del A, delta_bias, unused
   batch, height, width, per_group = x.shape
-  per_token = kernels.LowRankDelta(*delta).dts if isinstance(delta, tuple) else delta
+  per_token = delta.dts if isinstance(delta, kernels.LowRankDelta) else delta
   kept = sum(jnp.sum(t.astype(jnp.float32), axis=(-2, -1)) for t in (per_token, B, C))
   skip = D.reshape(kernels.NUM_DIRECTIONS, per_group) * kernels.cross_scan(x).astype(
       jnp.float32)                                                     # (b, L, K, P)
