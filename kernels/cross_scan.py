@@ -50,6 +50,11 @@ class LowRankDelta(typing.NamedTuple):
     blocks = jax.scipy.linalg.block_diag(*self.weight.transpose(0, 2, 1))  # (K*R, K*P)
     return (self.dts.reshape(-1, k * rank) @ blocks).reshape(*lead, k, per_group)
 
+  def einsum(self):
+    """(b, H, W, 4, P) as one einsum: dt_proj's own multiply-adds, as XLA's cost
+    analysis counts them (`models/stats.py`); `materialize` is faster to run."""
+    return jnp.einsum("bhwkr,kpr->bhwkp", self.dts, self.weight)
+
 
 def as_delta(delta):
   """delta as an array: `LowRankDelta.materialize()`, or delta itself."""

@@ -137,7 +137,7 @@ def selective_scan(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
 
 
 # Implementations that take a `LowRankDelta` as it is (the others get it materialised).
-LOW_RANK_DELTA_IMPLS = ("reference", "chunked")
+LOW_RANK_DELTA_IMPLS = ("reference", "chunked", "onnx")
 
 
 def cross_selective_scan(x, delta, A, B, C, D, delta_bias, *, delta_softplus=True,

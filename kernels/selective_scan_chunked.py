@@ -151,7 +151,8 @@ def softplus(x):
   return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
-def _delta(delta, delta_bias, delta_softplus):
+def biased_delta(delta, delta_bias, delta_softplus):
+  """delta + bias (then softplus), float32: the scan's step sizes (SPEC §1)."""
   delta = delta.astype(jnp.float32) + delta_bias.astype(jnp.float32)
   return softplus(delta) if delta_softplus else delta
 
@@ -160,8 +161,7 @@ def selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_soft
   """The selective scan with its recurrence run by `scan` over time-major inputs.
 
   `scan(delta, u, B, C, A)` takes (L, b, G, P), (L, b, G, P), (L, b, G, N) x2 and
-  A (G, N, P), all float32, and returns sum_n C_t h_t as (L, b, G, P) (`_scan_time_major`
-  here, `selective_scan_onnx._scan_unrolled`). Shapes and math as
+  A (G, N, P), all float32, and returns sum_n C_t h_t as (L, b, G, P) (`_scan_time_major`). Shapes and math as
   `selective_scan_reference`; returns (batch, L, channels) float32.
   """
   batch, length, channels = u.shape
@@ -170,7 +170,7 @@ def selective_scan_time_major(scan, u, delta, A, B, C, D, delta_bias, delta_soft
   time_major = lambda x: jnp.swapaxes(x.astype(jnp.float32), 0, 1)   # (L, b, ...)
   grouped = lambda x: time_major(x).reshape(length, batch, groups, per_group)
   ys = scan(
-      grouped(_delta(delta, delta_bias, delta_softplus)), grouped(u),
+      grouped(biased_delta(delta, delta_bias, delta_softplus)), grouped(u),
       time_major(B), time_major(C),
       A.astype(jnp.float32).reshape(groups, per_group, d_state).transpose(0, 2, 1))
   y = jnp.swapaxes(ys.reshape(length, batch, channels), 0, 1)        # (b, L, ch)
@@ -199,8 +199,8 @@ def cross_selective_scan_time_major(scan, x, delta, A, B, C, D, delta_bias,
         delta_softplus=delta_softplus))                       # (T, b, K, R) -> (T, b, K, P)
     delta_input = time_major(per_direction(delta.dts))                # (L, b, K, R)
   else:
-    delta_input = time_major(_delta(per_direction(delta), delta_bias,
-                                    delta_softplus))                  # (L, b, K, P)
+    delta_input = time_major(biased_delta(per_direction(delta), delta_bias,
+                                          delta_softplus))                  # (L, b, K, P)
   ys = scan(
       delta_input,
       time_major(cross_scan(x)), time_major(per_direction(B)), time_major(per_direction(C)),

@@ -84,6 +84,9 @@ def to_onnx(fn, spec, output_names, opset=OPSET):
   logging.getLogger("jax2onnx").setLevel(logging.ERROR)   # its optional plugins' noise
   with common.grouped_depthwise_convs():
     model = jax2onnx.to_onnx(fn, [spec], opset=opset, input_names=[INPUT_NAME],
+                             # one LayerNormalization node, not jax2onnx's
+                             # decomposition, which runs in float64 in ORT
+                             normalization_mode="prefer_native",
                              output_names=list(output_names), model_name="mamkpd")
   # jax2onnx annotates some intermediate shapes with a symbolic batch wrongly (the
   # flip test's concatenation as "B", not 2B); ONNX Runtime infers them itself.

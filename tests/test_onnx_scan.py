@@ -62,6 +62,35 @@ def test_chunk_size_does_not_change_the_result(chunk_size):
                              atol=2e-5 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("chunk_size", [2, 5, 16])
+def test_cross_scan_with_low_rank_delta_at_every_chunk_size(chunk_size):
+  """7 x 9 map (L 63): the reverse scans (directions 2, 3) with padding before the tokens,
+  one to five levels of chunk totals, dt_proj reordered per direction pair; outputs and
+  the gradients of x, dts and the dt_proj weight against the reference."""
+  inputs = cross_inputs(chunk_size, 2, 7, 9, 6, 2)
+  rng = np.random.default_rng(chunk_size)
+  dts = rng.standard_normal((2, 7, 9, 4, 3)).astype(np.float32)
+  weight = (0.5 * rng.standard_normal((4, 6, 3))).astype(np.float32)
+  rest = {k: v for k, v in inputs.items() if k not in ("x", "delta")}
+
+  def loss(scan, x, dts, weight):
+    y = scan(x, kernels.LowRankDelta(dts, weight), **rest)
+    return jax.numpy.sum(y * jax.numpy.cos(y)), y
+
+  onnx_scan = functools.partial(kernels.cross_selective_scan_onnx, chunk_size=chunk_size)
+  reference = lambda x, delta, **kw: kernels.cross_selective_scan(
+      x, delta.materialize(), impl="reference", **kw)
+  grad = lambda scan: jax.jit(jax.grad(functools.partial(loss, scan), argnums=(0, 1, 2),
+                                       has_aux=True))(inputs["x"], dts, weight)
+  (grads, y), (grads_ref, y_ref) = grad(onnx_scan), grad(reference)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=2e-5,
+                             atol=2e-5 * np.abs(np.asarray(y_ref)).max())
+  for name, g, g_ref in zip(("x", "dts", "weight"), grads, grads_ref):
+    g, g_ref = np.asarray(g), np.asarray(g_ref)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4 * np.abs(g_ref).max(),
+                               err_msg=name)
+
+
 def test_chunk_size_below_two_is_an_error():
   with pytest.raises(ValueError, match="chunk_size must be >= 2"):
     selective_scan_onnx(**scan_inputs(0, 1, 8, 4, 1, 1), chunk_size=1)

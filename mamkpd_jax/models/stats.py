@@ -117,7 +117,7 @@ def _dt_proj_outside(scan_op):
   the chunked scan's loop, where XLA's cost analysis counts a loop body once."""
   def scan(x, delta, *args, **kwargs):
     if isinstance(delta, kernels.LowRankDelta):
-      delta = jnp.einsum("bhwkr,kdr->bhwkd", delta.dts, delta.weight)
+      delta = delta.einsum()
     return scan_op(x, delta, *args, **kwargs)
   return scan
 
