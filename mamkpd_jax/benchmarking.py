@@ -242,19 +242,23 @@ IDENTITY = "identity"   # benchmark-only scan: y = D*u; never a SCAN_IMPLS entry
 def identity_scan(x, delta, A, B, C, D, delta_bias, **unused):
   """`cross_selective_scan` with the scan taken out: each direction's y = D*u, merged.
 
-  SS2D's x_proj (the per-token dts, B and C this op receives) is part of the model, not
-  of the scan, so it must stay: they enter the result times zero. Without that, XLA
-  drops the unused x_proj matmul (forward and backward), and the "model without its
-  scan" would also lack x_proj: at MamKPD-B, batch 4, ~780 M multiply-adds of 256x192
-  inference (before 2026-12-01 the identity rows were measured that way).
+  What SS2D computes per token for the scan is part of the model, not of the scan, so it
+  stays: x_proj (dts, B, C) and dt_proj (delta = dts @ weight, which the chunked scan
+  forms inside its loop, so a `LowRankDelta` arrives here unapplied) enter the result
+  times zero. Without that, XLA drops the unused matmuls (forward and backward), and the
+  "model without its scan" would also lack them: at MamKPD-B, batch 4, 256x192, ~780 M
+  multiply-adds of x_proj and ~680 M of dt_proj per inference. (Before 2026-12-01 the
+  identity rows lacked both; from the third session of 2026-12-01 they had x_proj; dt_proj
+  since the fourth.)
   """
   del A, delta_bias, unused
   batch, height, width, per_group = x.shape
-  per_token = delta.dts if isinstance(delta, kernels.LowRankDelta) else delta
-  kept = sum(jnp.sum(t.astype(jnp.float32), axis=(-2, -1)) for t in (per_token, B, C))
+  delta = kernels.as_delta(delta)                  # (b, H, W, K, P), as the reference gets it
+  kept = sum(jnp.sum(t.astype(jnp.float32), axis=(-2, -1)) for t in (B, C))  # (b, H, W)
   skip = D.reshape(kernels.NUM_DIRECTIONS, per_group) * kernels.cross_scan(x).astype(
       jnp.float32)                                                     # (b, L, K, P)
-  return kernels.cross_merge(skip, height, width) + 0.0 * kept[..., None]
+  unused_inputs = jnp.sum(delta.astype(jnp.float32), axis=-2) + kept[..., None]
+  return kernels.cross_merge(skip, height, width) + 0.0 * unused_inputs  # (b, H, W, P)
 
 
 def scan_override(impl):
