@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mamkpd_jax import config_lib, kernels, optim, train
+from mamkpd_jax import config_lib, inference, kernels, onnx_export, optim, train
 from mamkpd_jax.models import ModelConfig, build_model, model_config, model_title, stats
 from mamkpd_jax.models.hrvmamba import variants as hrvmamba_variants
 from mamkpd_jax.models.mamkpd.variants import HEATMAP_STRIDE
@@ -225,13 +225,49 @@ def train_call(model, images):
 MODES = {"inference": inference_call, "train": train_call}
 
 
+def random_crops(batch, height, width):
+  """(batch, height, width, 3) uint8, the same for every runtime and scan."""
+  return np.random.default_rng(0).integers(0, 256, (batch, height, width, 3), np.uint8)
+
+
 def time_model(model, batch, height, width, timing, mode="inference"):
   """One timing_row of the forward pass (or a train step) on random uint8 crops."""
-  images = jax.device_put(np.random.default_rng(0).integers(
-      0, 256, (batch, height, width, 3), np.uint8))
+  images = jax.device_put(random_crops(batch, height, width))
   compile_s, latency = time_calls(MODES[mode](model, images), jax.block_until_ready,
                                   timing)
   return timing_row(batch, compile_s, latency, mode=mode)
+
+
+# ------------------------------------------------------------------ ONNX Runtime
+
+ONNXRUNTIME = "onnxruntime"   # benchmark row: the model exported to ONNX, run by ORT
+
+
+def onnxruntime_session(model, height, width, threads=None):
+  """(ONNX Runtime session, export seconds) of model's forward pass (crops -> heatmaps,
+  no flip test), converted with scan "onnx" and a dynamic batch; needs jax2onnx and
+  onnxruntime (README, "Export to ONNX")."""
+  start = time.perf_counter()
+  proto = onnx_export.model_to_onnx(
+      inference.with_model_changes(model, scan_impl=onnx_export.SCAN_IMPL), (height, width))
+  export_s = time.perf_counter() - start
+  return onnx_export.onnx_session(proto.SerializeToString(), threads), export_s
+
+
+def time_onnxruntime(session, batch, height, width, timing):
+  """One timing_row of the ONNX Runtime session's forward pass on `random_crops`."""
+  crops = random_crops(batch, height, width)
+  compile_s, latency = time_calls(lambda: onnx_export.run_onnx(session, crops),
+                                  lambda out: out, timing)
+  return timing_row(batch, compile_s, latency, mode="inference")
+
+
+def onnxruntime_rel_diff(session, model, batch, height, width):
+  """max |ORT - JAX| / max |JAX| of the heatmaps (JAX: model's own scan) on the crops."""
+  crops = random_crops(batch, height, width)
+  want = np.asarray(jax.jit(model.__call__)(crops))
+  got = onnx_export.run_onnx(session, crops)["heatmaps"]
+  return float(np.abs(got - want).max() / np.abs(want).max())
 
 
 # ------------------------------------------------------------------ the scan's share

@@ -76,3 +76,30 @@ def test_variant_names_cover_both_families():
   assert config.name == "hrvmamba" and tuple(config.widths) == (80, 160, 320, 640)
   with pytest.raises(ValueError, match="unknown HRVMamba variant 'huge'"):
     benchmarking.variant_model_config("hrvmamba-huge", 17)
+
+
+def test_onnxruntime_rows_beside_jax():
+  """--scan_impls=...,onnxruntime: the exported model timed in ONNX Runtime in the same
+  run, its heatmaps checked against JAX's."""
+  pytest.importorskip("jax2onnx")
+  pytest.importorskip("onnxruntime")
+  args = ["--variants=tiny", "--batch_sizes=1", "--dtypes=float32",
+          "--scan_impls=auto,onnxruntime", "--input_height=64", "--input_width=64",
+          "--num_keypoints=4", "--repeats=2", "--warmup=1", "--peers=", "--json"]
+  result = subprocess.run([sys.executable, "scripts/benchmark.py", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = {r["scan_impl"]: r for r in json.loads(result.stdout.strip().splitlines()[-1])
+          ["results"]}
+  assert set(rows) == {"auto", "onnxruntime"}
+  ort = rows["onnxruntime"]
+  assert ort["mode"] == "inference" and ort["latency_ms"] > 0 and ort["export_s"] > 0
+  assert ort["max_rel_diff_to_jax"] < 1e-4
+
+
+def test_onnxruntime_without_float32_inference_is_an_error():
+  args = ["--variants=tiny", "--scan_impls=onnxruntime", "--modes=train", "--peers="]
+  result = subprocess.run([sys.executable, "scripts/benchmark.py", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode != 0
+  assert "--scan_impls=onnxruntime" in result.stderr and "--modes" in result.stderr

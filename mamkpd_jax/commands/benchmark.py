@@ -14,6 +14,13 @@ latency.
 timing only (it is no SCAN_IMPLS entry, so no model can train with it). With identity
 in the run every row also gets `scan_share`: 1 - identity's latency / the row's, the
 share of the row's time the scan takes (same variant, dtype, mode and batch).
+`onnxruntime` rows time the model exported to ONNX (`onnx_export.model_to_onnx`: scan
+"onnx", no flip test) in ONNX Runtime on the CPU, float32 inference only, beside the
+JAX rows of the same run; they also carry `export_s` and `max_rel_diff_to_jax` (needs
+jax2onnx and onnxruntime: README, "Export to ONNX"). The README's ORT table:
+
+    python scripts/benchmark.py --variants=tiny,base --batch_sizes=1,8 --dtypes=float32 \
+        --scan_impls=auto,onnxruntime --peers= --repeats=10 --warmup=2 --json
 
     python scripts/benchmark.py --variants=base,large --batch_sizes=1,4,8 \
         --dtypes=float32 --scan_impls=reference,chunked,identity --modes=inference,train \
@@ -56,7 +63,8 @@ _VARIANTS = flags.DEFINE_list("variants", ["small", "base", "large"], "MamKPD va
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "32", "128"], "Batch sizes.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Computation dtypes.")
 _SCAN_IMPLS = flags.DEFINE_list("scan_impls", ["reference", "pallas"],
-                                "Selective-scan implementations.")
+                                "Selective-scan implementations, auto, identity "
+                                "(timing only) or onnxruntime (the ONNX export).")
 _MODES = flags.DEFINE_list("modes", ["inference"], "inference (forward) and/or train "
                            "(one training step).")
 _HEIGHT = flags.DEFINE_integer("input_height", 256, "Input crop height.")
@@ -73,6 +81,8 @@ _JSON = flags.DEFINE_bool("json", False, "End stdout with one JSON object.")
 PAPER_THROUGHPUT = {"small": 2564, "base": 2439, "large": 1492, "hrnet_w32": 916,
                     "vit_b16": 944}
 PEER_NAMES = benchmarking.PEER_NAMES
+# --scan_impls values that are no model scan: rows timed some other way
+NOT_MODEL_SCANS = (benchmarking.IDENTITY, benchmarking.ONNXRUNTIME)
 
 
 def timing():
@@ -87,15 +97,21 @@ def benchmark_variant(variant, batches):
   model = benchmarking.build_eval_model(variant, _KEYPOINTS.value)
   sizes = benchmarking.model_sizes(model, _HEIGHT.value, _WIDTH.value)
   rows = []
+  onnxruntime = {}              # the ONNX Runtime session, converted once per variant
   for dtype in _DTYPES.value:
     for mode in _MODES.value:
       for impl in _SCAN_IMPLS.value:
-        scan_impl = "reference" if impl == benchmarking.IDENTITY else impl
+        if impl == benchmarking.ONNXRUNTIME and (mode, dtype) != ("inference", "float32"):
+          continue              # the exported model: a float32 forward pass only
+        scan_impl = "reference" if impl in NOT_MODEL_SCANS else impl
         changed = inference.with_model_changes(model, dtype=dtype, scan_impl=scan_impl)
         for batch in batches:
-          with benchmarking.scan_override(impl):
-            row = benchmarking.time_model(changed, batch, _HEIGHT.value, _WIDTH.value,
-                                          timing(), mode)
+          if impl == benchmarking.ONNXRUNTIME:
+            row = time_onnxruntime(model, onnxruntime, batch)
+          else:
+            with benchmarking.scan_override(impl):
+              row = benchmarking.time_model(changed, batch, _HEIGHT.value, _WIDTH.value,
+                                            timing(), mode)
           row = dict(model=benchmarking.variant_title(variant), variant=variant, dtype=dtype,
                      scan_impl=impl, interpret=benchmarking.interpreted(impl), **row,
                      **sizes)
@@ -106,6 +122,19 @@ def benchmark_variant(variant, batches):
           rows.append(row)
   benchmarking.add_scan_shares(rows)
   return sizes, rows
+
+
+def time_onnxruntime(model, cache, batch):
+  """A timing row of `model` exported to ONNX and run by ONNX Runtime, with its export
+  seconds and heatmaps' largest relative difference to JAX's; `cache` keeps the session."""
+  if "session" not in cache:
+    cache["session"], cache["export_s"] = benchmarking.onnxruntime_session(
+        model, _HEIGHT.value, _WIDTH.value)
+  session = cache["session"]
+  row = benchmarking.time_onnxruntime(session, batch, _HEIGHT.value, _WIDTH.value, timing())
+  return dict(row, export_s=round(cache["export_s"], 1),
+              max_rel_diff_to_jax=benchmarking.onnxruntime_rel_diff(
+                  session, model, batch, _HEIGHT.value, _WIDTH.value))
 
 
 # ------------------------------------------------------------------ peers (PyTorch)
@@ -197,9 +226,14 @@ def check_flags():
     if mode not in benchmarking.MODES:
       raise ValueError(f"--modes: unknown mode {mode!r}; known: {sorted(benchmarking.MODES)}")
   for impl in _SCAN_IMPLS.value:
-    if impl not in (benchmarking.IDENTITY, kernels.AUTO, *kernels.SCAN_IMPLS):
+    if impl not in (*NOT_MODEL_SCANS, kernels.AUTO, *kernels.SCAN_IMPLS):
       raise ValueError(f"--scan_impls: unknown {impl!r}; known: {benchmarking.IDENTITY!r}, "
-                       f"{kernels.AUTO!r} or one of {sorted(kernels.SCAN_IMPLS)}")
+                       f"{benchmarking.ONNXRUNTIME!r}, {kernels.AUTO!r} or one of "
+                       f"{sorted(kernels.SCAN_IMPLS)}")
+  if (benchmarking.ONNXRUNTIME in _SCAN_IMPLS.value and
+      ("inference" not in _MODES.value or "float32" not in _DTYPES.value)):
+    raise ValueError("--scan_impls=onnxruntime times the exported float32 forward pass: "
+                     "it needs 'inference' in --modes and 'float32' in --dtypes")
 
 
 def run():
