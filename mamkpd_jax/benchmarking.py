@@ -48,19 +48,34 @@ class Timing:
   repeats: int = 20
 
 
+def time_in_turns(calls, timing, clock=time.perf_counter):
+  """{name: (compile_s, median latency s)} of `calls` {name: (call, sync)}, timed in turns.
+
+  Each call's first call (compilation) is timed apart, then `timing.warmup` untimed calls
+  follow; then `timing.repeats` rounds call each of them once, in order. A slow minute of
+  a shared machine therefore slows them all alike and their ratios hold: on the 2-core
+  VM of 2026-12-02 one MamKPD-B row, timed alone, read 138, 238 and 180 ms in three runs
+  within 15 minutes.
+  """
+  compile_s = {}
+  for name, (call, sync) in calls.items():
+    start = clock()
+    sync(call())
+    compile_s[name] = clock() - start
+    for _ in range(timing.warmup):
+      sync(call())
+  times = {name: [] for name in calls}
+  for _ in range(timing.repeats):
+    for name, (call, sync) in calls.items():
+      start = clock()
+      sync(call())
+      times[name].append(clock() - start)
+  return {name: (compile_s[name], statistics.median(times[name])) for name in calls}
+
+
 def time_calls(call, sync, timing):
   """(compile_s, median latency s) of call(): first call, warm-up, median of repeats."""
-  start = time.perf_counter()
-  sync(call())
-  compile_s = time.perf_counter() - start
-  for _ in range(timing.warmup):
-    sync(call())
-  times = []
-  for _ in range(timing.repeats):
-    start = time.perf_counter()
-    sync(call())
-    times.append(time.perf_counter() - start)
-  return compile_s, statistics.median(times)
+  return time_in_turns({"call": (call, sync)}, timing)["call"]
 
 
 def timing_row(batch, compile_s, latency_s, **fields):
@@ -230,11 +245,20 @@ def random_crops(batch, height, width):
   return np.random.default_rng(0).integers(0, 256, (batch, height, width, 3), np.uint8)
 
 
+def model_call(model, batch, height, width, mode="inference", impl=None):
+  """(call, sync) of the forward pass (or a train step) on `random_crops`, for
+  `time_in_turns`; `impl` "identity" traces it with `identity_scan` (`scan_override`)."""
+  call = MODES[mode](model, jax.device_put(random_crops(batch, height, width)))
+
+  def traced_with_override():            # jit traces on the first call
+    with scan_override(impl):
+      return call()
+  return traced_with_override, jax.block_until_ready
+
+
 def time_model(model, batch, height, width, timing, mode="inference"):
   """One timing_row of the forward pass (or a train step) on random uint8 crops."""
-  images = jax.device_put(random_crops(batch, height, width))
-  compile_s, latency = time_calls(MODES[mode](model, images), jax.block_until_ready,
-                                  timing)
+  compile_s, latency = time_calls(*model_call(model, batch, height, width, mode), timing)
   return timing_row(batch, compile_s, latency, mode=mode)
 
 
@@ -254,12 +278,11 @@ def onnxruntime_session(model, height, width, threads=None):
   return onnx_export.onnx_session(proto.SerializeToString(), threads), export_s
 
 
-def time_onnxruntime(session, batch, height, width, timing):
-  """One timing_row of the ONNX Runtime session's forward pass on `random_crops`."""
+def onnxruntime_call(session, batch, height, width):
+  """(call, sync) of the ONNX Runtime session's forward pass on `random_crops`, for
+  `time_in_turns` (ONNX Runtime returns when done: sync does nothing)."""
   crops = random_crops(batch, height, width)
-  compile_s, latency = time_calls(lambda: onnx_export.run_onnx(session, crops),
-                                  lambda out: out, timing)
-  return timing_row(batch, compile_s, latency, mode="inference")
+  return lambda: onnx_export.run_onnx(session, crops), lambda out: out
 
 
 def onnxruntime_rel_diff(session, model, batch, height, width):

@@ -103,3 +103,22 @@ def test_onnxruntime_without_float32_inference_is_an_error():
                           capture_output=True, text=True, timeout=600)
   assert result.returncode != 0
   assert "--scan_impls=onnxruntime" in result.stderr and "--modes" in result.stderr
+
+
+def test_implementations_are_timed_in_turns():
+  """time_in_turns: each call compiles and warms up alone, then the timed rounds call
+  each once in order, and each gets the median of its own calls."""
+  from mamkpd_jax import benchmarking
+  log, clock = [], [0.0]
+
+  def fake(name, seconds):
+    def call():
+      log.append(name)
+      clock[0] += seconds
+    return call, lambda out: out
+
+  timed = benchmarking.time_in_turns({"a": fake("a", 0.5), "b": fake("b", 2.0)},
+                                     benchmarking.Timing(warmup=1, repeats=3),
+                                     clock=lambda: clock[0])
+  assert log == ["a", "a", "b", "b"] + ["a", "b"] * 3
+  assert timed == {"a": (0.5, 0.5), "b": (2.0, 2.0)}

@@ -7,7 +7,9 @@ mamkpd_jax.train's step, forward + backward + the paper's Adam update, on random
 heatmap targets) on random uint8 crops (the model normalises them itself): the first
 call compiles (reported apart, as compile_s), `--warmup` calls follow, then the median
 of `--repeats` calls, each ended by `block_until_ready`. images/s = batch / median
-latency.
+latency. The implementations of one (variant, dtype, mode, batch) are timed in turns,
+one call each per round (`benchmarking.time_in_turns`): on a shared machine a slow
+minute then slows them alike, and their ratios (x identity, ORT / JAX) hold.
 
 `--scan_impls` takes the keys of kernels.SCAN_IMPLS, "auto" (the model's default) and
 `identity`: the selective scan replaced by y = D*u (cross-scan and merge kept), for
@@ -93,48 +95,57 @@ def timing():
 
 
 def benchmark_variant(variant, batches):
-  """(sizes, rows) of one variant over dtypes x modes x scan implementations x batches."""
+  """(sizes, rows) of one variant over dtypes x modes x batches x scan implementations;
+  the implementations of one (dtype, mode, batch) are timed in turns
+  (`benchmarking.time_in_turns`), so their ratios hold on a noisy machine."""
   model = benchmarking.build_eval_model(variant, _KEYPOINTS.value)
   sizes = benchmarking.model_sizes(model, _HEIGHT.value, _WIDTH.value)
+  title = benchmarking.variant_title(variant)
   rows = []
   onnxruntime = {}              # the ONNX Runtime session, converted once per variant
   for dtype in _DTYPES.value:
     for mode in _MODES.value:
-      for impl in _SCAN_IMPLS.value:
-        if impl == benchmarking.ONNXRUNTIME and (mode, dtype) != ("inference", "float32"):
-          continue              # the exported model: a float32 forward pass only
-        scan_impl = "reference" if impl in NOT_MODEL_SCANS else impl
-        changed = inference.with_model_changes(model, dtype=dtype, scan_impl=scan_impl)
-        for batch in batches:
+      impls = [impl for impl in _SCAN_IMPLS.value if impl != benchmarking.ONNXRUNTIME
+               or (mode, dtype) == ("inference", "float32")]   # ORT: float32 forward only
+      for batch in batches:
+        calls = {impl: impl_call(model, impl, dtype, mode, batch, onnxruntime)
+                 for impl in impls}
+        timed = benchmarking.time_in_turns(calls, timing())
+        for impl in impls:
+          row = dict(model=title, variant=variant, dtype=dtype, scan_impl=impl,
+                     interpret=benchmarking.interpreted(impl),
+                     **benchmarking.timing_row(batch, *timed[impl], mode=mode), **sizes)
           if impl == benchmarking.ONNXRUNTIME:
-            row = time_onnxruntime(model, onnxruntime, batch)
-          else:
-            with benchmarking.scan_override(impl):
-              row = benchmarking.time_model(changed, batch, _HEIGHT.value, _WIDTH.value,
-                                            timing(), mode)
-          row = dict(model=benchmarking.variant_title(variant), variant=variant, dtype=dtype,
-                     scan_impl=impl, interpret=benchmarking.interpreted(impl), **row,
-                     **sizes)
-          print(f"{benchmarking.variant_title(variant):<14} {dtype:<9} {mode:<9} {impl:<10} batch "
-                f"{row['batch']:>4} {row['latency_ms']:10.3f} ms "
-                f"{row['images_per_s']:10.1f} images/s (compile {row['compile_s']:.1f} s)",
-                flush=True)
+            row.update(onnxruntime_fields(model, onnxruntime, batch))
+          print(f"{title:<14} {dtype:<9} {mode:<9} {impl:<11} batch {batch:>4} "
+                f"{row['latency_ms']:10.3f} ms {row['images_per_s']:10.1f} images/s "
+                f"(compile {row['compile_s']:.1f} s)", flush=True)
           rows.append(row)
   benchmarking.add_scan_shares(rows)
   return sizes, rows
 
 
-def time_onnxruntime(model, cache, batch):
-  """A timing row of `model` exported to ONNX and run by ONNX Runtime, with its export
-  seconds and heatmaps' largest relative difference to JAX's; `cache` keeps the session."""
-  if "session" not in cache:
-    cache["session"], cache["export_s"] = benchmarking.onnxruntime_session(
-        model, _HEIGHT.value, _WIDTH.value)
-  session = cache["session"]
-  row = benchmarking.time_onnxruntime(session, batch, _HEIGHT.value, _WIDTH.value, timing())
-  return dict(row, export_s=round(cache["export_s"], 1),
+def impl_call(model, impl, dtype, mode, batch, onnxruntime):
+  """(call, sync) of one row: `model` with scan `impl` in `dtype` (identity: the reference
+  traced with `identity_scan`), or its ONNX export in ONNX Runtime (`onnxruntime` caches
+  the session)."""
+  if impl == benchmarking.ONNXRUNTIME:
+    if "session" not in onnxruntime:
+      onnxruntime["session"], onnxruntime["export_s"] = benchmarking.onnxruntime_session(
+          model, _HEIGHT.value, _WIDTH.value)
+    return benchmarking.onnxruntime_call(onnxruntime["session"], batch, _HEIGHT.value,
+                                         _WIDTH.value)
+  scan_impl = "reference" if impl == benchmarking.IDENTITY else impl
+  changed = inference.with_model_changes(model, dtype=dtype, scan_impl=scan_impl)
+  return benchmarking.model_call(changed, batch, _HEIGHT.value, _WIDTH.value, mode, impl)
+
+
+def onnxruntime_fields(model, onnxruntime, batch):
+  """An ONNX Runtime row's export seconds and its heatmaps' largest relative difference
+  to JAX's."""
+  return dict(export_s=round(onnxruntime["export_s"], 1),
               max_rel_diff_to_jax=benchmarking.onnxruntime_rel_diff(
-                  session, model, batch, _HEIGHT.value, _WIDTH.value))
+                  onnxruntime["session"], model, batch, _HEIGHT.value, _WIDTH.value))
 
 
 # ------------------------------------------------------------------ peers (PyTorch)
