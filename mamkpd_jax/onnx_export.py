@@ -23,7 +23,7 @@ inference only. jax2onnx is installed without its dependencies (it pins an older
 orbax-checkpoint than ours but never imports it): see `INSTALL`. `model_to_onnx`
 converts a bare model's forward pass (no flip test, no metadata) for benchmarks
 (`scripts/benchmark.py --scan_impls=auto,onnxruntime`). On the 2-core CPU, ONNX
-Runtime runs MamKPD-tiny and -B in 0.7-0.9x JAX's time (README, "Export to ONNX").
+Runtime runs MamKPD-tiny and -B in 0.6-1.05x JAX's time (README, "Export to ONNX").
 """
 
 import json
