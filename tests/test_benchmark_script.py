@@ -12,16 +12,21 @@ from mamkpd_jax.models import ModelConfig, model_config
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+def run_benchmark(args):
+  """The JSON report of `scripts/benchmark.py args` (which must include --json)."""
+  result = subprocess.run([sys.executable, "scripts/benchmark.py", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def test_cpu_smoke_run_reports_fields(tmp_path):
   # One batch size: each (dtype, batch) compiles the model anew (~12 s on 2 cores).
   args = ["--variants=tiny", "--batch_sizes=2", "--dtypes=float32,bfloat16",
           "--scan_impls=reference", "--input_height=64", "--input_width=64",
           "--num_keypoints=4", "--repeats=2", "--warmup=1", f"--output_dir={tmp_path}",
           "--json"]
-  result = subprocess.run([sys.executable, "scripts/benchmark.py", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  report = json.loads(result.stdout.strip().splitlines()[-1])
+  report = run_benchmark(args)
   assert {"device", "platform", "jax_version", "date", "command", "settings", "models",
           "results", "peers"} <= set(report)
   assert report["models"]["tiny"]["params"] > 0 and report["models"]["tiny"]["gflops"] > 0
@@ -47,11 +52,7 @@ def test_train_mode_and_identity_scan_share(tmp_path):
           "--scan_impls=chunked,identity", "--modes=train", "--input_height=64",
           "--input_width=64", "--num_keypoints=4", "--repeats=2", "--warmup=1", "--peers=",
           "--json"]
-  result = subprocess.run([sys.executable, "scripts/benchmark.py", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  rows = {r["scan_impl"]: r for r in json.loads(result.stdout.strip().splitlines()[-1])
-          ["results"]}
+  rows = {r["scan_impl"]: r for r in run_benchmark(args)["results"]}
   assert set(rows) == {"chunked", "identity"}
   assert all(r["mode"] == "train" and r["latency_ms"] > 0 for r in rows.values())
   ratio = rows["chunked"]["latency_ms"] / rows["identity"]["latency_ms"]
@@ -86,11 +87,7 @@ def test_onnxruntime_rows_beside_jax():
   args = ["--variants=tiny", "--batch_sizes=1", "--dtypes=float32",
           "--scan_impls=auto,onnxruntime", "--input_height=64", "--input_width=64",
           "--num_keypoints=4", "--repeats=2", "--warmup=1", "--peers=", "--json"]
-  result = subprocess.run([sys.executable, "scripts/benchmark.py", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  rows = {r["scan_impl"]: r for r in json.loads(result.stdout.strip().splitlines()[-1])
-          ["results"]}
+  rows = {r["scan_impl"]: r for r in run_benchmark(args)["results"]}
   assert set(rows) == {"auto", "onnxruntime"}
   ort = rows["onnxruntime"]
   assert ort["mode"] == "inference" and ort["latency_ms"] > 0 and ort["export_s"] > 0
