@@ -89,6 +89,9 @@ setuptools.setup(
         "mamkpd_jax.kernels": "kernels",
         "mamkpd_jax.data_pipelines": "data_pipelines",
     },
+    # The CPU scan kernel's C++ source: compiled on the user's machine on first use
+    # (kernels/selective_scan_cpu.py).
+    package_data={"mamkpd_jax.kernels": ["*.cc"]},
     install_requires=INSTALL_REQUIRES,
     # `mamkpd train|eval|predict|track|export|benchmark|convert` (mamkpd_jax/cli.py).
     entry_points={"console_scripts": ["mamkpd=mamkpd_jax.cli:main"]},

@@ -16,7 +16,7 @@ pose in each held-out box); AP 0.111; 317 s of CPU time (22 min 28 s of wall tim
 load 12-21). Longer: --config.train.num_epochs=150 "--config.train.lr_decay_epochs=(120,140)"
 gave 0.958 after 750 steps (2026-11-22, 11 min 15 s). The picture of predictions on four
 held-out frames: WORKDIR/eval/predictions_step250.png.
-Issue #13's chunked scan (the CPU default since) was checked on the longer schedule
+Issue #13's chunked scan (the CPU default until cpu_ffi) was checked on the longer schedule
 (2026-12-01, --workdir=/tmp/of_chunked, 750 steps): PCK@0.1 0.958 (92 of 96 held-out
 keypoints, as with the reference scan), AP 0.580 (0.597 before); its wall time (44 min at
 load 10-17) says nothing about speed.

@@ -2,8 +2,9 @@
 
 `selective_scan` and `cross_selective_scan` (SS2D's four-direction scan of a map)
 dispatch by name to an implementation (`SCAN_IMPLS`): "reference", "chunked" and
-"onnx" (loop-free, for ONNX export), pure JAX, or the Pallas kernels: "pallas_triton", "pallas_mosaic" (Mosaic GPU), "pallas" (the
-default GPU backend); "auto" picks by backend (`resolve_impl`). Each fused kernel keeps a
+"onnx" (loop-free, for ONNX export), pure JAX; "cpu_ffi", SS2D's scan as one compiled CPU
+kernel (XLA FFI); or the Pallas kernels: "pallas_triton", "pallas_mosaic" (Mosaic GPU),
+"pallas" (the default GPU backend); "auto" picks by backend (`resolve_impl`). Each fused kernel keeps a
 readable reference beside it.
 `dcnv4` is DCNv4's deformable sampling (HRVMamba's local mixer), pure JAX.
 """
@@ -13,9 +14,10 @@ from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, LowRankDelta, as_delt
                                            cross_selective_scan_reference,
                                            direction_tokens)
 from mamkpd_jax.kernels.dcnv4 import dcnv4
-from mamkpd_jax.kernels.selective_scan import (AUTO, PURE_JAX_IMPLS, SCAN_IMPLS,
-                                               cross_selective_scan, resolve_impl,
-                                               selective_scan)
+from mamkpd_jax.kernels.selective_scan import (AUTO, CPU_ONLY_IMPLS, PURE_JAX_IMPLS,
+                                               SCAN_IMPLS, cross_selective_scan,
+                                               portable_impl, resolve_impl, selective_scan)
+from mamkpd_jax.kernels.selective_scan_cpu import cross_selective_scan_cpu
 from mamkpd_jax.kernels.selective_scan_chunked import (cross_selective_scan_chunked,
                                                        selective_scan_chunked)
 from mamkpd_jax.kernels.selective_scan_onnx import (cross_selective_scan_onnx,

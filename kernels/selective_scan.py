@@ -1,11 +1,13 @@
 """`selective_scan` and `cross_selective_scan`: one entry point each, implementation by name.
 
 `SCAN_IMPLS` maps a name to the pair of functions; "reference" is the readable pure-JAX
-definition, "chunked" the fast pure-JAX one (time-major, checkpointed chunks), "onnx" the loop-free
+definition, "chunked" the fast pure-JAX one (time-major, checkpointed chunks), "cpu_ffi" SS2D's scan
+as one compiled CPU kernel (XLA FFI, built on first use), "onnx" the loop-free
 pure-JAX one that ONNX export needs (unrolled across chunks, no loop); the Pallas
 kernels (interpreted on CPU) are "pallas_triton" and "pallas_mosaic" (Mosaic GPU), and
 "pallas" is the default GPU backend (`backend.default_gpu_backend`). `AUTO` ("auto", the
-model's default) picks by backend: the fastest measured there (`AUTO_IMPLS`). An unknown
+model's default) picks by backend: the fastest measured there (`AUTO_IMPLS`; on a CPU
+"cpu_ffi" where a C++ compiler can build it, else "chunked"). An unknown
 name, or a backend this JAX lacks, is an error naming what is available, never a silent
 fallback.
 """
@@ -19,6 +21,7 @@ from mamkpd_jax.kernels import backend
 
 from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, LowRankDelta, as_delta,
                                            cross_selective_scan_reference)
+from mamkpd_jax.kernels import selective_scan_cpu
 from mamkpd_jax.kernels.selective_scan_chunked import (cross_selective_scan_chunked,
                                                        selective_scan_chunked)
 from mamkpd_jax.kernels.selective_scan_onnx import (cross_selective_scan_onnx,
@@ -47,23 +50,39 @@ SCAN_IMPLS = {
     "pallas_mosaic": ScanImpl(*_on_backend(backend.MOSAIC_GPU), True),
     "chunked": ScanImpl(selective_scan_chunked, cross_selective_scan_chunked, False),
     "onnx": ScanImpl(selective_scan_onnx, cross_selective_scan_onnx, False),
+    # SS2D's fused scan compiled for the CPU; the plain selective scan is the chunked one.
+    "cpu_ffi": ScanImpl(selective_scan_chunked, selective_scan_cpu.cross_selective_scan_cpu,
+                        False),
 }
 
 # impl="auto": per backend, the implementation measured fastest there (kernels/README.md).
-# The chunked scan beat the reference on the 2-core CPU for MamKPD inference and training.
+# On the 2-core CPU the compiled kernel beat the chunked scan, which beat the reference,
+# for MamKPD inference and training; without a C++ compiler the CPU gets "chunked".
 AUTO = "auto"
-AUTO_IMPLS = {"cpu": "chunked", "gpu": "pallas"}
+AUTO_IMPLS = {"cpu": "cpu_ffi", "gpu": "pallas"}
 PURE_JAX_IMPLS = ("reference", "chunked", "onnx")   # any backend, any (symbolic) batch
+CPU_ONLY_IMPLS = ("cpu_ffi",)    # a custom call of this process: no GPU, no jax.export
 
 
 def resolve_impl(impl, backend=None):
   """The SCAN_IMPLS key that `impl` names: itself, or for "auto" the default backend's."""
   if impl == AUTO:
-    return AUTO_IMPLS.get(backend or jax.default_backend(), "chunked")
+    chosen = AUTO_IMPLS.get(backend or jax.default_backend(), "chunked")
+    if chosen == "cpu_ffi" and not selective_scan_cpu.available():
+      chosen = "chunked"                  # no compiler here (logged once by available())
+    return chosen
   if impl not in SCAN_IMPLS:
     raise ValueError(f"unknown impl {impl!r}; available: {AUTO!r} or one of "
                      f"{sorted(SCAN_IMPLS)}")
   return impl
+
+
+def portable_impl(impl, backend=None):
+  """What an exported artefact (jax.export, ONNX) runs for `impl`: `resolve_impl`'s
+  answer, with the CPU kernel (a custom call registered by this process only) replaced
+  by the chunked scan, the same math in pure JAX."""
+  resolved = resolve_impl(impl, backend)
+  return "chunked" if resolved in CPU_ONLY_IMPLS else resolved
 
 
 def _expect(name, array, shape, context):
@@ -137,7 +156,7 @@ def selective_scan(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
 
 
 # Implementations that take a `LowRankDelta` as it is (the others get it materialised).
-LOW_RANK_DELTA_IMPLS = ("reference", "chunked", "onnx")
+LOW_RANK_DELTA_IMPLS = ("reference", "chunked", "onnx", "cpu_ffi")
 
 
 def cross_selective_scan(x, delta, A, B, C, D, delta_bias, *, delta_softplus=True,

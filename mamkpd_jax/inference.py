@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mamkpd_jax import config_lib, detectors, pretrained, visualization
+from mamkpd_jax import config_lib, detectors, kernels, pretrained, visualization
 from mamkpd_jax.data_pipelines import codecs, geometry, metadata, pipeline, transforms
 from mamkpd_jax.evaluation import coco_results, rescore
 from mamkpd_jax.models import (abstract_model, build_model, forward_with_flip,
@@ -463,9 +463,16 @@ def export_forward(estimator, batch_size=None, platforms=None):
 
   batch_size None: a symbolic batch dimension "b" (any batch, recompiled per size by
   the caller's JAX; needs a pure-JAX scan, kernels.PURE_JAX_IMPLS); an int: that batch only.
+  The CPU kernel ("cpu_ffi", what "auto" picks on a CPU) is exported as the chunked scan.
   platforms: e.g. ("cpu", "cuda"); default the current backend.
   """
   height, width = estimator.input_size
+  scan_impl = estimator.model.config.scan_impl
+  if kernels.portable_impl(scan_impl) != kernels.resolve_impl(scan_impl):
+    # the CPU kernel is a custom call of this process: the artefact gets the same math
+    # in pure JAX (kernels.portable_impl)
+    portable = with_model_changes(estimator.model, scan_impl=kernels.portable_impl(scan_impl))
+    estimator = Estimator(estimator.config, portable, estimator.info)
   if batch_size is None:
     batch = jax.export.symbolic_shape("b")[0]
   else:

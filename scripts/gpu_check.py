@@ -232,8 +232,15 @@ def _command_output(command):
     return f"{command[0]} failed: {error}"
 
 
+def _impls_here():
+  """The SCAN_IMPLS keys that run on this backend: the CPU kernel only on a CPU."""
+  on_cpu = jax.default_backend() == "cpu"
+  return [name for name in kernels.SCAN_IMPLS
+          if on_cpu or name not in kernels.CPU_ONLY_IMPLS]
+
+
 def _kernel_impls():
-  return [name for name in kernels.SCAN_IMPLS if name != "reference"]
+  return [name for name in _impls_here() if name != "reference"]
 
 
 # cross_selective_scan's arguments, in order (the gradients come in this order).
@@ -283,7 +290,7 @@ def scan(plan, budget, recorder):
   dtype = "bfloat16"
   items = []
   for pass_name in ("forward", "forward_backward"):
-    for impl in kernels.SCAN_IMPLS:
+    for impl in _impls_here():
 
       def measure(impl=impl, pass_name=pass_name):
         args = benchmarking.scan_inputs(shape, dtype)
@@ -307,7 +314,7 @@ def inference_speed(plan, budget, recorder):
   for dtype in plan.dtypes:              # most wanted first: what the budget cuts is last
     for variant in plan.inference_variants:
       for batch in plan.batches:
-        for impl in (i for i in kernels.SCAN_IMPLS if i != "onnx"):   # export-only
+        for impl in (i for i in _impls_here() if i != "onnx"):   # export-only
 
           def measure(variant=variant, dtype=dtype, impl=impl, batch=batch):
             if variant not in models:

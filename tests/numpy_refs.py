@@ -40,6 +40,24 @@ def token_orders(height, width):
   return [row, col, row[::-1], col[::-1]]
 
 
+def cross_selective_scan(x, delta, A, B, C, D, delta_bias, delta_softplus=True):
+  """SS2D's scan: each direction's tokens scanned (`selective_scan`), then every output
+  put back at its row-major token and the four summed. x (b, H, W, P); delta
+  (b, H, W, 4, P); A (4P, N); B, C (b, H, W, 4, N); D, delta_bias (4P,)."""
+  batch, height, width, per_group = x.shape
+  length = height * width
+  tokens = np.asarray(x, np.float64).reshape(batch, length, per_group)
+  out = np.zeros((batch, length, per_group))
+  for k, order in enumerate(token_orders(height, width)):
+    part = slice(k * per_group, (k + 1) * per_group)
+    per_token = lambda t: np.asarray(t, np.float64)[:, :, :, k].reshape(batch, length, -1)
+    y = selective_scan(tokens[:, order], per_token(delta)[:, order], A[part],
+                       per_token(B)[:, order, None], per_token(C)[:, order, None],
+                       D[part], delta_bias[part], delta_softplus)
+    out[:, order] += y
+  return out.reshape(batch, height, width, per_group)
+
+
 def conv_transpose_pytorch(x, weight, stride, padding):
   """PyTorch ConvTranspose2d, NHWC input, weight (C_in, C_out, kh, kw), no bias.
 

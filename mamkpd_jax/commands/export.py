@@ -25,8 +25,8 @@ refinement: run the codec's decode on the heatmaps for that) and "scores" (B, K)
 
 Batch: --batch_size=0 (default) exports a symbolic batch dimension: one artefact for
 every batch size (the runtime compiles each size it sees). It needs a pure-JAX scan
-("reference" or "chunked", what "auto" picks off GPUs); with --scan_impl=pallas give a
-fixed --batch_size. The function is traced on this
+("reference" or "chunked"; "auto" and "cpu_ffi", the CPU kernel, export as "chunked");
+with --scan_impl=pallas give a fixed --batch_size. The function is traced on this
 machine's backend, which picks some implementations (on a CPU, depthwise convolutions
 are written as shifted sums and a Pallas scan is interpreted): --platforms=cpu,cuda
 from a CPU gives an artefact that runs on a GPU correctly but not at GPU speed, so
@@ -136,7 +136,7 @@ def run():
   batch = _BATCH.value or None
   if _FORMAT.value == "onnx":
     return export_onnx_format(estimator, batch)
-  scan_impl = kernels.resolve_impl(estimator.config.model.scan_impl)
+  scan_impl = kernels.portable_impl(estimator.config.model.scan_impl)
   if batch is None and scan_impl not in kernels.PURE_JAX_IMPLS:
     raise ValueError(f"a symbolic batch needs a pure-JAX scan {kernels.PURE_JAX_IMPLS}, "
                      f"not {scan_impl!r}; give --batch_size")
