@@ -80,3 +80,12 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def key():
   return jax.random.key(0)
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory):
+  """One workdir of test_inference.write_workdir (the tiny open-field model, a checkpoint
+  at step 2), read (never written) by the inference, export, ONNX, predict and pretrained
+  tests: written once per session instead of once per module."""
+  from test_inference import write_workdir   # pylint: disable=g-import-not-at-top
+  return write_workdir(tmp_path_factory.mktemp("trained_workdir"))

@@ -16,7 +16,6 @@ import pytest
 
 from mamkpd_jax import inference
 from mamkpd_jax.data_pipelines import codecs
-from test_inference import write_workdir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Exported.serialize needs flatbuffers, which jax does not install (setup.py must list it).
@@ -25,8 +24,8 @@ BATCH = 2
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  return write_workdir(tmp_path_factory.mktemp("export"))
+def workdir(trained_workdir):
+  return trained_workdir
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 The estimator is checked against the evaluation path (evaluate.predict_dataset on the
 same instances), which builds its crops through Grain and decodes them on its own.
-`write_workdir` (also used by test_export.py and test_predict_script.py) makes a real
-workdir: config.json and an Orbax checkpoint written by train.train_and_evaluate, with
+`write_workdir` (written once per session by conftest's `trained_workdir`, which the
+export, ONNX, predict and pretrained tests read too) makes a real workdir: config.json and an Orbax checkpoint written by train.train_and_evaluate, with
 its train step stubbed out so that no backward pass is compiled (test_train.py trains
 for real): the checkpoint holds the initial parameters.
 """
@@ -71,8 +71,8 @@ def write_workdir(path):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  return write_workdir(tmp_path_factory.mktemp("inference"))
+def workdir(trained_workdir):
+  return trained_workdir
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 
-from test_inference import write_workdir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA = REPO / "data/samples/dlc-openfield"
@@ -19,8 +18,8 @@ FRAMES = [DATA / f"labeled-data/m4s1/img{i:04d}.png" for i in (100, 101)]
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  return write_workdir(tmp_path_factory.mktemp("predict"))
+def workdir(trained_workdir):
+  return trained_workdir
 
 
 def run_predict(*args):

@@ -22,7 +22,7 @@ from mamkpd_jax import config_lib, inference, pretrained
 from mamkpd_jax.data_pipelines import pipeline
 from mamkpd_jax.evaluation import bbox_pck
 from mamkpd_jax.models import build_model, parse_model_config
-from test_inference import FRAME, K, write_workdir
+from test_inference import FRAME, K
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "weights/mamkpd_tiny_openfield"
@@ -34,8 +34,8 @@ TRAINING_STACK = ("mamkpd_jax.checkpointing", "mamkpd_jax.train", "mamkpd_jax.op
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  return write_workdir(tmp_path_factory.mktemp("pretrained"))
+def workdir(trained_workdir):
+  return trained_workdir
 
 
 @pytest.fixture(scope="module")
