@@ -79,8 +79,10 @@ def time_calls(call, sync, timing):
 
 
 def timing_row(batch, compile_s, latency_s, **fields):
-  return dict(fields, batch=batch, latency_ms=round(latency_s * 1e3, 4),
-              images_per_s=round(batch / latency_s, 2), compile_s=round(compile_s, 2))
+  """latency and images/s to 5 significant digits (a fixed number of decimals would lose
+  a slow row: an interpreted kernel at 0.07 images/s)."""
+  return dict(fields, batch=batch, latency_ms=float(f"{latency_s * 1e3:.5g}"),
+              images_per_s=float(f"{batch / latency_s:.5g}"), compile_s=round(compile_s, 2))
 
 
 def peak_gbps(device_kind):

@@ -97,6 +97,7 @@ class Plan:
   timing: benchmarking.Timing
   dtypes: tuple[str, ...] = ("bfloat16", "float32")
   num_keypoints: int = 17
+  untimed_impls: tuple[str, ...] = ()              # checked for correctness, never timed
 
 
 GPU_PLAN = Plan(input_size=(256, 192), correctness_variants=("base", "large"),
@@ -113,7 +114,11 @@ DRY_RUN_PLAN = Plan(input_size=(32, 32), correctness_variants=("tiny",),
                     train_variant="tiny", train_batch=2, real_train_s=5.0,
                     real_input_size=32, real_batch=8, real_num_workers=0,
                     real_probe_steps=2, real_max_steps=4,
-                    timing=benchmarking.Timing(warmup=0, repeats=1), dtypes=("float32",))
+                    timing=benchmarking.Timing(warmup=0, repeats=1), dtypes=("float32",),
+                    # Interpreted on a CPU, the Mosaic GPU kernel takes ~20 s per call and
+                    # its compile ~25 s: a third of the dry run's time for a meaningless
+                    # number. Its correctness row still runs the kernel.
+                    untimed_impls=("pallas_mosaic",))
 
 
 # ------------------------------------------------------------------ budget and records
@@ -243,6 +248,16 @@ def _kernel_impls():
   return [name for name in _impls_here() if name != "reference"]
 
 
+def _timed_impls(plan, section, recorder, exclude=()):
+  """The implementations `section` times; a skipped row for each of plan.untimed_impls."""
+  impls = [name for name in _impls_here() if name not in exclude]
+  for name in impls:
+    if name in plan.untimed_impls:
+      recorder.add(section, "skipped", impl=name, reason="not timed in a dry run: its "
+                   "kernel runs interpreted here (correctness checks it)")
+  return [name for name in impls if name not in plan.untimed_impls]
+
+
 # cross_selective_scan's arguments, in order (the gradients come in this order).
 CROSS_ARG_NAMES = ("x", "delta", "A", "B", "C", "D", "delta_bias")
 
@@ -288,9 +303,10 @@ def scan(plan, budget, recorder):
   shape = benchmarking.scan_stage_shape(plan.scan_variant, 1, plan.scan_batch,
                                         *plan.input_size)
   dtype = "bfloat16"
+  impls = _timed_impls(plan, "scan", recorder)
   items = []
   for pass_name in ("forward", "forward_backward"):
-    for impl in _impls_here():
+    for impl in impls:
 
       def measure(impl=impl, pass_name=pass_name):
         args = benchmarking.scan_inputs(shape, dtype)
@@ -309,12 +325,13 @@ def scan(plan, budget, recorder):
 def inference_speed(plan, budget, recorder):
   """images/s and latency of each variant x dtype x scan implementation x batch."""
   height, width = plan.input_size
+  impls = _timed_impls(plan, "inference", recorder, exclude=("onnx",))   # onnx: export-only
   items = []
   models = {}
   for dtype in plan.dtypes:              # most wanted first: what the budget cuts is last
     for variant in plan.inference_variants:
       for batch in plan.batches:
-        for impl in (i for i in _impls_here() if i != "onnx"):   # export-only
+        for impl in impls:
 
           def measure(variant=variant, dtype=dtype, impl=impl, batch=batch):
             if variant not in models:

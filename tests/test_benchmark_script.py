@@ -119,3 +119,14 @@ def test_implementations_are_timed_in_turns():
                                      clock=lambda: clock[0])
   assert log == ["a", "a", "b", "b"] + ["a", "b"] * 3
   assert timed == {"a": (0.5, 0.5), "b": (2.0, 2.0)}
+
+
+@pytest.mark.parametrize("batch, latency_s", [(2, 27.3), (256, 0.00041), (1, 1.0)])
+def test_timing_row_keeps_slow_and_fast_rows_exact(batch, latency_s):
+  """images/s = batch / latency to 5 digits, however slow (an interpreted kernel took
+  27 s for 2 crops, which 2 decimals rounded to 0.07: 4% off)."""
+  from mamkpd_jax import benchmarking   # pylint: disable=import-outside-toplevel
+  row = benchmarking.timing_row(batch, 1.234, latency_s)
+  assert row["images_per_s"] == pytest.approx(batch / latency_s, rel=1e-4)
+  assert row["latency_ms"] == pytest.approx(latency_s * 1e3, rel=1e-4)
+  assert row["images_per_s"] == pytest.approx(batch / row["latency_ms"] * 1e3, rel=1e-4)

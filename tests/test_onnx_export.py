@@ -22,10 +22,24 @@ pytest.importorskip("onnxruntime", reason="ONNX export tests run it in onnxrunti
 
 
 @pytest.fixture(scope="module")
-def onnx_path(estimator, tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("onnx") / "model.onnx")
-  onnx_export.export_onnx(estimator, path)                  # dynamic batch
-  return path
+def exported(workdir, tmp_path_factory):
+  """scripts/export.py --format=onnx (dynamic batch): (path of model.onnx, its stdout).
+
+  The module's one conversion: jax2onnx takes minutes even for the tiny model (its
+  per-equation graph checks grow with the graph), so every test reads this file.
+  """
+  output = tmp_path_factory.mktemp("onnx") / "out"
+  result = subprocess.run(
+      [sys.executable, str(REPO / "scripts" / "export.py"), f"--checkpoint={workdir}",
+       f"--output={output}", "--format=onnx"],
+      capture_output=True, text=True, check=False, cwd=REPO)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return str(output / "model.onnx"), result.stdout
+
+
+@pytest.fixture(scope="module")
+def onnx_path(exported):
+  return exported[0]
 
 
 def test_onnxruntime_equals_the_estimator(estimator, onnx_path):
@@ -77,16 +91,25 @@ def test_missing_jax2onnx_names_the_install_line(estimator, tmp_path, monkeypatc
     onnx_export.export_onnx(estimator, str(tmp_path / "m.onnx"))
 
 
-def test_export_script_writes_and_checks_model_onnx(workdir, tmp_path):
-  """scripts/export.py --format=onnx at a fixed batch; a wrong batch is then an error."""
-  output = tmp_path / "out"
-  result = subprocess.run(
-      [sys.executable, str(REPO / "scripts" / "export.py"), f"--checkpoint={workdir}",
-       f"--output={output}", "--format=onnx", "--batch_size=2"],
-      capture_output=True, text=True, check=False, cwd=REPO)
-  assert result.returncode == 0, result.stderr[-3000:]
-  diff = float(result.stdout.split("max |heatmap difference| to the model ")[1].split()[0])
+def test_export_script_checks_the_file_in_onnxruntime(exported):
+  _, stdout = exported
+  diff = float(stdout.split("max |heatmap difference| to the model ")[1].split()[0])
   assert diff < 1e-4
-  session = onnx_export.onnx_session(str(output / "model.onnx"))
+
+
+def test_fixed_batch_file_refuses_other_sizes(onnx_path, tmp_path):
+  """A file exported at --batch_size=2 (its input dimension fixed, as _crops_spec(2) gives;
+  here set in a copy rather than converting again) rejects 3 crops by name."""
+  import onnx   # pylint: disable=import-outside-toplevel
+  assert onnx_export._crops_spec(2, (64, 64)).shape == (2, 64, 64, 3)  # pylint: disable=protected-access
+  model = onnx.load(onnx_path)
+  batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+  assert batch_dim.dim_param == "B"
+  batch_dim.dim_value = 2
+  fixed = str(tmp_path / "fixed.onnx")
+  onnx.save(model, fixed)
+  session = onnx_export.onnx_session(fixed)
+  assert onnx_export.run_onnx(session, np.zeros((2, 64, 64, 3), np.uint8))[
+      "heatmaps"].shape == (2, 16, 16, 4)
   with pytest.raises(ValueError, match="exported for batch 2, got 3 crops"):
     onnx_export.run_onnx(session, np.zeros((3, 64, 64, 3), np.uint8))
