@@ -41,9 +41,8 @@ import tempfile
 import jax
 import jax.numpy as jnp
 from absl import logging
-from jax.experimental.custom_partitioning import custom_partitioning
-from jax.sharding import NamedSharding, PartitionSpec
 
+from mamkpd_jax.kernels import batch_parallel
 from mamkpd_jax.kernels.cross_scan import NUM_DIRECTIONS, LowRankDelta
 from mamkpd_jax.kernels.selective_scan_chunked import cross_selective_scan_chunked
 
@@ -173,10 +172,16 @@ def _forward(x, delta, A, B, C, D, delta_bias, delta_softplus):
     delta_input = f32(delta)                                      # (b, H, W, 4, P)
     weight_t = jnp.zeros((NUM_DIRECTIONS, 0, per_group), jnp.float32)   # unused
   k = NUM_DIRECTIONS
-  return _kernel(f32(x), delta_input, weight_t,
-                 f32(A).reshape(k, per_group, d_state).transpose(0, 2, 1),  # (4, N, P)
-                 f32(B), f32(C), f32(D).reshape(k, per_group).sum(0),
-                 f32(delta_bias).reshape(k, per_group), low_rank, bool(delta_softplus))
+  arrays = (f32(x), delta_input, weight_t,
+            f32(A).reshape(k, per_group, d_state).transpose(0, 2, 1),  # (4, N, P)
+            f32(B), f32(C), f32(D).reshape(k, per_group).sum(0),
+            f32(delta_bias).reshape(k, per_group))
+  # Each device scans its own images (batch_parallel: else XLA gathers the batch).
+  return batch_parallel.batch_parallel(_ffi_call, arrays, _BATCHED,
+                                       (low_rank, bool(delta_softplus)))
+
+
+_BATCHED = (True, True, False, False, True, True, False, False)   # per array of _ffi_call
 
 
 def _ffi_call(x, delta_input, weight_t, A, B, C, d_sum, bias, low_rank, softplus):
@@ -187,41 +192,6 @@ def _ffi_call(x, delta_input, weight_t, A, B, C, d_sum, bias, low_rank, softplus
                           vmap_method="sequential")
   return call(x, delta_input, weight_t, A, B, C, d_sum, bias, low_rank=low_rank,
               softplus=softplus)
-
-
-@functools.partial(custom_partitioning, static_argnums=(8, 9))
-def _kernel(x, delta_input, weight_t, A, B, C, d_sum, bias, low_rank, softplus):
-  """`_ffi_call`, partitioned over the batch: each device scans its own images. (XLA's
-  partitioner would otherwise gather a batch-sharded input onto every device for a
-  custom call it knows nothing of, so each device would scan the whole batch.)"""
-  return _ffi_call(x, delta_input, weight_t, A, B, C, d_sum, bias, low_rank, softplus)
-
-
-_BATCHED = (True, True, False, False, True, True, False, False)   # per argument of _kernel
-
-
-def _batch_sharding(mesh, arg_shapes):
-  """x's sharding of the batch axis only (every other axis whole on each device)."""
-  spec = arg_shapes[0].sharding.spec
-  return NamedSharding(mesh, PartitionSpec(spec[0] if len(spec) else None))
-
-
-def _partition(low_rank, softplus, mesh, arg_shapes, result_shape):
-  del result_shape
-  batch = _batch_sharding(mesh, arg_shapes)
-  whole = NamedSharding(mesh, PartitionSpec())
-  lower = functools.partial(_ffi_call, low_rank=low_rank, softplus=softplus)
-  return mesh, lower, batch, tuple(batch if b else whole for b in _BATCHED)
-
-
-def _infer_sharding(low_rank, softplus, mesh, arg_shapes, result_shape):
-  del low_rank, softplus, result_shape
-  return _batch_sharding(mesh, arg_shapes)
-
-
-_kernel.def_partition(
-    partition=_partition, infer_sharding_from_operands=_infer_sharding,
-    sharding_rule="b h w p, b h w k q, k r p, k n p, b h w k n, b h w k n, p, k p -> b h w p")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from mamkpd_jax.kernels import backend, scan_math, selective_scan_mosaic
+from mamkpd_jax.kernels import backend, batch_parallel, scan_math, selective_scan_mosaic
 
 F32 = jnp.float32
 
@@ -232,11 +232,31 @@ def _input_specs(plan):
           s["vector"]]
 
 
+_BATCHED_INPUTS = (True, True, True, True, False, False, False)  # u, delta, B, C; A, D, bias
+
+
 def _forward(plan, inputs, save_states):
   """inputs in kernel layout -> y (b, Lp, G'*Pp) [, states (b, G, chunks, Np, Pp)].
 
-  G' = `plan.output_groups`.
+  G' = `plan.output_groups`. Over a batch-sharded input each device runs the kernel on
+  its own images (`batch_parallel`: XLA would otherwise gather the batch).
   """
+  return batch_parallel.batch_parallel(_forward_local, inputs, _BATCHED_INPUTS,
+                                       (plan, save_states))
+
+
+def _backward(plan, inputs, states, dy):
+  """Per-program gradient pieces in kernel layout (see `_core_bwd` for the sums); batch
+  parallel as `_forward`."""
+  return batch_parallel.batch_parallel(_backward_local, (*inputs, states, dy),
+                                       _BATCHED_INPUTS + (True, True), (plan,))
+
+
+def _forward_local(*args):
+  """`_forward` on the images at hand: (*inputs, plan, save_states), plan's batch set
+  to theirs."""
+  *inputs, plan, save_states = args
+  plan = dataclasses.replace(plan, batch=inputs[0].shape[0])
   s = _specs(plan)
   b, lp, g, pp, np_ = (plan.batch, plan.padded_length, plan.groups,
                        plan.padded_per_group, plan.padded_d_state)
@@ -250,8 +270,10 @@ def _forward(plan, inputs, save_states):
   return _call(_forward_kernel, plan, _input_specs(plan), out_specs, out_shapes, *inputs)
 
 
-def _backward(plan, inputs, states, dy):
-  """Per-program gradient pieces in kernel layout (see `_core_bwd` for the sums)."""
+def _backward_local(*args):
+  """`_backward` on the images at hand: (*inputs, states, dy, plan)."""
+  *inputs, states, dy, plan = args
+  plan = dataclasses.replace(plan, batch=dy.shape[0])
   s = _specs(plan)
   b, lp, g, pp, np_ = (plan.batch, plan.padded_length, plan.groups,
                        plan.padded_per_group, plan.padded_d_state)

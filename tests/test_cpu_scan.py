@@ -4,16 +4,11 @@ Outputs and the gradient of every input on the cross-scan cases of the Pallas te
 channel counts that fill no 64-channel tile, d_state 1/3/16, a LowRankDelta of rank 1 to
 24, bfloat16 inputs, no softplus, and the 96x72 map (L 6912, the 384x288 HR branch) with
 decays near 0 and near 1 against the float64 numpy loop. Then the kernel's build (cached,
-errors naming the compiler), what "auto" and exports pick, and a batch sharded over two
-devices staying sharded.
+errors naming the compiler), what "auto" and exports pick. (A batch sharded over two
+devices: tests/test_batch_parallel.py.)
 
 Skipped, with the reason, only where no C++ compiler is installed; a failing build fails.
 """
-
-import os
-import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +21,6 @@ from mamkpd_jax.kernels import selective_scan_cpu
 from scan_inputs import cross_inputs
 from test_chunked_scan import compare, compare_low_rank
 from test_pallas_scan import CROSS_CASES, RTOL
-
-TESTS = pathlib.Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -144,34 +137,3 @@ def test_compile_error_quotes_the_compiler(tmp_path, monkeypatch):
   with pytest.raises(selective_scan_cpu.KernelBuildError, match="building broken.cc failed"):
     selective_scan_cpu.build()
   assert list((tmp_path / "cache").iterdir()) == []               # nothing half-written
-
-
-SHARDED_PROBE = """
-import jax, jax.numpy as jnp, numpy as np
-from mamkpd_jax import kernels, parallel
-from scan_inputs import cross_inputs
-inputs = cross_inputs(3, 4, 5, 6, 70, 2)
-mesh = parallel.make_mesh()
-per_image = ("x", "delta", "B", "C")
-sharded = {n: jax.device_put(v, parallel.data_sharded(mesh)) if n in per_image else v
-           for n, v in inputs.items()}
-scan = jax.jit(lambda kw: kernels.cross_selective_scan(**kw, impl="cpu_ffi"))
-y = scan(sharded)
-hlo = scan.lower(sharded).compile().as_text()
-want = kernels.cross_selective_scan(**inputs, impl="reference")
-print(jax.device_count(), "/".join(map(str, y.sharding.spec)), "all-gather" in hlo,
-      float(jnp.max(jnp.abs(y - want)) / jnp.max(jnp.abs(want))))
-"""
-
-
-def test_batch_sharded_over_devices_stays_sharded():
-  """Two simulated devices, the batch sharded (parallel.data_sharded): each device scans
-  its own images (no all-gather in the compiled program), same values."""
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-  result = subprocess.run([sys.executable, "-c", SHARDED_PROBE], env=env, cwd=TESTS,
-                          capture_output=True, text=True, timeout=600, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  devices, spec, gathers, error = result.stdout.split("\n")[-2].split(" ", 3)
-  assert devices == "2" and spec == "data" and gathers == "False"
-  assert float(error) < 2e-5
