@@ -10,7 +10,8 @@ rule all our kernels obey: every output, and every per-image operand, has the ba
 its leading axis; the other operands (A, D, biases: parameters) are whole on every
 device. Each device then calls the kernel on its shard, with the local batch size.
 
-One device (and interpret mode inside a plain `jit`) inlines the call: nothing changes.
+On one device the call is inlined: the program is what it was without the wrapper.
+The price is one extra trace of the kernel's call when a program is traced.
 """
 
 import functools
