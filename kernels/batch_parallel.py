@@ -10,8 +10,8 @@ rule all our kernels obey: every output, and every per-image operand, has the ba
 its leading axis; the other operands (A, D, biases: parameters) are whole on every
 device. Each device then calls the kernel on its shard, with the local batch size.
 
-On one device the call is inlined: the program is what it was without the wrapper.
-The price is one extra trace of the kernel's call when a program is traced.
+With one device the wrapper is not used: the program is what it was without it. With
+several, the price is one extra trace of the kernel's call when a program is traced.
 """
 
 import functools
@@ -35,6 +35,10 @@ def batch_parallel(fn, arrays, batched, statics=()):
   if len(arrays) != len(batched) or not batched[0]:
     raise ValueError(f"batched must flag each of the {len(arrays)} arrays and the first "
                      f"must be per image; got {batched}")
+  if jax.device_count() == 1:
+    # Nothing to split. (Also: JAX >= 0.12 cannot lower custom_partitioning under an
+    # abstract mesh, as when a CPU host lowers the kernels for CUDA.)
+    return fn(*arrays, *statics)
   traced = jax.make_jaxpr(lambda *a: fn(*a, *statics))(*arrays)
   if traced.effects:
     # custom_partitioning cannot hold side effects: the Mosaic GPU kernel interpreted on
