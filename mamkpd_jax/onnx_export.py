@@ -26,6 +26,10 @@ converts a bare model's forward pass (no flip test, no metadata) for benchmarks
 Runtime runs MamKPD-tiny and -B in 0.6-1.05x JAX's time (README, "Export to ONNX").
 """
 
+import contextlib
+import functools
+import importlib
+import itertools
 import json
 import logging
 
@@ -78,11 +82,50 @@ def _crops_spec(batch_size, input_size):
   return jax.ShapeDtypeStruct((batch, *input_size, 3), jnp.uint8)
 
 
+# jax2onnx (0.16-0.17) checks after each equation that its outputs are in the graph by
+# scanning every node built so far (`output_binding._value_is_graph_connected`): quadratic
+# in the graph's size (MamKPD-B at 256x192: 86 s to convert; with this, 22 s). An output
+# just built is among the newest nodes, so these are looked at first, newest first; any
+# value not found there gets jax2onnx's own full check, so every answer is jax2onnx's.
+_NEWEST_NODES = 256
+
+
+def _connected_newest_first(ctx, value, full_check, matches, newest=None):
+  """jax2onnx's `_value_is_graph_connected(ctx, value)`, looking first among the newest
+  nodes for one that outputs `value` (`matches`: jax2onnx's own comparison)."""
+  newest = _NEWEST_NODES if newest is None else newest
+  try:
+    recent = itertools.islice(reversed(ctx.builder.nodes), newest)
+    if any(matches(output, value) for node in recent for output in node.outputs):
+      return True
+  except TypeError:                                          # nodes not reversible
+    pass
+  return full_check(ctx, value)
+
+
+@contextlib.contextmanager
+def _newest_nodes_first():
+  """While active, jax2onnx's graph-connectivity check looks at the newest nodes first."""
+  try:
+    binding = importlib.import_module("jax2onnx.converter.output_binding")
+    full_check = binding._value_is_graph_connected           # pylint: disable=protected-access
+    matches = binding._value_matches_reference               # pylint: disable=protected-access
+  except (ImportError, AttributeError):                      # another jax2onnx: as it is
+    yield
+    return
+  binding._value_is_graph_connected = functools.partial(     # pylint: disable=protected-access
+      _connected_newest_first, full_check=full_check, matches=matches)
+  try:
+    yield
+  finally:
+    binding._value_is_graph_connected = full_check           # pylint: disable=protected-access
+
+
 def to_onnx(fn, spec, output_names, opset=OPSET):
   """jax2onnx's ModelProto of fn(crops) -> tuple, depth-wise convs as ONNX Convs."""
   jax2onnx = _require("jax2onnx")
   logging.getLogger("jax2onnx").setLevel(logging.ERROR)   # its optional plugins' noise
-  with common.grouped_depthwise_convs():
+  with common.grouped_depthwise_convs(), _newest_nodes_first():
     model = jax2onnx.to_onnx(fn, [spec], opset=opset, input_names=[INPUT_NAME],
                              # one LayerNormalization node, not jax2onnx's
                              # decomposition, which runs in float64 in ORT

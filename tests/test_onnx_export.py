@@ -115,3 +115,41 @@ def test_fixed_batch_file_refuses_other_sizes(tmp_path):
       "heatmaps"].shape == (2, 64, 64, 3)
   with pytest.raises(ValueError, match="exported for batch 2, got 3 crops"):
     onnx_export.run_onnx(session, np.zeros((3, 64, 64, 3), np.uint8))
+
+
+
+def test_newest_nodes_first_answers_as_jax2onnx(monkeypatch):
+  """onnx_export's speed-up of jax2onnx's graph-connectivity check changes no answer:
+  at every check of a conversion, looking at the newest 1 or 256 nodes first answers
+  as jax2onnx's own full scan; the file is the same; jax2onnx's check is restored."""
+  import jax                                              # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp                                 # pylint: disable=g-import-not-at-top
+  import onnx_ir as ir                                    # pylint: disable=g-import-not-at-top
+  from jax2onnx.converter import output_binding           # pylint: disable=g-import-not-at-top
+  own_check = output_binding._value_is_graph_connected     # pylint: disable=protected-access
+  matches = output_binding._value_matches_reference        # pylint: disable=protected-access
+  answers = []
+
+  def compared_check(ctx, value):
+    for asked in (value, ir.Value(name="in_no_graph")):   # connected, then not
+      answers.append((own_check(ctx, asked), *(
+          onnx_export._connected_newest_first(ctx, asked, own_check, matches, newest)
+          for newest in (1, 256))))                       # pylint: disable=protected-access
+    return own_check(ctx, value)
+
+  weights = np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32)
+
+  def fn(x):                                              # (B, 8) -> (B, 8), (B,)
+    for _ in range(12):
+      x = jnp.tanh(x @ weights) + jnp.mean(x, axis=-1, keepdims=True)
+    return x, jnp.max(x, axis=-1)
+
+  spec = jax.ShapeDtypeStruct((jax.export.symbolic_shape("B")[0], 8), jnp.float32)
+  fast = onnx_export.to_onnx(fn, spec, ("y", "peak")).SerializeToString()
+  assert output_binding._value_is_graph_connected is own_check   # pylint: disable=protected-access
+  monkeypatch.setattr(output_binding, "_value_is_graph_connected", compared_check)
+  monkeypatch.setattr(onnx_export, "_NEWEST_NODES", 0)    # the wrapper defers to the spy
+  slow = onnx_export.to_onnx(fn, spec, ("y", "peak")).SerializeToString()
+  assert len(answers) > 100 and {want for want, *_ in answers} == {True, False}
+  assert all(want == got_1 == got_256 for want, got_1, got_256 in answers)
+  assert fast == slow
