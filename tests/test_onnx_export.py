@@ -117,7 +117,6 @@ def test_fixed_batch_file_refuses_other_sizes(tmp_path):
     onnx_export.run_onnx(session, np.zeros((3, 64, 64, 3), np.uint8))
 
 
-
 def test_newest_nodes_first_answers_as_jax2onnx(monkeypatch):
   """onnx_export's speed-up of jax2onnx's graph-connectivity check changes no answer:
   at every check of a conversion, looking at the newest 1 or 256 nodes first answers
