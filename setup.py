@@ -25,7 +25,7 @@ INSTALL_REQUIRES = [
     # crops match it pixel for pixel; one library does both.
     "opencv-python-headless>=4.8",
     "pycocotools>=2.0.7",             # COCO-format annotations and the COCO metrics
-    # Shippable weights (mamkpd_jax/pretrained.py): Estimator.from_pretrained reads
+    # Shippable weights (mamkpd_jax/export/pretrained.py): Estimator.from_pretrained reads
     # model.safetensors (0.5 MB wheel, no dependencies).
     "safetensors>=0.4",
     "scipy>=1.11",                    # MPII head boxes (mpii_gt_val.mat); also jax's
@@ -45,8 +45,8 @@ TFDS_REQUIRES = [
 # core safetensors dependency.
 CONVERT_REQUIRES = []
 TORCH_REQUIRES = ["torch>=2.1"]
-# mamkpd_jax.detectors.YoloxOnnxDetector runs YOLOX ONNX exports (onnxruntime); ONNX
-# export (mamkpd_jax/onnx_export.py) needs onnx and onnx-ir (jax2onnx's graph IR);
+# mamkpd_jax.inference.detectors.YoloxOnnxDetector runs YOLOX ONNX exports (onnxruntime); ONNX
+# export (mamkpd_jax/export/onnx_export.py) needs onnx and onnx-ir (jax2onnx's graph IR);
 # jax2onnx itself pins orbax-checkpoint<0.11.37 (never imported), so it is installed
 # apart with --no-deps: README, "Export to ONNX".
 ONNX_REQUIRES = ["onnxruntime>=1.17", "onnx>=1.15", "onnx-ir>=0.2.1"]
@@ -76,11 +76,15 @@ setuptools.setup(
     ],
     packages=[
         "mamkpd_jax",
+        "mamkpd_jax.benchmarking",
         "mamkpd_jax.commands",
         "mamkpd_jax.evaluation",
+        "mamkpd_jax.export",
+        "mamkpd_jax.inference",
         "mamkpd_jax.models",
         "mamkpd_jax.models.mamkpd",
         "mamkpd_jax.models.hrvmamba",
+        "mamkpd_jax.training",
         "mamkpd_jax.kernels",
         "mamkpd_jax.data_pipelines",
     ],

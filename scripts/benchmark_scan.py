@@ -14,7 +14,7 @@ associative scan, merge); "pallas" is the fused kernel. On a CPU the kernel runs
 interpret mode: its timings there say nothing about a GPU. The last stdout line with
 --json is one JSON object: device, jax_version, date, command, peak_gbps, results[].
 
-Byte model: mamkpd_jax/benchmarking.py (minimum traffic of a fused op).
+Byte model: mamkpd_jax/benchmarking/ (minimum traffic of a fused op).
 """
 
 import datetime

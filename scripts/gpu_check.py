@@ -16,7 +16,7 @@ killed half-way still leaves its files):
                 is short) images/s and latency, bfloat16 and float32, batch 1/64/256,
                 each scan implementation
   peers         HRNet-W32 and ViT-B/16 (PyTorch + timm, when importable), same batches
-  train_speed   images/s of MamKPD-B train steps (mamkpd_jax/train.py), global batch 64,
+  train_speed   images/s of MamKPD-B train steps (mamkpd_jax/training/train.py), global batch 64,
                 synthetic data, bfloat16 and float32
   train_real    about 2 minutes of training MamKPD-tiny on the bundled open-field video
                 (configs/sample_openfield.py), then its held-out PCK@0.1
@@ -54,8 +54,8 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from mamkpd_jax import (benchmarking, checkpointing, config_lib, inference, kernels,
-                        parallel, train, workdir_lib)
+from mamkpd_jax import benchmarking, config_lib, inference, kernels
+from mamkpd_jax.training import checkpointing, parallel, train, workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ("environment", "correctness", "scan", "inference", "peers", "train_speed",

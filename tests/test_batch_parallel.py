@@ -20,7 +20,8 @@ TESTS = pathlib.Path(__file__).resolve().parent
 PROBE = """
 import sys
 import jax, jax.numpy as jnp
-from mamkpd_jax import kernels, parallel
+from mamkpd_jax import kernels
+from mamkpd_jax.training import parallel
 from scan_inputs import cross_inputs
 
 inputs = cross_inputs(3, 4, 5, 6, 70, 2)            # batch 4: two images per device

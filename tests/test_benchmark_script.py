@@ -47,7 +47,7 @@ def test_cpu_smoke_run_reports_fields(tmp_path):
 
 
 def test_train_mode_and_identity_scan_share(tmp_path):
-  """--modes=train times mamkpd_jax.train's step; identity gives each row its scan share."""
+  """--modes=train times mamkpd_jax.training.train's step; identity gives each row its scan share."""
   args = ["--variants=tiny", "--batch_sizes=2", "--dtypes=float32",
           "--scan_impls=chunked,identity", "--modes=train", "--input_height=64",
           "--input_width=64", "--num_keypoints=4", "--repeats=2", "--warmup=1", "--peers=",

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from mamkpd_jax import checkpointing, config_lib, inference
+from mamkpd_jax import config_lib, inference
+from mamkpd_jax.training import checkpointing
 
 from test_hrvmamba import random_state_dict, read_manifest
 

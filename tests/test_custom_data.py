@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from absl import flags
 
-from mamkpd_jax import config_lib, train, workdir_lib
+from mamkpd_jax import config_lib
+from mamkpd_jax.training import train, workdir_lib
 from mamkpd_jax.data_pipelines import metadata, pipeline, sources
 from mamkpd_jax.models import model_config
 

@@ -1,4 +1,4 @@
-"""mamkpd_jax.detectors: YOLOX decoding, letterbox and NMS on a tiny ONNX graph with
+"""mamkpd_jax.inference.detectors: YOLOX decoding, letterbox and NMS on a tiny ONNX graph with
 YOLOX's output layout (computed here by hand), the static-background detector on the
 bundled open-field frames (every labelled keypoint in its padded box), box files,
 callables, and clear errors."""
@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from mamkpd_jax import detectors, video
+from mamkpd_jax.inference import detectors, video
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -170,7 +170,7 @@ def test_background_detector_boxes_every_labelled_mouse():
   labels = labelled_keypoints()
   contained, seconds = 0, 0.0
   for name, keypoints in sorted(labels.items()):
-    image = video.read_rgb(FRAMES / name)
+    image = video.load_image(FRAMES / name)
     start = time.perf_counter()
     found = detector(image)
     seconds += time.perf_counter() - start
@@ -185,7 +185,7 @@ def test_background_detector_boxes_every_labelled_mouse():
 
 
 def test_background_detector_finds_nothing_in_the_background():
-  frames = [video.read_rgb(FRAMES / f"img{i:04d}.png") for i in range(0, 116, 10)]
+  frames = [video.load_image(FRAMES / f"img{i:04d}.png") for i in range(0, 116, 10)]
   detector = detectors.StaticBackgroundDetector(frames)
   empty = detector.background[..., None].repeat(3, -1)                  # (H, W, 3)
   assert len(detector(empty).boxes) == 0

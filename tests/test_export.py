@@ -16,6 +16,7 @@ import pytest
 
 from mamkpd_jax import inference
 from mamkpd_jax.data_pipelines import codecs
+from mamkpd_jax.export import serving
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Exported.serialize needs flatbuffers, which jax does not install (setup.py must list it).
@@ -48,16 +49,16 @@ def random_crops(batch, seed=0):
 def test_flip_back_in_jax_is_codecs_flip_heatmaps(shift):
   maps = np.random.default_rng(1).normal(size=(2, 5, 6, 4)).astype(np.float32)
   flip_indices = (0, 2, 1, 3)
-  np.testing.assert_array_equal(inference._flip_back(maps, flip_indices, shift),  # pylint: disable=protected-access
+  np.testing.assert_array_equal(serving._flip_back(maps, flip_indices, shift),  # pylint: disable=protected-access
                                 codecs.flip_heatmaps(maps, flip_indices, shift))
 
 
 def test_symbolic_batch_artefact_reloads_and_matches(estimator, tmp_path):
   assert estimator.flip_test
-  exported = inference.export_forward(estimator)                  # batch "b"
-  artefact, meta_path = inference.save_exported(
-      exported, inference.export_metadata(estimator), str(tmp_path))
-  loaded = inference.load_exported(str(tmp_path))                 # the folder works too
+  exported = serving.export_forward(estimator)                  # batch "b"
+  artefact, meta_path = serving.save_exported(
+      exported, serving.export_metadata(estimator), str(tmp_path))
+  loaded = serving.load_exported(str(tmp_path))                 # the folder works too
   assert str(loaded.in_avals[0].shape[0]) == "b"
   crops = random_crops(BATCH)
   out = run_exported(loaded, crops)
@@ -77,9 +78,9 @@ def test_symbolic_batch_artefact_reloads_and_matches(estimator, tmp_path):
 
 
 def test_fixed_batch_artefact_refuses_other_sizes(estimator, tmp_path):
-  exported = inference.export_forward(estimator, batch_size=BATCH)
-  artefact, _ = inference.save_exported(exported, {}, str(tmp_path))
-  loaded = inference.load_exported(artefact)
+  exported = serving.export_forward(estimator, batch_size=BATCH)
+  artefact, _ = serving.save_exported(exported, {}, str(tmp_path))
+  loaded = serving.load_exported(artefact)
   assert tuple(loaded.in_avals[0].shape) == (BATCH, 64, 64, 3)
   with pytest.raises(ValueError, match="shape"):
     loaded.call(random_crops(BATCH + 1))
@@ -87,7 +88,7 @@ def test_fixed_batch_artefact_refuses_other_sizes(estimator, tmp_path):
 
 def test_missing_artefact_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="model.jax_exported"):
-    inference.load_exported(str(tmp_path))
+    serving.load_exported(str(tmp_path))
 
 
 def test_export_script_writes_a_reloadable_artefact(workdir, estimator, tmp_path):
@@ -99,5 +100,5 @@ def test_export_script_writes_a_reloadable_artefact(workdir, estimator, tmp_path
   meta = json.loads((tmp_path / "model.json").read_text())
   assert meta["batch_size"] == "symbolic" and meta["input_size"] == [64, 64]
   crops = random_crops(BATCH, seed=1)
-  np.testing.assert_allclose(run_exported(inference.load_exported(str(tmp_path)), crops)[
+  np.testing.assert_allclose(run_exported(serving.load_exported(str(tmp_path)), crops)[
       "heatmaps"], estimator.crop_heatmaps(crops), rtol=1e-5, atol=1e-6)

@@ -22,7 +22,10 @@ from flax import nnx
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from mamkpd_jax import config_lib, evaluate, inference, parallel, train, visualization
+from mamkpd_jax import config_lib, inference
+from mamkpd_jax.evaluation import evaluate
+from mamkpd_jax.inference import visualization
+from mamkpd_jax.training import parallel, train
 from mamkpd_jax.data_pipelines import geometry, pipeline
 from mamkpd_jax.evaluation import rescore
 

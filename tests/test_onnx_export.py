@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from mamkpd_jax import onnx_export
+from mamkpd_jax.export import onnx_export
 from test_export import estimator, workdir  # pylint: disable=unused-import  (fixtures)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

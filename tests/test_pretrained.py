@@ -18,7 +18,8 @@ import pytest
 import safetensors.numpy
 from flax import nnx
 
-from mamkpd_jax import config_lib, inference, pretrained
+from mamkpd_jax import config_lib, inference
+from mamkpd_jax.export import pretrained
 from mamkpd_jax.data_pipelines import pipeline
 from mamkpd_jax.evaluation import bbox_pck
 from mamkpd_jax.models import build_model, parse_model_config
@@ -29,8 +30,8 @@ COMMITTED = REPO / "weights/mamkpd_tiny_openfield"
 DATA = REPO / "data/samples/dlc-openfield"
 # Our training modules (Orbax checkpoints, optimiser, training and evaluation loops).
 # orbax and optax themselves are imported by grain and flax.nnx whatever we do.
-TRAINING_STACK = ("mamkpd_jax.checkpointing", "mamkpd_jax.train", "mamkpd_jax.optim",
-                  "mamkpd_jax.evaluate")
+TRAINING_STACK = ("mamkpd_jax.training.checkpointing", "mamkpd_jax.training.train", "mamkpd_jax.training.optim",
+                  "mamkpd_jax.evaluation.evaluate")
 
 
 @pytest.fixture(scope="module")

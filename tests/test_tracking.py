@@ -1,4 +1,4 @@
-"""mamkpd_jax.tracking: track ids through a synthetic clip (two subjects swap sides, one
+"""mamkpd_jax.inference.tracking: track ids through a synthetic clip (two subjects swap sides, one
 leaves the frame and returns, a third appears) with a fake detector and pose model; the
 One-Euro filter against the formula written out; one end-to-end run of the tiny model
 with the static-background detector on bundled open-field frames."""
@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mamkpd_jax import detectors, inference, tracking, video
+from mamkpd_jax import inference
+from mamkpd_jax.inference import detectors, tracking, video
 # The tiny open-field workdir and its fast-compiled estimator (module fixtures).
 from test_inference import estimator, workdir  # pylint: disable=unused-import
 

@@ -21,8 +21,10 @@ import pytest
 from absl import flags
 from flax import nnx
 
-from mamkpd_jax import checkpointing, config_lib, evaluate, optim, parallel, train
-from mamkpd_jax import workdir_lib
+from mamkpd_jax import config_lib
+from mamkpd_jax.evaluation import evaluate
+from mamkpd_jax.training import checkpointing, optim, parallel, train
+from mamkpd_jax.training import workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILE = REPO / "configs" / "sample_openfield.py"

@@ -3,7 +3,7 @@
 
 For each variant, computation dtype, selective-scan implementation, mode and batch size
 it times the forward pass (mode "inference") or one training step (mode "train":
-mamkpd_jax.train's step, forward + backward + the paper's Adam update, on random
+mamkpd_jax.training.train's step, forward + backward + the paper's Adam update, on random
 heatmap targets) on random uint8 crops (the model normalises them itself): the first
 call compiles (reported apart, as compile_s), `--warmup` calls follow, then the median
 of `--repeats` calls, each ended by `block_until_ready`. images/s = batch / median

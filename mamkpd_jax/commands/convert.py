@@ -26,7 +26,7 @@ import safetensors.numpy
 from absl import app, flags
 from ml_collections import config_flags
 
-from mamkpd_jax import checkpointing, workdir_lib
+from mamkpd_jax.training import checkpointing, workdir_lib
 from mamkpd_jax.models.hrvmamba import convert
 
 _INPUT = flags.DEFINE_string("input", None, "The authors' checkpoint: .pth, .safetensors "

@@ -12,7 +12,7 @@ default: no model code needed to run it).
 by '/'-joined state path, no optimiser) and OUTPUT/model.json (family, variant, input
 size, keypoints, skeleton, flip pairs, codec, normalisation, the model/data/eval config):
 `inference.Estimator.from_pretrained(OUTPUT)` loads them without Orbax or the training
-code (mamkpd_jax.pretrained). With --check the reloaded estimator's heatmaps are
+code (mamkpd_jax.export.pretrained). With --check the reloaded estimator's heatmaps are
 compared with the checkpoint's on random crops.
 
 --format=jax writes OUTPUT/model.jax_exported (`Exported.serialize()`, StableHLO with the parameters
@@ -35,11 +35,11 @@ or newer version, a listed platform):
 
     from jax import export
     exported = export.deserialize(bytearray(open("model.jax_exported", "rb").read()))
-    outputs = exported.call(crops)         # or mamkpd_jax.inference.load_exported(path)
+    outputs = exported.call(crops)         # or mamkpd_jax.serving.load_exported(path)
 
 Serialising needs the `flatbuffers` package (jax imports it for Exported.serialize).
 
---format=onnx writes OUTPUT/model.onnx instead (mamkpd_jax/onnx_export.py: the same
+--format=onnx writes OUTPUT/model.onnx instead (mamkpd_jax/export/onnx_export.py: the same
 serving function converted by jax2onnx with scan_impl "onnx", metadata inside; needs
 `pip install -e ".[onnx]" && pip install --no-deps jax2onnx`, README "Export to ONNX"):
 
@@ -54,7 +54,9 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mamkpd_jax import checkpointing, inference, kernels, onnx_export, pretrained
+from mamkpd_jax import inference, kernels
+from mamkpd_jax.export import onnx_export, pretrained, serving
+from mamkpd_jax.training import checkpointing
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A workdir, checkpoints/ folder or "
                                   "step folder.")
@@ -80,7 +82,7 @@ flags.mark_flags_as_required(["checkpoint", "output"])
 def check_roundtrip(estimator, path, batch):
   """Max |exported - estimator| heatmap difference on `batch` random crops."""
   crops = random_crops(estimator, batch)
-  exported = inference.load_exported(path)
+  exported = serving.load_exported(path)
   got = np.asarray(exported.call(crops)["heatmaps"])
   return float(np.abs(got - estimator.crop_heatmaps(crops)).max())
 
@@ -140,9 +142,9 @@ def run():
   if batch is None and scan_impl not in kernels.PURE_JAX_IMPLS:
     raise ValueError(f"a symbolic batch needs a pure-JAX scan {kernels.PURE_JAX_IMPLS}, "
                      f"not {scan_impl!r}; give --batch_size")
-  exported = inference.export_forward(estimator, batch, tuple(_PLATFORMS.value) or None)
-  artefact, meta = inference.save_exported(
-      exported, inference.export_metadata(estimator, batch), _OUTPUT.value)
+  exported = serving.export_forward(estimator, batch, tuple(_PLATFORMS.value) or None)
+  artefact, meta = serving.save_exported(
+      exported, serving.export_metadata(estimator, batch), _OUTPUT.value)
   print(f"wrote {artefact} and {meta} (platforms {', '.join(exported.platforms)}, "
         f"batch {batch or 'symbolic'})")
   if _CHECK.value and jax.export.default_export_platform() in exported.platforms:

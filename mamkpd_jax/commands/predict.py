@@ -34,9 +34,11 @@ import time
 
 from absl import app, flags, logging
 
-from mamkpd_jax import checkpointing, detectors, inference, video
+from mamkpd_jax import inference
+from mamkpd_jax.inference import detectors, video
+from mamkpd_jax.training import checkpointing
 from mamkpd_jax.commands import model_flags
-from mamkpd_jax.detectors import boxes_for, load_boxes
+from mamkpd_jax.inference.detectors import boxes_for, load_boxes
 
 flags.adopt_module_key_flags(model_flags)     # --checkpoint | --weights, --config
 _INPUT = flags.DEFINE_string("input", None, "An image, a folder of images or a video.")

@@ -16,14 +16,16 @@ json keyed by frame index or file name), or "" (the whole first frame, then boxe
 from the keypoints). Writes OUTPUT/<input stem>.mp4 (poses, boxes, "id N") and
 OUTPUT/<input stem>.json: per pose frame_index, track_id, bbox [x, y, w, h], keypoints
 [x, y, score] * K, score (COCO results fields). The library function is
-mamkpd_jax.tracking.track_video.
+mamkpd_jax.inference.tracking.track_video.
 """
 
 import sys
 
 from absl import app, flags, logging
 
-from mamkpd_jax import checkpointing, detectors, inference, tracking, video
+from mamkpd_jax import inference
+from mamkpd_jax.inference import detectors, tracking, video
+from mamkpd_jax.training import checkpointing
 from mamkpd_jax.commands import model_flags
 
 flags.adopt_module_key_flags(model_flags)     # --checkpoint | --weights, --config

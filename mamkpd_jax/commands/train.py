@@ -1,5 +1,5 @@
 """`mamkpd train` / `mamkpd eval` (and main.py): trains and evaluates a model (MamKPD or
-HRVMamba); the work is in mamkpd_jax.train and mamkpd_jax.evaluate.
+HRVMamba); the work is in mamkpd_jax.training.train and mamkpd_jax.evaluation.evaluate.
 
     mamkpd train --config=configs/coco_large.py --workdir=DIR     # train + eval
     mamkpd eval --config=configs/coco_large.py --workdir=DIR      # = --mode=eval
@@ -18,7 +18,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mamkpd_jax import checkpointing, evaluate, parallel, train
+from mamkpd_jax.evaluation import evaluate
+from mamkpd_jax.training import checkpointing, parallel, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file.",
                                           lock_config=True)

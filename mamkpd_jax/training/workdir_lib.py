@@ -22,7 +22,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from mamkpd_jax import checkpointing, models, visualization
+from mamkpd_jax import models
+from mamkpd_jax.inference import visualization
+from mamkpd_jax.training import checkpointing
 from mamkpd_jax.evaluation import metrics as metrics_lib
 
 EVAL_DIR = "eval"

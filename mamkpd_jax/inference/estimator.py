@@ -1,4 +1,4 @@
-"""Inference: images (and boxes) in, keypoints in image pixels out; export for serving.
+"""The Estimator: images (and boxes) in, keypoints in image pixels out.
 
     estimator = Estimator.from_workdir("/tmp/sample_openfield")    # or a checkpoint
     estimator = Estimator.from_pretrained("weights/mamkpd_tiny_openfield")   # shipped
@@ -38,7 +38,11 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mamkpd_jax import config_lib, detectors, kernels, pretrained, visualization
+from mamkpd_jax import config_lib, kernels
+from mamkpd_jax.export import pretrained
+from mamkpd_jax.inference import detectors
+from mamkpd_jax.inference.results import Prediction
+from mamkpd_jax.inference.video import load_image
 from mamkpd_jax.data_pipelines import codecs, geometry, metadata, pipeline, transforms
 from mamkpd_jax.evaluation import coco_results, rescore
 from mamkpd_jax.models import (abstract_model, build_model, forward_with_flip,
@@ -48,64 +52,7 @@ BUCKETS = (1, 8, 32, 128)     # crop batch sizes compiled; larger batches are ch
 # XLA:CPU at optimisation level 0: the tiny model's forward compiles in 4.5 s instead of
 # 14 s and runs 1.7x slower (2 cores, 8 crops at 64x64 with flip test).
 FAST_COMPILE_CPU = {"xla_backend_optimization_level": 0}
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-UNTRACKED = -1     # Prediction.track_ids of instances no tracker has named
-
-
-@dataclasses.dataclass
-class Prediction:
-  """The poses found in one image (M instances, K keypoints), numpy float32, and what
-  drawing and saving them needs (ultralytics-style results object).
-
-      prediction.plot()                      # (H, W, 3) uint8 RGB, poses drawn
-      prediction.save("pose.png")            # that picture, PNG or JPEG by extension
-      prediction.to_json(image_id=7)         # COCO results: one dict per instance
-  """
-
-  boxes: np.ndarray             # (M, 4) xywh image pixels, as given (or the whole image)
-  keypoints: np.ndarray         # (M, K, 2) x, y in image pixels
-  keypoint_scores: np.ndarray   # (M, K) heatmap maxima
-  scores: np.ndarray            # (M,) instance scores (rescoring, bbox score 1)
-  track_ids: Optional[np.ndarray] = None    # (M,) int; None -> all UNTRACKED
-  image: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)  # (H, W, 3)
-  info: Optional[metadata.DatasetInfo] = dataclasses.field(default=None, repr=False)
-
-  def __post_init__(self):
-    if self.track_ids is None:
-      self.track_ids = np.full(len(self.boxes), UNTRACKED, np.int64)
-    self.track_ids = np.asarray(self.track_ids, np.int64)
-    if self.track_ids.shape != (len(self.boxes),):
-      raise ValueError(f"track_ids must be ({len(self.boxes)},) for {len(self.boxes)} "
-                       f"boxes, got shape {self.track_ids.shape}")
-
-  def plot(self, image=None, threshold=0.3, draw_boxes=True):
-    """The poses drawn (visualization.draw_prediction) on `image` (default: the image
-    predicted on) -> (H, W, 3) uint8 RGB. Keypoints scoring under threshold are left out."""
-    image = self.image if image is None else load_image(image)
-    if image is None:
-      raise ValueError("Prediction.plot: no image (pass image=, or predict on an image)")
-    if self.info is None:
-      raise ValueError("Prediction.plot: no keypoint layout (info); predictions made by "
-                       "Estimator.predict carry it")
-    return visualization.draw_prediction(image, self, self.info, threshold, draw_boxes)
-
-  def save(self, path, image=None, threshold=0.3):
-    """Writes self.plot() to path (PNG, JPEG, ... by extension); returns path."""
-    return visualization.save_image(path, self.plot(image, threshold))
-
-  def to_json(self, image_id=0, category_id=1):
-    """The instances in the COCO results format (evaluation.coco_results), plus "bbox"
-    (xywh) and, for tracked instances, "track_id": a json-ready list of dicts."""
-    num = len(self.boxes)
-    results = coco_results(np.full(num, image_id), np.full(num, category_id),
-                           self.keypoints, self.keypoint_scores, self.scores)
-    for result, box, track_id in zip(results, self.boxes, self.track_ids):
-      result["bbox"] = [float(v) for v in box]
-      if track_id != UNTRACKED:
-        result["track_id"] = int(track_id)
-    return results
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # ------------------------------------------------------------------ config and model
@@ -120,9 +67,9 @@ def load_config_json(path):
 
 
 def _checkpointing():
-  """mamkpd_jax.checkpointing (Orbax), imported only where a training checkpoint is read:
+  """mamkpd_jax.training.checkpointing (Orbax), imported only where a training checkpoint is read:
   Estimator.from_pretrained runs without the training stack."""
-  from mamkpd_jax import checkpointing   # pylint: disable=g-import-not-at-top
+  from mamkpd_jax.training import checkpointing   # pylint: disable=g-import-not-at-top
   return checkpointing
 
 
@@ -169,20 +116,6 @@ def load_trained_model(config, checkpoint):
 
 
 # ------------------------------------------------------------------ images and crops
-
-
-def load_image(image):
-  """A path or an (H, W, 3) RGB array -> (H, W, 3) uint8 RGB."""
-  if isinstance(image, (str, os.PathLike)):
-    if not os.path.isfile(image):
-      raise FileNotFoundError(f"image not found: {image}")
-    return transforms.decode_image(str(image))
-  array = np.asarray(image)
-  if array.ndim != 3 or array.shape[-1] != 3 or 0 in array.shape:
-    raise ValueError(f"image must be (H, W, 3) RGB, got shape {array.shape}")
-  if array.dtype != np.uint8:
-    array = np.clip(np.round(array), 0, 255).astype(np.uint8)
-  return array
 
 
 def as_boxes(boxes, image):
@@ -266,7 +199,7 @@ class Estimator:
   @classmethod
   def from_pretrained(cls, directory, compiler_options=None, **model_changes):
     """An Estimator from shipped weights: DIR/model.safetensors + DIR/model.json
-    (mamkpd_jax.pretrained; mamkpd export --format=safetensors writes them).
+    (mamkpd_jax.export.pretrained; mamkpd export --format=safetensors writes them).
 
     No Orbax checkpoint, optimiser or training code is read. A relative directory not
     found from here is looked up in the repository (weights/mamkpd_tiny_openfield).
@@ -361,7 +294,7 @@ class Estimator:
       images: (H, W, 3) RGB uint8 arrays or paths (sizes may differ).
       boxes_list: per image (M_i, 4) xywh boxes or None (the whole image); None: all
         whole images (warned once: pass boxes or a detector).
-      detector: instead of boxes, a detector (mamkpd_jax.detectors) run on each image.
+      detector: instead of boxes, a detector (mamkpd_jax.inference.detectors) run on each image.
     """
     images = [load_image(image) for image in images]
     if detector is not None:
@@ -411,120 +344,6 @@ def _warn_whole_image_once():
     _WARNED_WHOLE_IMAGE.append(True)
     warnings.warn("predicting without boxes: the whole image is one box, which fails for "
                   "subjects that do not fill the frame; pass boxes=(M, 4) xywh or a "
-                  "detector= (mamkpd_jax.detectors: StaticBackgroundDetector for one animal "
+                  "detector= (mamkpd_jax.inference.detectors: StaticBackgroundDetector for one animal "
                   "under a fixed camera, YoloxOnnxDetector, BoxFileDetector, a callable)",
                   UserWarning, stacklevel=3)
-
-
-# ------------------------------------------------------------------ export
-
-
-def _flip_back(flipped, flip_indices, shift):
-  """codecs.flip_heatmaps in jnp (inside the exported function): (B, h, w, K)."""
-  maps = flipped[:, :, ::-1, :][..., np.asarray(flip_indices)]
-  if shift:
-    maps = jnp.concatenate([maps[:, :, :1], maps[:, :, :-1]], axis=2)
-  return maps
-
-
-def _argmax_keypoints(heatmaps, cell_scale):
-  """(B, h, w, K) -> keypoints (B, K, 2) at the argmax cells x cell_scale, maxima (B, K).
-  No sub-cell refinement (codec.decode on the heatmaps gives that)."""
-  batch, height, width, channels = heatmaps.shape                    # batch may be symbolic
-  flat = heatmaps.reshape(batch, height * width, channels)           # (B, h*w, K)
-  index = jnp.argmax(flat, axis=1)                                   # (B, K)
-  row = jax.lax.div(index, width)          # index >= 0; % and // trip jax2onnx's symbolic B
-  cells = jnp.stack([index - row * width, row], axis=-1)             # (B, K, 2)
-  return cells.astype(jnp.float32) * jnp.asarray(cell_scale, jnp.float32), flat.max(1)
-
-
-def serving_fn(estimator):
-  """crops (B, H, W, 3) uint8 -> {"heatmaps" (B, h, w, K) flip-averaged as configured,
-  "keypoints" (B, K, 2) input px at the argmax cell, "scores" (B, K)}; parameters are
-  closed over (constants once exported)."""
-  graphdef, state = estimator._graphdef, estimator._state   # pylint: disable=protected-access
-  info, codec = estimator.info, estimator.codec
-
-  def serve(crops):
-    model = nnx.merge(graphdef, state)
-    if estimator.flip_test:
-      heatmaps, flipped = forward_with_flip(model, crops)
-      heatmaps = 0.5 * (heatmaps + _flip_back(flipped, info.flip_indices, codec.flip_shift))
-    else:
-      heatmaps = model(crops)
-    keypoints, scores = _argmax_keypoints(heatmaps, codec.scale)
-    return {"heatmaps": heatmaps, "keypoints": keypoints, "scores": scores}
-
-  return serve
-
-
-def export_forward(estimator, batch_size=None, platforms=None):
-  """`serving_fn(estimator)` as a jax.export.Exported.
-
-  batch_size None: a symbolic batch dimension "b" (any batch, recompiled per size by
-  the caller's JAX; needs a pure-JAX scan, kernels.PURE_JAX_IMPLS); an int: that batch only.
-  The CPU kernel ("cpu_ffi", what "auto" picks on a CPU) is exported as the chunked scan.
-  platforms: e.g. ("cpu", "cuda"); default the current backend.
-  """
-  height, width = estimator.input_size
-  scan_impl = estimator.model.config.scan_impl
-  if kernels.portable_impl(scan_impl) != kernels.resolve_impl(scan_impl):
-    # the CPU kernel is a custom call of this process: the artefact gets the same math
-    # in pure JAX (kernels.portable_impl)
-    portable = with_model_changes(estimator.model, scan_impl=kernels.portable_impl(scan_impl))
-    estimator = Estimator(estimator.config, portable, estimator.info)
-  if batch_size is None:
-    batch = jax.export.symbolic_shape("b")[0]
-  else:
-    batch = int(batch_size)
-  spec = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8)
-  return jax.export.export(jax.jit(serving_fn(estimator)), platforms=platforms)(spec)
-
-
-def export_metadata(estimator, batch_size=None):
-  """What a server needs beside the artefact: input size, keypoints, codec, outputs."""
-  config, codec = estimator.config, estimator.codec
-  return {
-      "input_size": list(estimator.input_size),            # (height, width)
-      "input": "crops (B, H, W, 3) uint8 RGB 0-255, made as geometry.udp_affine_matrix "
-               "(UDP codec) or geometry.affine_matrix of the box (1.25 padding)",
-      "batch_size": batch_size if batch_size is not None else "symbolic",
-      "heatmap_size": list(codec.heatmap_size),
-      "keypoint_names": list(estimator.info.keypoint_names),
-      "flip_indices": list(estimator.info.flip_indices),
-      "skeleton": [list(link) for link in estimator.info.skeleton],
-      "codec": config.data.codec,
-      "codec_scale": [float(s) for s in codec.scale],        # input px per heatmap cell
-      "flip_test": estimator.flip_test,
-      "outputs": {"heatmaps": "(B, h, w, K) float32",
-                  "keypoints": "(B, K, 2) float32 input px at the argmax cell "
-                               "(no sub-cell refinement)",
-                  "scores": "(B, K) float32 heatmap maxima"},
-      "model": json.loads(config.model.to_json_best_effort()),
-      "jax_version": jax.__version__,
-  }
-
-
-def save_exported(exported, metadata, directory):
-  """Writes directory/model.jax_exported and directory/model.json; returns both paths."""
-  os.makedirs(directory, exist_ok=True)
-  artefact = os.path.join(directory, "model.jax_exported")
-  with open(artefact, "wb") as f:
-    f.write(exported.serialize())
-  meta_path = os.path.join(directory, "model.json")
-  with open(meta_path, "w", encoding="utf-8") as f:
-    json.dump({**metadata, "platforms": list(exported.platforms)}, f, indent=1)
-  return artefact, meta_path
-
-
-def load_exported(path):
-  """A serialised model.jax_exported (or its folder) -> jax.export.Exported.
-
-  `exported.call(crops)` runs it: no model code needed.
-  """
-  if os.path.isdir(path):
-    path = os.path.join(path, "model.jax_exported")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"exported model not found: {path}")
-  with open(path, "rb") as f:
-    return jax.export.deserialize(bytearray(f.read()))

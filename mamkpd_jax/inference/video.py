@@ -1,4 +1,5 @@
-"""Frames in: video files, image folders (a video as an image sequence) and webcams;
+"""Images and frames in: one image reader (`load_image`), video files, image folders (a
+video as an image sequence) and webcams;
 a progress line (frames/s, ETA) for long runs.
 
     for index, name, frame in read_frames("clip.mp4"):    # frame (H, W, 3) RGB uint8
@@ -12,6 +13,8 @@ import cv2
 import numpy as np
 from absl import logging
 
+from mamkpd_jax.data_pipelines import transforms
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -24,12 +27,18 @@ def list_image_files(folder):
   return [os.path.join(folder, n) for n in names]
 
 
-def read_rgb(path):
-  """An image file -> (H, W, 3) RGB uint8."""
-  image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-  if image is None:
-    raise ValueError(f"could not read image {path}")
-  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+def load_image(image):
+  """A path or an (H, W, 3) RGB array -> (H, W, 3) uint8 RGB."""
+  if isinstance(image, (str, os.PathLike)):
+    if not os.path.isfile(image):
+      raise FileNotFoundError(f"image not found: {image}")
+    return transforms.decode_image(str(image))
+  array = np.asarray(image)
+  if array.ndim != 3 or array.shape[-1] != 3 or 0 in array.shape:
+    raise ValueError(f"image must be (H, W, 3) RGB, got shape {array.shape}")
+  if array.dtype != np.uint8:
+    array = np.clip(np.round(array), 0, 255).astype(np.uint8)
+  return array
 
 
 def webcam_index(source):
@@ -67,7 +76,7 @@ def read_frames(source, max_frames=None):
   if webcam_index(source) is None and os.path.isdir(source):
     files = list_image_files(source)[:max_frames]
     for index, path in enumerate(files):
-      yield index, os.path.basename(path), read_rgb(path)
+      yield index, os.path.basename(path), load_image(path)
     return
   capture = open_capture(source)
   try:
@@ -90,7 +99,7 @@ def sample_frames(source, num_frames):
   picks = np.unique(np.linspace(0, max(total - 1, 0), num_frames).round().astype(int))
   if os.path.isdir(source):
     files = list_image_files(source)
-    return [read_rgb(files[i]) for i in picks]
+    return [load_image(files[i]) for i in picks]
   if total == 0:                             # length unknown: the first frames
     return [frame for _, _, frame in read_frames(source, num_frames)]
   capture, frames = open_capture(source), []

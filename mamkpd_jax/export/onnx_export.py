@@ -1,6 +1,7 @@
 """ONNX export of a trained model, and running the .onnx file in ONNX Runtime.
 
-    from mamkpd_jax import inference, onnx_export
+    from mamkpd_jax import inference
+    from mamkpd_jax.export import onnx_export
     estimator = inference.Estimator.from_workdir("/tmp/sample_openfield")
     onnx_export.export_onnx(estimator, "/tmp/model.onnx")          # any batch size
     session = onnx_export.onnx_session("/tmp/model.onnx")
@@ -8,11 +9,11 @@
     outputs["heatmaps"], outputs["keypoints"], outputs["scores"]
     onnx_export.onnx_metadata("/tmp/model.onnx")     # keypoint names, codec, input size
 
-The graph is `inference.serving_fn`'s, the same function `inference.export_forward`
+The graph is `serving.serving_fn`'s, the same function `serving.export_forward`
 serialises with jax.export: crops (B, H, W, 3) uint8 RGB -> "heatmaps" (B, h, w, K)
 float32 (flip-averaged when the config's eval.flip_test), "keypoints" (B, K, 2) input
 pixels at each heatmap's argmax cell, "scores" (B, K). The metadata of
-`inference.export_metadata` (keypoint names, flip indices, skeleton, codec, input size)
+`serving.export_metadata` (keypoint names, flip indices, skeleton, codec, input size)
 is stored as JSON in the model's metadata_props under "mamkpd".
 
 It is converted by jax2onnx with two changes that leave the parameters alone:
@@ -39,6 +40,7 @@ import numpy as np
 
 from mamkpd_jax import inference
 from mamkpd_jax.models import common
+from mamkpd_jax.export import serving
 
 INSTALL = 'pip install -e ".[onnx]" && pip install --no-deps jax2onnx'
 SCAN_IMPL = "onnx"           # the only scan jax2onnx converts to a loop-free graph
@@ -164,10 +166,10 @@ def export_onnx(estimator, path, batch_size=None, scan_impl=SCAN_IMPL, opset=OPS
   onnx = _require("onnx")
   spec = _crops_spec(batch_size, estimator.input_size)
   onnx_estimator = _onnx_estimator(estimator, scan_impl)
-  serve = inference.serving_fn(onnx_estimator)
+  serve = serving.serving_fn(onnx_estimator)
   model = to_onnx(lambda crops: tuple(serve(crops)[name] for name in OUTPUT_NAMES),
                   spec, OUTPUT_NAMES, opset)
-  metadata = {**inference.export_metadata(onnx_estimator, batch_size),
+  metadata = {**serving.export_metadata(onnx_estimator, batch_size),
               "onnx_opset": opset, "jax2onnx_version": _version("jax2onnx")}
   onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
   onnx.save(model, path)

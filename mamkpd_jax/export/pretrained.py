@@ -143,7 +143,7 @@ def load_metadata(directory):
   if not isinstance(meta, dict) or meta.get("format") != FORMAT:
     raise ValueError(f"{path}: not a {FORMAT} file (format "
                      f"{meta.get('format') if isinstance(meta, dict) else None!r}); "
-                     "a jax.export model.json is read by inference.load_exported")
+                     "a jax.export model.json is read by serving.load_exported")
   if meta.get("format_version", 0) > FORMAT_VERSION:
     raise ValueError(f"{path}: format_version {meta['format_version']} is newer than this "
                      f"code's {FORMAT_VERSION}; update mamkpd-jax")

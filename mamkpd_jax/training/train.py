@@ -22,7 +22,8 @@ import optax
 from absl import logging
 from flax import nnx
 
-from mamkpd_jax import checkpointing, evaluate, optim, parallel, workdir_lib
+from mamkpd_jax.evaluation import evaluate
+from mamkpd_jax.training import checkpointing, optim, parallel, workdir_lib
 from mamkpd_jax.data_pipelines import pipeline
 from mamkpd_jax.models import build_model, parse_model_config
 

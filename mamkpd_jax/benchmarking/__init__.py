@@ -24,7 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mamkpd_jax import config_lib, inference, kernels, onnx_export, optim, train
+from mamkpd_jax import config_lib, inference, kernels
+from mamkpd_jax.export import onnx_export
+from mamkpd_jax.training import optim, train
 from mamkpd_jax.models import ModelConfig, build_model, model_config, model_title, stats
 from mamkpd_jax.models.hrvmamba import variants as hrvmamba_variants
 from mamkpd_jax.models.mamkpd.variants import HEATMAP_STRIDE
@@ -216,7 +218,7 @@ def inference_call(model, images):
 
 
 def train_call(model, images):
-  """() -> metrics: one step of mamkpd_jax.train (the paper's Adam), state carried over."""
+  """() -> metrics: one step of mamkpd_jax.training.train (the paper's Adam), state carried over."""
   graphdef, state = nnx.split(model)
   model = nnx.merge(graphdef, jax.tree.map(jnp.copy, state))   # the step donates its state
   model.train()

@@ -37,7 +37,7 @@ import numpy as np
 from absl import logging
 from scipy.optimize import linear_sum_assignment
 
-from mamkpd_jax import detectors, video, visualization
+from mamkpd_jax.inference import detectors, video, visualization
 from mamkpd_jax.evaluation import coco_results
 
 
@@ -322,7 +322,7 @@ def track_video(estimator, source, output_dir, detector=None, det_every=1, smoot
     estimator: an inference.Estimator.
     source: a video path, a folder of frames, or a webcam index (int or "0").
     output_dir: created if needed.
-    detector: a mamkpd_jax.detectors detector or callable; None: the whole frame is
+    detector: a mamkpd_jax.inference.detectors detector or callable; None: the whole frame is
       the first box (then boxes are carried from the keypoints).
     det_every, smoothing, batch_frames: as TrackingConfig.
     max_frames: stop after this many frames (a webcam runs until it fails or Ctrl-C).

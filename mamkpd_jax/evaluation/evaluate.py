@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from mamkpd_jax import checkpointing, parallel, workdir_lib
+from mamkpd_jax.training import checkpointing, parallel, workdir_lib
 from mamkpd_jax.data_pipelines import codecs, geometry, pipeline
 from mamkpd_jax.evaluation import metrics as metrics_lib
 from mamkpd_jax.evaluation import pck

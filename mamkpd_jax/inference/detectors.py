@@ -22,7 +22,7 @@ import os
 import cv2
 import numpy as np
 
-from mamkpd_jax import video
+from mamkpd_jax.inference import video
 
 # COCO-80 in the order of YOLOX's (and every COCO detector's) class outputs.
 COCO_CLASSES = (
