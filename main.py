@@ -11,9 +11,11 @@ be overridden: `--config.model.dtype=bfloat16`, `--config.init_from=OTHER_WORKDI
 
 from absl import app, flags
 
+from mamkpd_jax import cli
 from mamkpd_jax.commands import train as command
 
-flags.adopt_module_key_flags(command)     # --help lists the command's flags
-
 if __name__ == "__main__":
+  command.define_flags()
+  flags.adopt_module_key_flags(command)     # --help lists the command's flags
+  cli.quiet_backend_probing()
   app.run(command.main)

@@ -13,7 +13,7 @@ INSTALL_REQUIRES = [
     "absl-py>=2.1",
     "flax>=0.12",
     "grain>=0.2.10",                  # input pipelines (data_pipelines/transforms.py)
-    "flatbuffers>=24",                # jax.export serialisation (scripts/export.py)
+    "flatbuffers>=24",                # jax.export serialisation (mamkpd export)
     "jax>=0.10",
     # Learning curves and keypoint pictures as PNGs (what mmpose uses too).
     "matplotlib>=3.8",
@@ -41,14 +41,14 @@ TFDS_REQUIRES = [
     "importlib_resources",
     "tensorflow-datasets>=4.9.10",
 ]
-# scripts/convert_checkpoint.py: .pth input (torch); .safetensors input needs only the
+# mamkpd convert: .pth input (torch); .safetensors input needs only the
 # core safetensors dependency.
 CONVERT_REQUIRES = []
 TORCH_REQUIRES = ["torch>=2.1"]
 # mamkpd_jax.inference.detectors.YoloxOnnxDetector runs YOLOX ONNX exports (onnxruntime); ONNX
 # export (mamkpd_jax/export/onnx_export.py) needs onnx and onnx-ir (jax2onnx's graph IR);
 # jax2onnx itself pins orbax-checkpoint<0.11.37 (never imported), so it is installed
-# apart with --no-deps: README, "Export to ONNX".
+# apart with --no-deps: docs/export.md, "ONNX".
 ONNX_REQUIRES = ["onnxruntime>=1.17", "onnx>=1.15", "onnx-ir>=0.2.1"]
 DEV_REQUIRES = [
     # The test suite executes notebooks/demo.ipynb.

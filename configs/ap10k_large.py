@@ -9,13 +9,12 @@ epochs; re-running it resumes from the workdir. The second evaluates the latest
 checkpoint on test-split1, the split the paper reports. Metrics go to
 /tmp/ap10k_large/eval/metrics_step<N>.json.
 
-Data: AP-10K in mmpose's layout (README, "Datasets"): data/ap10k/annotations/
+Data: AP-10K in mmpose's layout (docs/datasets.md): data/ap10k/annotations/
 ap10k-{train,val,test}-split1.json, data/ap10k/data/. GT boxes, COCO-style AP with
 AP-10K's sigmas. Augmentation as mmpose's AP-10K configs (its defaults, half-body
 included); the codec is UDP (mmpose's use MSRA; --config.data.codec=msra).
 
-Expected result, the paper's (Table 4, AP-10K test, trained on two RTX 4090s), not
-measured by us: AP 72.8.
+Expected result: AP 72.8 on AP-10K test (paper, Table 4; not measured by us).
 
 Batch: config.batch_size (64) is global; the paper's is not stated. ViTPose's recipe
 (config_lib.train_config("vitpose")): --config.train.optimizer=adamw

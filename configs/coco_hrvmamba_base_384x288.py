@@ -1,14 +1,14 @@
-"""HRVMamba-base on COCO-17, input 384x288 (authors' README: AP 77.7; 32.05 GFLOPs, SPEC §3).
+"""HRVMamba-base on COCO-17, input 384x288 (authors' README: AP 77.7; 32.05 GFLOPs,
+docs/hrvmamba.md §3).
 
     python main.py --config=configs/coco_hrvmamba_base_384x288.py --workdir=/tmp/coco_hrvmamba_base_384x288
     python main.py --config=configs/coco_hrvmamba_base_384x288.py --workdir=/tmp/coco_hrvmamba_base_384x288 --mode=eval
 
 As configs/coco_hrvmamba_base.py (the authors' recipe; their hrvmamba_base384288.pth
 converts the same way) at 384x288 input: heatmaps 96x72, MSRA sigma 3 as mmpose's
-384x288 HRNet/HRFormer configs, which the authors' follow (SPEC does not state it).
+384x288 HRNet/HRFormer configs, which the authors' follow.
 
-Expected result, the authors' (COCO val2017, person detections), not measured by us:
-AP 77.7.
+Expected result: AP 77.7 on COCO val2017, person detections (authors; not measured by us).
 """
 
 from mamkpd_jax import config_lib

@@ -9,16 +9,17 @@ heatmaps (sigma 2), flip test with the heatmap shift; drop-path and dropout per 
 (tiny 0 / 0, small 0.1 / 0.1, base 0.2 / 0). Their global batch is 8 GPUs x 32 = 256:
 --config.batch_size=256 (default here 64, with the same learning rate).
 
-The authors' checkpoint converts (README, "HRVMamba"):
+The authors' checkpoint converts (docs/training.md, "HRVMamba checkpoints"):
 
-    python scripts/convert_checkpoint.py --input=hrvmamba_small256192.pth \
+    mamkpd convert --input=hrvmamba_small256192.pth \
         --config=configs/coco_hrvmamba_small.py --output=/tmp/hrvmamba_small_converted
     python main.py --config=configs/coco_hrvmamba_small.py --mode=eval \
         --workdir=/tmp/hrvmamba_small_eval --checkpoint=/tmp/hrvmamba_small_converted
 
-Expected result, the authors' (COCO val2017 with person detections, add
---config.data.det_file=person_detection_results/COCO_val2017_detections_AP_H_56_person.json),
-not measured by us: AP 74.6.
+Person detections, as the authors evaluate:
+--config.data.det_file=person_detection_results/COCO_val2017_detections_AP_H_56_person.json
+
+Expected result: AP 74.6 on COCO val2017, person detections (authors; not measured by us).
 
     python scripts/model_stats.py --config=configs/coco_hrvmamba_small.py
 """

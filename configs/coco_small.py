@@ -7,15 +7,14 @@ The first trains with the paper's recipe (210 epochs) and evaluates every 10 epo
 re-running it resumes from the workdir. The second evaluates the latest checkpoint.
 Metrics go to /tmp/coco_small/eval/metrics_step<N>.json.
 
-Data: COCO 2017 in mmpose's layout (README, "Datasets"): data/coco/annotations/
+Data: COCO 2017 in mmpose's layout (docs/datasets.md): data/coco/annotations/
 person_keypoints_{train,val}2017.json, data/coco/{train,val}2017/. Evaluation uses GT
 boxes; for mmpose's person detections (behind the peers' numbers in the paper's
 table, e.g. HRNet-W32's 74.4 AP), add
 --config.data.det_file=person_detection_results/COCO_val2017_detections_AP_H_56_person.json
 (relative to data/coco, where mmpose keeps it).
 
-Expected result, the paper's (Table 2, COCO val2017, trained on two RTX 4090s), not
-measured by us: AP 75.2, AP50 90.4, AP75 82.2, APm 71.5, APl 81.9, AR 75.3.
+Expected result: AP 75.2 on COCO val2017 (paper, Table 2; not measured by us).
 
 Batch: config.batch_size (64) is global; the paper's is not stated. ViTPose's recipe
 (config_lib.train_config("vitpose")): --config.train.optimizer=adamw
@@ -24,7 +23,7 @@ Batch: config.batch_size (64) is global; the paper's is not stated. ViTPose's re
 
     python scripts/model_stats.py --config=configs/coco_small.py
 
-Measured 2026-11-22, CPU: 7.05M parameters, 2.38 GFLOPs (multiply-adds). The paper's
+Ours: 7.05M parameters, 2.38 GFLOPs (multiply-adds). The paper's
 small row cannot be reproduced from its own text (no stem is < 25K params and 0.2 GMACs
 less than Base); see docs/architecture.md.
 """

@@ -10,8 +10,10 @@ evaluate the latest checkpoint. Your data, in three flags:
         --config.data.root=/path/to/data --config.data.train_ann=train.json \
         --config.data.val_ann=val.json
 
-Expected result: MamKPD-base at 256x256 is slow on a CPU; on a GPU, or with
-`--config.train.num_steps=N` for a quick check. The README's "Your own data" section.
+Expected result: none stated: it depends on your data.
+
+MamKPD-base at 256x256 wants a GPU; --config.train.num_steps=N makes a quick CPU check.
+docs/datasets.md, "Your own COCO-format data", says more.
 
 What the json states is read from it, and said in the log: the number of keypoints,
 their names and the skeleton (its category; model.num_keypoints stays 0, and a stated

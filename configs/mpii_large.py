@@ -9,7 +9,7 @@ The first trains with the paper's recipe (210 epochs) and evaluates every 10 epo
 re-running it resumes from the workdir. The second evaluates the latest checkpoint.
 Metrics go to /tmp/mpii_large/eval/metrics_step<N>.json.
 
-Data: MPII in mmpose's layout (README, "Datasets"): data/mpii/annotations/
+Data: MPII in mmpose's layout (docs/datasets.md): data/mpii/annotations/
 mpii_{train,val}.json, data/mpii/images/. PCKh divides by each person's head size, from
 MPII's official head boxes: mmpose's data/mpii/annotations/mpii_gt_val.mat, named by
 data.headbox_file as above (box i belongs to entry i of mpii_val.json). Without it every
@@ -19,8 +19,7 @@ checkpoint (eval.best_metric "PCKh") falls back to that.
 Augmentation as mmpose's MPII configs: flip, scale and rotation; no half-body, no shift.
 The codec is UDP (mmpose's MPII configs use MSRA; --config.data.codec=msra).
 
-Expected result, the paper's (Table 3, MPII val, trained on two RTX 4090s), not measured
-by us: PCKh@0.5 mean 91.3.
+Expected result: PCKh@0.5 mean 91.3 on MPII val (paper, Table 3; not measured by us).
 
 Batch: config.batch_size (64) is global; the paper's is not stated. ViTPose's recipe
 (config_lib.train_config("vitpose")): --config.train.optimizer=adamw

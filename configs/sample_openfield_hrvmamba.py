@@ -11,10 +11,7 @@ train, the last 20% are held out), the HRVMamba authors' recipe (AdamW, weight d
     python main.py --config=configs/sample_openfield_hrvmamba.py --workdir=/tmp/sample_openfield_hrvmamba
     python main.py --config=configs/sample_openfield_hrvmamba.py --workdir=/tmp/sample_openfield_hrvmamba --mode=eval
 
-Expected result (measured 2026-12-01 on the 2-core CPU while the test suite ran beside
-it, load average 2-4): held-out PCK@0.1 0.750 at step 100 (8 min 46 s after the start) and 0.927 at step
-200, 11 min 2 s in all (3.8 GB peak), against a mean-pose floor of 0.208 (README,
-"HRVMamba"). A 300-step schedule reached 0.979 (18 min at load 4-7).
+Expected result: held-out PCK@0.1 0.93 after 200 steps (mean-pose floor 0.208).
 """
 
 from mamkpd_jax import config_lib

@@ -1,7 +1,7 @@
 """Top-down heatmap codecs (MSRA, UDP, DARK) and the flip-test helpers, as in mmpose 1.x.
 
 A codec turns one instance's keypoints (in input-crop pixels) into training targets and
-turns predicted heatmaps back into keypoints (../shared/SPEC.md §3). Everything is
+turns predicted heatmaps back into keypoints (docs/conventions.md, Heatmap codecs). Everything is
 numpy; cv2 only for the Gaussian blur of the DARK/UDP refinement, as in mmpose.
 Heatmaps are channels-last like the model: (h, w, K) per instance, (N, h, w, K) batched.
 Sizes are (height, width); keypoints are (x, y).
@@ -422,22 +422,28 @@ def flip_heatmaps(heatmaps, flip_indices, shift):
   (MSRA, DARK: codec.flip_shift) moves the maps 1 cell right, column 0 keeping its value.
   That shift is why flipping twice with shift=True is the identity on columns 1..w-1 only.
 
+  Written as two gathers with constant indices, so that the same function runs on numpy
+  arrays and inside a traced JAX function (jit, jax.export, ONNX conversion), where the
+  exported models do their flip test.
+
   Args:
-    heatmaps: (N, h, w, K).
+    heatmaps: (N, h, w, K) numpy or JAX array (N may be symbolic).
     flip_indices: K ints, the dataset's left/right pairing (COCO: [0, 2, 1, 4, 3, ...]).
     shift: bool.
 
   Returns:
-    (N, h, w, K), same dtype.
+    (N, h, w, K), the same array type and dtype.
   """
-  maps = np.asarray(heatmaps)
+  maps = heatmaps if hasattr(heatmaps, "ndim") else np.asarray(heatmaps)
   if maps.ndim != 4:
     raise ValueError(f"heatmaps must be (N, h, w, K), got shape {maps.shape}")
   indices = _check_flip_indices(flip_indices, maps.shape[-1])
-  flipped = maps[:, :, ::-1, :][..., indices]                     # (N, h, w, K)
+  width = maps.shape[2]
+  # output column j reads input column w-1-j; shifted: w-j, column 0 keeping w-1
+  columns = width - 1 - np.arange(width)                          # (w,)
   if shift:
-    flipped[:, :, 1:, :] = flipped[:, :, :-1, :].copy()
-  return flipped
+    columns = np.minimum(columns + 1, width - 1)
+  return maps[:, :, columns, :][..., indices]                     # (N, h, w, K)
 
 
 def flip_keypoints(keypoints, keypoints_visible, flip_indices, image_width):

@@ -2,7 +2,7 @@
 
 The one source of truth for how a person box becomes the network input and how
 predictions go back to the image; training transforms, evaluation and inference all
-call these functions. Conventions (../shared/SPEC.md §3):
+call these functions. Conventions (docs/conventions.md, Box → crop):
 
 - Boxes are xywh in image pixels. Image and output sizes are (height, width).
 - A crop is described by `center` (x, y) and `scale` (w, h), both in image pixels
@@ -191,7 +191,7 @@ def warp_image(image, matrix, output_size):
 
 
 def crop_to_image(keypoints_in_input, center, scale, input_size, use_udp=False):
-  """Input-pixel keypoints -> image pixels (SPEC §3, mmpose's TopdownPoseEstimator).
+  """Input-pixel keypoints -> image pixels (docs/conventions.md, mmpose's TopdownPoseEstimator).
 
   kpt_img = kpt_input / (W, H) * scale + center - scale / 2, the inverse of the standard
   warp. With use_udp the divisor is (W - 1, H - 1), the exact inverse of the UDP warp

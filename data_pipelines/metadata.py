@@ -1,8 +1,8 @@
 """Keypoint dataset metadata: the one table of names, flips, sigmas and skeletons.
 
 `DatasetInfo` holds what the pipeline, the codecs and the metrics need to know about a
-keypoint layout. `COCO`, `MPII` and `AP10K` are the built-in layouts (../shared/SPEC.md §3,
-mmpose 1.x `configs/_base_/datasets/{coco,mpii,ap10k}.py`); `get(name)` looks them up.
+keypoint layout. `COCO`, `MPII` and `AP10K` are the built-in layouts
+(docs/conventions.md, Keypoint layouts; mmpose 1.x `configs/_base_/datasets/{coco,mpii,ap10k}.py`); `get(name)` looks them up.
 `from_coco_category` builds the metadata of any COCO-format keypoint json from its
 category, with flip pairs and OKS sigmas supplied by the user.
 
@@ -154,7 +154,7 @@ def _checked_ids(field, ids, num_keypoints):
 # ---------------------------------------------------------------------------------------
 # Built-in layouts.
 
-# COCO-17 (SPEC §3). Sigmas are pycocotools' COCOeval defaults. The skeleton is the
+# COCO-17 (docs/conventions.md). Sigmas are pycocotools' COCOeval defaults. The skeleton is the
 # category's `skeleton` of every COCO person-keypoints json (1-based there), minus 1.
 COCO = DatasetInfo(
     name="coco",
@@ -173,7 +173,7 @@ COCO = DatasetInfo(
     lower_body_ids=tuple(range(11, 17)),
 )
 
-# MPII-16 (SPEC §3). SPEC's short names: r_ = right_, l_ = left_ in mmpose's mpii.py.
+# MPII-16 (docs/conventions.md). The short names: r_ = right_, l_ = left_ in mmpose's mpii.py.
 # Sigmas and skeleton from mmpose's mpii.py ("adapted from COCO"; PCKh does not use them).
 MPII = DatasetInfo(
     name="mpii",
@@ -190,8 +190,8 @@ MPII = DatasetInfo(
     lower_body_ids=tuple(range(0, 7)),
 )
 
-# AP-10K-17 (SPEC §3). Sigmas in AP-10K's keypoint order, as SPEC and the AP-10K authors'
-# config (AlexTheBad/AP-10K configs/_base_/datasets/ap10k.py) give them. The skeleton is
+# AP-10K-17 (docs/conventions.md). Sigmas in AP-10K's keypoint order, as the AP-10K
+# authors' config (AlexTheBad/AP-10K configs/_base_/datasets/ap10k.py) give them. The skeleton is
 # mmpose's ap10k.py links, equal to the category skeleton of the AP-10K json minus 1.
 # Body halves are mmpose's `type` fields verbatim, including its asymmetry: L_F_Paw (7)
 # is 'upper' but R_F_Paw (10) is 'lower'.
@@ -326,7 +326,7 @@ def from_coco_category(category: dict, flip_pairs: Optional[Sequence[FlipPair]] 
                        sigmas: Optional[Sequence[float]] = None,
                        name: Optional[str] = None,
                        num_keypoints: Optional[int] = None) -> DatasetInfo:
-  """The layout of a COCO-format keypoint category (SPEC §3, custom datasets).
+  """The layout of a COCO-format keypoint category (docs/conventions.md, custom datasets).
 
   Names and skeleton (1-based in the json) come from `category`; flips and OKS sigmas
   from the arguments. Without `flip_pairs` nothing swaps under a flip (identity flip

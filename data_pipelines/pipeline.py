@@ -26,8 +26,8 @@ import numpy as np
 from absl import logging
 
 from mamkpd_jax.data_pipelines import codecs, metadata, sources, transforms
+from mamkpd_jax.models.common import HEATMAP_STRIDE   # where the model's heatmaps are
 
-HEATMAP_STRIDE = 4
 TRAIN_KEYS = ("image", "heatmaps", "keypoint_weights")
 EVAL_KEYS = ("image", "center", "scale", "bbox_score", "image_id", "instance_id",
              "category_id")
@@ -177,12 +177,47 @@ def dataset_info(config):
   return info
 
 
+def _data_fields(data, split):
+  """[(config.data field, its value, its resolved path)] that `split` reads."""
+  if train_fraction(data) > 0 or split == "train":
+    ann_field, images_field = "train_ann", "train_images"
+  else:
+    ann_field, images_field = "val_ann", "val_images"
+  rows = [(ann_field, data[ann_field], resolve_path(data, data[ann_field]))]
+  if data[images_field]:
+    rows.append((images_field, data[images_field], image_folder(data, split)))
+  return rows
+
+
+def check_data_paths(data, split):
+  """FileNotFoundError naming the missing file or folder, the config fields that lead
+  to it, the flags that set them and the layout expected under data.root."""
+  missing = [(field, path) for field, _, path in _data_fields(data, split)
+             if not os.path.exists(path)]
+  if not missing:
+    return
+  field, path = missing[0]
+  what = "image folder" if field.endswith("_images") else "annotation file"
+  rows = dict.fromkeys(row for split_ in ("train", "val") for row in _data_fields(data, split_)
+                       if row[1])
+  layout = "\n".join(f"    {path_}{'/' if f.endswith('_images') else ''}    "
+                      f"(config.data.{f})" for f, _, path_ in rows)
+  raise FileNotFoundError(
+      f"{what} not found: {path}\n"
+      f"  expected under config.data.root={data.root!r}:\n{layout}\n"
+      f"  point the config at your copy with --config.data.root=/path/to/{data.dataset} "
+      f"(or set --config.data.{field}=...; an absolute path is used as given)")
+
+
 def load_instances(config, info, split):
   """Instances of `split` ('train' | 'val'); val uses det_file boxes when one is set.
 
-  When train_fraction(data) > 0, train_ann alone is read and split by frame order.
+  When train_fraction(data) > 0, train_ann alone is read and split by frame order. A
+  missing annotation file or image folder is a FileNotFoundError naming the flags that
+  set them (check_data_paths).
   """
   data = config.data
+  check_data_paths(data, split)
   kwargs = dict(num_keypoints=info.num_keypoints, on_bad=data.on_bad)
   fraction = train_fraction(data)
   if fraction > 0:

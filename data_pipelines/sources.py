@@ -31,6 +31,7 @@ and the annotation; with on_bad="skip" each is logged and counted in
 import collections
 import contextlib
 import copy
+import dataclasses
 import functools
 import io
 import json
@@ -428,33 +429,137 @@ def load_coco_instances(ann_file: str, image_root: str, *,
   return instances
 
 
-def _parse_detection(index, det, source, num_keypoints, score_threshold, filtered):
-  """One instance dict from a detection-file entry, or None (filtered or bad input)."""
-  bad = source.bad
-  det = det if isinstance(det, dict) else {}
-  where = f"detection #{index} (image id {det.get('image_id')!r})"
-  box = _numbers(det.get("bbox"), 4)
-  if box is None or not _is_number(det.get("score")) or \
-      not isinstance(det.get("image_id"), int) or not isinstance(det.get("category_id"), int):
-    return bad("malformed_detection", where, "needs integer image_id and category_id, a "
-               "finite score and bbox [x, y, w, h]")
-  if det["category_id"] != PERSON_CATEGORY_ID:
+# ---------------------------------------------------------------------------------------
+# Boxes files: the one reader of detection / boxes json, used by `load_coco_detections`,
+# `mamkpd predict --boxes` and `detectors.BoxFileDetector`.
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxEntry:
+  """One box of a boxes file, its fields checked."""
+
+  index: int                      # position in the file (in "annotations" for a dict)
+  bbox: np.ndarray                # (4,) float64 x, y, w, h image pixels, finite
+  score: Optional[float]          # None when the entry has none
+  image_id: Optional[int]         # None when the entry names its image by file_name
+  file_name: Optional[str]        # None when the entry names its image by image_id
+  category_id: Optional[int]
+
+
+def _raise_bad(source_file):
+  def bad(reason, where, message):
+    raise AnnotationError(f"{source_file}: {where}: {message} [{reason}]")
+  return bad
+
+
+def _image_id(value):
+  """An int image id (a string of digits counts), else None."""
+  if isinstance(value, str) and value.isdigit():
+    return int(value)
+  return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _box_entry_fields(entry, file_names):
+  """(BoxEntry fields, None) of a boxes-file entry, or (None, what is wrong)."""
+  if not isinstance(entry, dict):
+    return None, f"must be a json object, got {type(entry).__name__}"
+  box = _numbers(entry.get("bbox"), 4)
+  if box is None:
+    return None, f"field 'bbox' must be [x, y, w, h], 4 finite numbers; got " \
+        f"{entry.get('bbox')!r}"
+  if "score" in entry and not _is_number(entry["score"]):
+    return None, f"field 'score' must be a finite number; got {entry['score']!r}"
+  category = entry.get("category_id")
+  if category is not None and _image_id(category) is None:
+    return None, f"field 'category_id' must be an integer; got {category!r}"
+  image_id = _image_id(entry.get("image_id"))
+  if entry.get("image_id") is not None and image_id is None:
+    return None, f"field 'image_id' must be an integer; got {entry['image_id']!r}"
+  file_name = file_names.get(image_id) or entry.get("file_name") or None
+  if file_name is not None and not isinstance(file_name, str):
+    return None, f"field 'file_name' must be a string; got {file_name!r}"
+  if image_id is None and file_name is None:
+    return None, "needs a field 'image_id' or 'file_name' (the image the box is on)"
+  score = float(entry["score"]) if "score" in entry else None
+  return dict(bbox=box, score=score, image_id=image_id, file_name=file_name,
+              category_id=None if category is None else int(category)), None
+
+
+def _box_file_entries(data, path):
+  """(entries, {image id: file name}) of a boxes file's parsed json."""
+  if isinstance(data, list):
+    return data, {}
+  if isinstance(data, dict) and isinstance(data.get("annotations"), list):
+    images = data.get("images", [])
+    if not isinstance(images, list):
+      raise AnnotationError(f"{path}: field 'images' must be a list of "
+                            "{'id', 'file_name'}")
+    return data["annotations"], {image.get("id"): image.get("file_name")
+                                 for image in images if isinstance(image, dict)}
+  kind = "a dict without an 'annotations' list" if isinstance(data, dict) else \
+      type(data).__name__
+  raise AnnotationError(f"{path}: a boxes file must hold a json list of detections "
+                        "[{image_id or file_name, bbox, score?, category_id?}] or a COCO "
+                        f"dict whose 'annotations' carry the boxes; got {kind}")
+
+
+def read_boxes_file(path: str, bad=None, required=()) -> list[BoxEntry]:
+  """The boxes of a detection / boxes json, each checked.
+
+  Accepted: a json list of {"image_id" or "file_name", "bbox": [x, y, w, h], "score"?,
+  "category_id"?} (COCO detection results, as mmpose's `bbox_file`), or a COCO dict
+  whose "annotations" carry the boxes and whose "images" map ids to file names.
+
+  Args:
+    path: the json file.
+    bad: callable(reason, where, message) for an entry that cannot be read, or lacks a
+      field of `required`; it raises, or returns to skip the entry (default: raise
+      AnnotationError naming the file, the entry and the field).
+    required: fields an entry must have ("score", "category_id", "image_id").
+  Raises:
+    FileNotFoundError naming the file; AnnotationError for malformed json or a
+    content that is neither form.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"boxes file not found: {path}")
+  bad = bad or _raise_bad(path)
+  entries, file_names = _box_file_entries(load_json(path), path)
+  boxes = []
+  for index, entry in enumerate(entries):
+    image_id = entry.get("image_id") if isinstance(entry, dict) else None
+    where = f"detection #{index} (image id {image_id!r})"
+    fields, problem = _box_entry_fields(entry, file_names)
+    missing = [name for name in required if fields is not None and fields[name] is None]
+    if missing:
+      problem = f"needs a field {missing[0]!r}"
+    if problem:
+      bad("malformed_detection", where, problem)
+    else:
+      boxes.append(BoxEntry(index=index, **fields))
+  return boxes
+
+
+def _parse_detection(entry, source, num_keypoints, score_threshold, filtered):
+  """One instance dict from a checked box entry, or None (filtered or bad input)."""
+  where = f"detection #{entry.index} (image id {entry.image_id!r})"
+  if entry.category_id != PERSON_CATEGORY_ID:
     filtered["not_person"] += 1
     return None
-  if det["score"] < score_threshold:
+  if entry.score < score_threshold:
     filtered["below_score_threshold"] += 1
     return None
-  image = source.coco.imgs.get(det["image_id"])
+  image = source.coco.imgs.get(entry.image_id)
   if image is None:
-    return bad("unknown_image", where, f"image_id {det['image_id']} is not an image of "
-               f"{source.ann_file}")
+    return source.bad("unknown_image", where, f"image_id {entry.image_id} is not an image "
+                      f"of {source.ann_file}")
+  box = entry.bbox
   if box[2] <= 0 or box[3] <= 0:
-    return bad("empty_box", where, f"bbox {box.tolist()} has no area")
+    return source.bad("empty_box", where, f"bbox {box.tolist()} has no area")
   image_path = source.image_path(image, where)
   if image_path is None:
     return None
-  return dict(image_path=image_path, image_id=det["image_id"], bbox_xywh=box,
-              bbox_score=det["score"], keypoints=np.zeros((num_keypoints, 2)),
+  return dict(image_path=image_path, image_id=entry.image_id, bbox_xywh=box,
+              bbox_score=entry.score, keypoints=np.zeros((num_keypoints, 2)),
               visible=np.ones(num_keypoints), category_id=PERSON_CATEGORY_ID,
               area=box[2] * box[3])
 
@@ -465,11 +570,11 @@ def load_coco_detections(ann_file: str, det_file: str, image_root: str, *,
                          ) -> InstanceList:
   """Evaluation instances from a person-detection file, as mmpose's `bbox_file`.
 
-  `det_file` is a list of {image_id, bbox (xywh), score, category_id}
-  (COCO_val2017_detections_AP_H_56_person.json). Category 1 only; scores below
-  `score_threshold` are filtered. Boxes are kept as detected (not clipped). Keypoints
-  are zeros and keypoints_visible ones (mmpose's dummies); instance_id counts the kept
-  detections from 0; area = box w x h.
+  `det_file` is read by `read_boxes_file`; each entry needs image_id, bbox (xywh),
+  score and category_id (COCO_val2017_detections_AP_H_56_person.json). Category 1
+  only; scores below `score_threshold` are filtered. Boxes are kept as detected (not
+  clipped). Keypoints are zeros and keypoints_visible ones (mmpose's dummies);
+  instance_id counts the kept detections from 0; area = box w x h.
 
   Args:
     ann_file: the COCO-format json of the images (file names, sizes, keypoint count).
@@ -481,15 +586,13 @@ def load_coco_detections(ann_file: str, det_file: str, image_root: str, *,
   """
   ann_bad = _BadInput(ann_file, on_bad)
   source = _CocoFile(ann_file, image_root, ann_bad, check_image_files)
-  detections = load_json(det_file)
-  if not isinstance(detections, list):
-    raise AnnotationError(f"{det_file}: a detection file must hold a json list, got "
-                          f"{type(detections).__name__}")
   source.bad = _BadInput(det_file, on_bad)   # from here on, errors are the detections'
+  detections = read_boxes_file(det_file, source.bad,
+                               required=("image_id", "score", "category_id"))
   num_keypoints = num_keypoints or source.num_keypoints(PERSON_CATEGORY_ID)
   instances = InstanceList()
-  for index, det in enumerate(detections):
-    fields = _parse_detection(index, det, source, num_keypoints, score_threshold,
+  for entry in detections:
+    fields = _parse_detection(entry, source, num_keypoints, score_threshold,
                               instances.filtered)
     if fields is not None:
       instances.append(_instance(instance_id=len(instances), **fields))

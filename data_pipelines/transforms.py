@@ -12,7 +12,7 @@ degrees, see `geometry`); TopdownAffine replaces image by the (H_in, W_in, 3) cr
 keypoints by input-pixel coordinates; GenerateTarget adds heatmaps (h, w, K) and
 keypoint_weights (K,). Sizes are (height, width) throughout.
 
-mmpose 1.x order, with its defaults (../shared/SPEC.md §3):
+mmpose 1.x order, with its defaults (docs/conventions.md, Training augmentation):
 
     train: DecodeImage, BoxToCenterScale, RandomFlip, RandomHalfBody,
            RandomBBoxTransform, TopdownAffine, GenerateTarget

@@ -18,7 +18,7 @@ zero-padded with pixel centres at integers (grid_sample, align_corners=False). A
     lane 3*K*g + 2*K + k  m_k
     lanes >= 3*K*G        padding (DCNv4 rounds the width up to a multiple of 8): ignored
 
-(../shared/hrvmamba/SPEC.md §4, from DCNv4's `forward_kernel_dcn_reg`.)
+(docs/hrvmamba.md §4, from DCNv4's `forward_kernel_dcn_reg`.)
 
 How. Sampling is a row gather: V is viewed as (N*H*W*G, D) rows and each bilinear corner
 of a kernel point reads one row per (query pixel, group). A `lax.scan` over the K points

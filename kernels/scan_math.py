@@ -10,7 +10,7 @@ Both kernel bodies call these functions on register values; only the shapes diff
 
 So every function here is elementwise with broadcasting, and leaves the reductions to
 the caller. The fast Triton interpret suite therefore covers the math of both backends.
-Math (SPEC §1): h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t, y_t = C_t . h_t + D u_t.
+Math (docs/scan.md): h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t, y_t = C_t . h_t + D u_t.
 """
 
 import typing

@@ -1,17 +1,21 @@
 """`selective_scan` and `cross_selective_scan`: one entry point each, implementation by name.
 
-`SCAN_IMPLS` maps a name to the pair of functions; "reference" is the readable pure-JAX
-definition, "chunked" the fast pure-JAX one (time-major, checkpointed chunks), "cpu_ffi" SS2D's scan
-as one compiled CPU kernel (XLA FFI, built on first use), "onnx" the loop-free
-pure-JAX one that ONNX export needs (unrolled across chunks, no loop); the Pallas
-kernels (interpreted on CPU) are "pallas_triton" and "pallas_mosaic" (Mosaic GPU), and
-"pallas" is the default GPU backend (`backend.default_gpu_backend`). `AUTO` ("auto", the
-model's default) picks by backend: the fastest measured there (`AUTO_IMPLS`; on a CPU
-"cpu_ffi" where a C++ compiler can build it, else "chunked"). An unknown
-name, or a backend this JAX lacks, is an error naming what is available, never a silent
-fallback.
+`SCAN_REGISTRY` holds one `ScanImpl` per implementation with what it can do (platforms,
+pure JAX, what an export runs instead, Pallas `interpret`, `LowRankDelta`, "auto",
+benchmark-only); every capability query (`SCAN_IMPLS`, `PURE_JAX_IMPLS`,
+`resolve_impl`, `portable_impl`, ...) is derived from it. "reference" is the readable
+pure-JAX definition, "chunked" the fast pure-JAX one (time-major, checkpointed chunks),
+"onnx" the loop-free pure-JAX one that ONNX export needs, "cpu_ffi" SS2D's scan as one
+compiled CPU kernel (XLA FFI, built on first use); the Pallas kernels (interpreted on a
+CPU) are "pallas_triton", "pallas_mosaic" (Mosaic GPU) and "pallas", the default GPU
+backend (`backend.default_gpu_backend`). "identity" (y = D*u) is benchmark-only.
+`AUTO` ("auto", the model's default) picks by backend the fastest measured there: on a
+CPU "cpu_ffi" where a C++ compiler can build it, else "chunked"; "pallas" on a GPU. An
+unknown name, or a backend this JAX lacks, is an error naming what is available, never
+a silent fallback.
 """
 
+import dataclasses
 import functools
 import typing
 
@@ -22,6 +26,7 @@ from mamkpd_jax.kernels import backend
 from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, LowRankDelta, as_delta,
                                            cross_selective_scan_reference)
 from mamkpd_jax.kernels import selective_scan_cpu
+from mamkpd_jax.kernels.selective_scan_identity import cross_selective_scan_identity
 from mamkpd_jax.kernels.selective_scan_chunked import (cross_selective_scan_chunked,
                                                        selective_scan_chunked)
 from mamkpd_jax.kernels.selective_scan_onnx import (cross_selective_scan_onnx,
@@ -31,47 +36,105 @@ from mamkpd_jax.kernels.selective_scan_pallas import (cross_selective_scan_palla
 from mamkpd_jax.kernels.selective_scan_ref import selective_scan_reference
 
 
-class ScanImpl(typing.NamedTuple):
-  selective_scan: typing.Callable
+ALL_PLATFORMS = ("cpu", "gpu", "tpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanImpl:
+  """One scan implementation and what it can do; every query about scans reads these."""
+
+  name: str
   cross_selective_scan: typing.Callable
-  takes_interpret: bool
+  selective_scan: typing.Callable | None = None   # None: SS2D's fused scan only
+  # The backends it runs on (the Pallas kernels run interpreted on a CPU).
+  platforms: tuple[str, ...] = ALL_PLATFORMS
+  # Plain JAX: any backend, a symbolic batch, jax.export and ONNX.
+  pure_jax: bool = False
+  # What an exported artefact runs instead (a custom call registered by this process
+  # cannot travel); None: itself.
+  exported_as: str | None = None
+  takes_interpret: bool = False          # the Pallas `interpret` argument
+  low_rank_delta: bool = False           # takes a `LowRankDelta` as it is
+  auto_on: tuple[str, ...] = ()          # backends where "auto" picks it
+  available: typing.Callable[[], bool] = lambda: True   # for "auto": usable here?
+  benchmark_only: bool = False           # timing only: not for configs, never "auto"
 
 
-def _on_backend(name):
-  """The Pallas pair pinned to one GPU backend."""
-  return (functools.partial(selective_scan_pallas, gpu_backend=name),
-          functools.partial(cross_selective_scan_pallas, gpu_backend=name))
+def _pallas(name, gpu_backend=None):
+  """A Pallas entry, pinned to one GPU backend or (None) the default one."""
+  pin = {} if gpu_backend is None else {"gpu_backend": gpu_backend}
+  return ScanImpl(name, functools.partial(cross_selective_scan_pallas, **pin),
+                  functools.partial(selective_scan_pallas, **pin), platforms=("cpu", "gpu"),
+                  takes_interpret=True, auto_on=("gpu",) if gpu_backend is None else ())
 
 
-SCAN_IMPLS = {
-    "reference": ScanImpl(selective_scan_reference, cross_selective_scan_reference, False),
-    "pallas": ScanImpl(selective_scan_pallas, cross_selective_scan_pallas, True),
-    "pallas_triton": ScanImpl(*_on_backend(backend.TRITON), True),
-    "pallas_mosaic": ScanImpl(*_on_backend(backend.MOSAIC_GPU), True),
-    "chunked": ScanImpl(selective_scan_chunked, cross_selective_scan_chunked, False),
-    "onnx": ScanImpl(selective_scan_onnx, cross_selective_scan_onnx, False),
+# Registration order is "auto"'s preference where two entries claim a backend. "auto"
+# picks, per backend, the implementation measured fastest there (kernels/README.md):
+# on the 2-core CPU the compiled kernel beat the chunked scan, which beat the
+# reference, for MamKPD inference and training; without a C++ compiler the CPU gets
+# `AUTO_FALLBACK`.
+_ENTRIES = (
+    ScanImpl("reference", cross_selective_scan_reference, selective_scan_reference,
+             pure_jax=True, low_rank_delta=True),
+    _pallas("pallas"),
+    _pallas("pallas_triton", backend.TRITON),
+    _pallas("pallas_mosaic", backend.MOSAIC_GPU),
+    ScanImpl("chunked", cross_selective_scan_chunked, selective_scan_chunked,
+             pure_jax=True, low_rank_delta=True),
+    ScanImpl("onnx", cross_selective_scan_onnx, selective_scan_onnx, pure_jax=True,
+             low_rank_delta=True),
     # SS2D's fused scan compiled for the CPU; the plain selective scan is the chunked one.
-    "cpu_ffi": ScanImpl(selective_scan_chunked, selective_scan_cpu.cross_selective_scan_cpu,
-                        False),
-}
-
-# impl="auto": per backend, the implementation measured fastest there (kernels/README.md).
-# On the 2-core CPU the compiled kernel beat the chunked scan, which beat the reference,
-# for MamKPD inference and training; without a C++ compiler the CPU gets "chunked".
+    ScanImpl("cpu_ffi", selective_scan_cpu.cross_selective_scan_cpu, selective_scan_chunked,
+             platforms=("cpu",), exported_as="chunked", low_rank_delta=True,
+             auto_on=("cpu",),
+             available=lambda: selective_scan_cpu.available()),   # looked up per call
+    ScanImpl("identity", cross_selective_scan_identity, pure_jax=True, low_rank_delta=True,
+             benchmark_only=True),
+)
+SCAN_REGISTRY = {impl.name: impl for impl in _ENTRIES}
 AUTO = "auto"
-AUTO_IMPLS = {"cpu": "cpu_ffi", "gpu": "pallas"}
-PURE_JAX_IMPLS = ("reference", "chunked", "onnx")   # any backend, any (symbolic) batch
-CPU_ONLY_IMPLS = ("cpu_ffi",)    # a custom call of this process: no GPU, no jax.export
+AUTO_FALLBACK = "chunked"      # pure JAX: runs on any backend
+
+
+def scan_impls(benchmark_only=False, **capabilities):
+  """Names of the registered implementations, in registration order, that have every
+  `capabilities` value (e.g. pure_jax=True); benchmark-only ones only when asked."""
+  return tuple(name for name, impl in SCAN_REGISTRY.items()
+               if (benchmark_only or not impl.benchmark_only)
+               and all(getattr(impl, k) == v for k, v in capabilities.items()))
+
+
+def runs_on(platform, benchmark_only=False):
+  """Names of the implementations that run on `platform` ("cpu", "gpu", "tpu")."""
+  return tuple(name for name in scan_impls(benchmark_only)
+               if platform in SCAN_REGISTRY[name].platforms)
+
+
+# What configs may name (with AUTO), and the capability lists derived from the registry.
+SCAN_IMPLS = {name: SCAN_REGISTRY[name] for name in scan_impls()}
+PURE_JAX_IMPLS = scan_impls(pure_jax=True)          # any backend, any (symbolic) batch
+CPU_ONLY_IMPLS = tuple(n for n in SCAN_IMPLS if SCAN_IMPLS[n].platforms == ("cpu",))
+LOW_RANK_DELTA_IMPLS = scan_impls(low_rank_delta=True)
+
+
+def auto_impl(platform=None):
+  """The implementation "auto" means on `platform` (default: JAX's default backend)."""
+  platform = platform or jax.default_backend()
+  for impl in SCAN_IMPLS.values():
+    if platform in impl.auto_on and impl.available():
+      return impl.name
+  return AUTO_FALLBACK       # no compiler for cpu_ffi (logged once by its available())
 
 
 def resolve_impl(impl, backend=None):
-  """The SCAN_IMPLS key that `impl` names: itself, or for "auto" the default backend's."""
+  """The SCAN_REGISTRY key that `impl` names: itself, or for "auto" the default backend's.
+
+  Benchmark-only names resolve too (a benchmark passes them straight to the scan);
+  configs are checked against `SCAN_IMPLS`, which leaves them out.
+  """
   if impl == AUTO:
-    chosen = AUTO_IMPLS.get(backend or jax.default_backend(), "chunked")
-    if chosen == "cpu_ffi" and not selective_scan_cpu.available():
-      chosen = "chunked"                  # no compiler here (logged once by available())
-    return chosen
-  if impl not in SCAN_IMPLS:
+    return auto_impl(backend)
+  if impl not in SCAN_REGISTRY:
     raise ValueError(f"unknown impl {impl!r}; available: {AUTO!r} or one of "
                      f"{sorted(SCAN_IMPLS)}")
   return impl
@@ -79,10 +142,10 @@ def resolve_impl(impl, backend=None):
 
 def portable_impl(impl, backend=None):
   """What an exported artefact (jax.export, ONNX) runs for `impl`: `resolve_impl`'s
-  answer, with the CPU kernel (a custom call registered by this process only) replaced
-  by the chunked scan, the same math in pure JAX."""
+  answer, or the entry's `exported_as` (the CPU kernel, a custom call registered by
+  this process only, becomes the chunked scan, the same math in pure JAX)."""
   resolved = resolve_impl(impl, backend)
-  return "chunked" if resolved in CPU_ONLY_IMPLS else resolved
+  return SCAN_REGISTRY[resolved].exported_as or resolved
 
 
 def _expect(name, array, shape, context):
@@ -127,7 +190,7 @@ def _check_cross_shapes(x, delta, A, B, C, D, delta_bias):
 
 def _impl(impl, interpret):
   impl = resolve_impl(impl)
-  chosen = SCAN_IMPLS[impl]
+  chosen = SCAN_REGISTRY[impl]
   if interpret is not None and not chosen.takes_interpret:
     raise ValueError(f"interpret={interpret} applies to the Pallas impls only, not {impl!r}")
   return chosen, ({} if interpret is None else {"interpret": interpret})
@@ -150,13 +213,12 @@ def selective_scan(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
     (batch, L, channels) float32.
   """
   chosen, kwargs = _impl(impl, interpret)
+  if chosen.selective_scan is None:
+    raise ValueError(f"impl {chosen.name!r} has no plain selective scan (SS2D's "
+                     "cross_selective_scan only)")
   _check_shapes(u, delta, A, B, C, D, delta_bias)
   return chosen.selective_scan(u, delta, A, B, C, D, delta_bias,
                                delta_softplus=delta_softplus, **kwargs)
-
-
-# Implementations that take a `LowRankDelta` as it is (the others get it materialised).
-LOW_RANK_DELTA_IMPLS = ("reference", "chunked", "onnx", "cpu_ffi")
 
 
 def cross_selective_scan(x, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
@@ -168,7 +230,7 @@ def cross_selective_scan(x, delta, A, B, C, D, delta_bias, *, delta_softplus=Tru
   """
   chosen, kwargs = _impl(impl, interpret)
   _check_cross_shapes(x, delta, A, B, C, D, delta_bias)
-  if isinstance(delta, LowRankDelta) and resolve_impl(impl) not in LOW_RANK_DELTA_IMPLS:
+  if isinstance(delta, LowRankDelta) and not chosen.low_rank_delta:
     delta = as_delta(delta)
   return chosen.cross_selective_scan(x, delta, A, B, C, D, delta_bias,
                                      delta_softplus=delta_softplus, **kwargs)

@@ -1,6 +1,6 @@
 """The selective scan in pure JAX, laid out for XLA on CPUs: `scan_impl="chunked"`.
 
-Same math as `selective_scan_ref` (SPEC §1); what differs is the layout and the loop:
+Same math as `selective_scan_ref` (docs/scan.md); what differs is the layout and the loop:
 
 * **Time-major, channels last.** The scan runs over (L, batch, G, P) arrays (P = channels
   per group, the fastest axis), so one step reads one contiguous row per batch element
@@ -26,8 +26,8 @@ Why not the "segment-sum" (Mamba-2 SSD) matrix form inside a chunk. There the T 
 decay matrix exp(S_t - S_s) is shared by all channels of a head, and the chunk becomes a
 matmul. Here the decay exp(delta_t A[c, n]) differs per channel AND state, so the matrix
 is per (channel, n): T exponentials per token, channel and state instead of one, applied
-by an elementwise multiply-and-reduce, not a matmul. Measured on the 2-core CPU
-(2026-12-01, batch 4, L 3072, 768 channels, d_state 1, forward of the linear recurrence):
+by an elementwise multiply-and-reduce, not a matmul. Measured on a 2-core CPU
+(batch 4, L 3072, 768 channels, d_state 1, forward of the linear recurrence):
 the T x T form took 1.9 s (T 4) to 3.4 s (T 16), a sequential scan 0.2 s; see
 kernels/README.md for the numbers and commands.
 
@@ -145,14 +145,14 @@ def _low_rank_delta(dts, weight_t, delta_bias, delta_softplus):
 def softplus(x):
   """log(1 + e^x) as max(x, 0) + log1p(e^-|x|): the same function as `jax.nn.softplus`
   (and its gradient, sigmoid), in plain elementwise ops that XLA's CPU backend and ONNX
-  Runtime vectorise. On the 2-core CPU (2026-12-01) it took 2.1 ms over 4.7M floats
+  Runtime vectorise. On a 2-core CPU it took 2.1 ms over 4.7M floats
   against 5.3 ms for `jax.nn.softplus` (a `logaddexp` with inf/nan guards); ONNX
-  Runtime's Softplus node took 12% of MamKPD-B's time there (README "Export to ONNX")."""
+  Runtime's Softplus node took 12% of MamKPD-B's time there (benchmarks/README.md)."""
   return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
 def biased_delta(delta, delta_bias, delta_softplus):
-  """delta + bias (then softplus), float32: the scan's step sizes (SPEC §1)."""
+  """delta + bias (then softplus), float32: the scan's step sizes (docs/scan.md)."""
   delta = delta.astype(jnp.float32) + delta_bias.astype(jnp.float32)
   return softplus(delta) if delta_softplus else delta
 

@@ -24,7 +24,7 @@ tile's per-token vectors live in L1, and nothing of size (b, L, 4, P) is ever wr
 * **CPU only, not exportable.** A custom call has no meaning for another backend, so
   `jax.export` artefacts and ONNX use the pure-JAX scans (`PURE_JAX_IMPLS`).
 
-Math: as `cross_selective_scan_reference` (SPEC §1), float32 state and output;
+Math: as `cross_selective_scan_reference` (docs/scan.md), float32 state and output;
 bfloat16 inputs are cast to float32 first.
 """
 

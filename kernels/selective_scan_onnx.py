@@ -1,6 +1,6 @@
 """The selective scan with no loop at all, for ONNX export: `scan_impl="onnx"`.
 
-Same math as `selective_scan_ref` (SPEC §1), on batch-major (b, L, ...) arrays as the
+Same math as `selective_scan_ref` (docs/scan.md), on batch-major (b, L, ...) arrays as the
 model holds them; what differs is the recurrence `h_t = a_t h_{t-1} + v_t`
 (a_t = exp(delta_t A), v_t = delta_t u_t B_t), written out so that jax2onnx emits no
 ONNX Loop:

@@ -1,6 +1,6 @@
 """Pure-JAX reference of the Mamba selective scan: the oracle for the Pallas kernel.
 
-Per batch b, channel c and state n (../shared/SPEC.md §1, mamba's `selective_scan_ref`):
+Per batch b, channel c and state n (docs/scan.md; mamba's `selective_scan_ref`):
 
     delta_t = softplus(delta_t + delta_bias[c])
     h_t[n]  = exp(delta_t * A[c, n]) * h_{t-1}[n] + delta_t * u_t * B_t[g(c), n],  h_0 = 0

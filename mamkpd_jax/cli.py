@@ -5,16 +5,22 @@
     mamkpd predict --weights=weights/mamkpd_tiny_openfield --input=IMAGE_OR_VIDEO --output=DIR
     mamkpd track ...            mamkpd export ...       mamkpd benchmark ...
     mamkpd convert ...          mamkpd COMMAND --help   (that command's flags)
+    python -m mamkpd_jax.cli COMMAND ...                (the same, without the script)
 
-Each subcommand is a module with absl flags and a `main(argv)` (mamkpd_jax/commands/);
-only the chosen one is imported, then run by
-`absl.app.run` on the remaining arguments, so its flags work exactly as in the script
-(`--config.train.num_steps=50` included). `python main.py` and scripts/*.py are the
-same modules.
+Each subcommand is a module of mamkpd_jax/commands/ with a `define_flags()`, a
+`main(argv)` that reads the flags and plain functions that do the work. Only the chosen
+module is imported and its flags defined, then `absl.app.run` parses the remaining
+arguments (`--config.train.num_steps=50` included) and calls its main. `python main.py`
+is `mamkpd train`.
+
+JAX logs an INFO line for each accelerator backend it probes and does not find ("Unable
+to initialize backend 'tpu'"); `quiet_backend_probing` drops those lines only: JAX's
+warnings (a GPU present without CUDA jaxlib, ...) and every other log line still show.
 """
 
 import dataclasses
 import importlib
+import logging
 import sys
 
 from absl import app, flags
@@ -55,19 +61,48 @@ def usage():
   return "\n".join(lines)
 
 
+# JAX's logger of backend initialisation, and the start of the line it logs at INFO for
+# a backend it probes and cannot start (JAX 0.4 to 0.12: xla_bridge.backends()).
+BACKEND_LOGGER = "jax._src.xla_bridge"
+PROBING_MESSAGE = "Unable to initialize backend"
+
+
+class _DropBackendProbing(logging.Filter):
+  """Drops the INFO line of a backend JAX probed and skipped; keeps everything else."""
+
+  def filter(self, record):
+    return not (record.levelno <= logging.INFO and
+                str(record.msg).startswith(PROBING_MESSAGE))
+
+
+_PROBING_FILTER = _DropBackendProbing()
+
+
+def quiet_backend_probing():
+  """Silences JAX's "Unable to initialize backend 'tpu'" INFO lines (idempotent)."""
+  logger = logging.getLogger(BACKEND_LOGGER)
+  if _PROBING_FILTER not in logger.filters:
+    logger.addFilter(_PROBING_FILTER)
+
+
 def load_command(name):
-  """The module of command `name`, imported now (its flags are defined on import)."""
+  """The module of command `name`, imported now, its flags defined."""
   command = COMMANDS[name]
   try:
-    return importlib.import_module(command.module)
+    module = importlib.import_module(command.module)
   except ImportError as error:
     if error.name is not None and not command.module.startswith(error.name):
       raise                     # a missing dependency of an existing module: say so as is
     sys.exit(f"mamkpd {name}: this installation has no {command.module} ({error})")
+  if hasattr(module, "define_flags"):
+    module.define_flags()
+  return module
 
 
 def command_help(name, module):
-  """The command's documentation and its flags (absl's listing of that module)."""
+  """The command's documentation (its examples line by line) and its flags (absl's
+  listing of that module)."""
+  del name
   listing = flags.FLAGS.module_help(module.__name__)
   return f"{(module.__doc__ or '').strip()}\n\nflags:\n{listing}"
 
@@ -82,6 +117,7 @@ def main(argv=None):
   if name not in COMMANDS:
     print(f"mamkpd: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
     return 2
+  quiet_backend_probing()
   module = load_command(name)
   if any(arg in ("-h", "--help", "-help") for arg in rest):
     print(command_help(name, module))

@@ -82,7 +82,7 @@ def data_config(dataset, root, train_ann, val_ann, train_images, val_images,
   data.sigma = 2.0                  # heatmap Gaussian sigma (heatmap cells)
   data.on_bad = "error"             # bad annotations: "error" or "skip" (counted, logged)
   data.num_workers = 2              # Grain worker processes for training (0: in-process)
-  data.flip_prob = 0.5              # augmentation, mmpose 1.x defaults (SPEC §3)
+  data.flip_prob = 0.5              # augmentation, mmpose 1.x defaults (docs/conventions.md)
   data.half_body_prob = 0.3
   data.shift_prob = 0.3
   data.shift_factor = 0.16
@@ -100,7 +100,7 @@ def train_config(recipe="paper"):
 
   recipe "paper" (MamKPD): Adam, lr 1e-3, x0.1 at epochs 170 and 200 of 210, linear
   warm-up over 500 steps from 0.001x, no weight decay, no clipping.
-  recipe "vitpose" (ViTPose's, SPEC §4): AdamW lr 5e-4, betas (0.9, 0.999), weight
+  recipe "vitpose" (ViTPose's, docs/training.md): AdamW lr 5e-4, betas (0.9, 0.999), weight
   decay 0.1 on weights only (not on norms or biases), gradient clipping at global norm 1.
   recipe "hrvmamba" (the HRVMamba authors' configs): AdamW lr 5e-4, weight decay 0.01,
   no clipping; the same 500-step warm-up and x0.1 at epochs 170 and 200 of 210.
@@ -129,7 +129,7 @@ def train_config(recipe="paper"):
 
 
 def eval_config(best_metric="AP"):
-  """`config.eval`: top-down evaluation (SPEC §3, mmpose's defaults)."""
+  """`config.eval`: top-down evaluation (docs/conventions.md, mmpose's defaults)."""
   evaluation = ml_collections.ConfigDict()
   evaluation.batch_size = 64        # global crops per forward pass (padded, one shape)
   evaluation.flip_test = True       # average with the flipped crop's heatmaps

@@ -14,7 +14,7 @@ associative scan, merge); "pallas" is the fused kernel. On a CPU the kernel runs
 interpret mode: its timings there say nothing about a GPU. The last stdout line with
 --json is one JSON object: device, jax_version, date, command, peak_gbps, results[].
 
-Byte model: mamkpd_jax/benchmarking/ (minimum traffic of a fused op).
+Byte model: mamkpd_jax/benchmarking/scan.py (minimum traffic of a fused op).
 """
 
 import datetime
@@ -24,7 +24,9 @@ import sys
 import jax
 from absl import app, flags, logging
 
-from mamkpd_jax import benchmarking
+from mamkpd_jax.benchmarking import roofline
+from mamkpd_jax.benchmarking import scan as scan_lib
+from mamkpd_jax.benchmarking import timing as timing_lib
 
 _VARIANTS = flags.DEFINE_list("variants", ["base", "large"], "MamKPD variants.")
 _STAGES = flags.DEFINE_list("stages", ["1", "2", "3"], "Encoder stages (1-3).")
@@ -43,25 +45,25 @@ _JSON = flags.DEFINE_bool("json", False, "End stdout with one JSON object.")
 
 
 def timing():
-  return benchmarking.Timing(warmup=_WARMUP.value, repeats=_REPEATS.value)
+  return timing_lib.Timing(warmup=_WARMUP.value, repeats=_REPEATS.value)
 
 
 def run():
   device = jax.devices()[0]
-  peak = _PEAK.value or benchmarking.peak_gbps(device.device_kind)
+  peak = _PEAK.value or roofline.peak_gbps(device.device_kind)
   results = []
   for variant in _VARIANTS.value:
     for stage in map(int, _STAGES.value):
       for batch in map(int, _BATCH_SIZES.value):
-        shape = benchmarking.scan_stage_shape(variant, stage, batch, _HEIGHT.value,
-                                              _WIDTH.value)
-        args = benchmarking.scan_inputs(shape, _DTYPE.value)
+        shape = scan_lib.scan_stage_shape(variant, stage, batch, _HEIGHT.value,
+                                          _WIDTH.value)
+        args = scan_lib.scan_inputs(shape, _DTYPE.value)
         for pass_name in _PASSES.value:
           for impl in _IMPLS.value:
-            fn = benchmarking.scan_fn(impl, pass_name)
-            _, seconds = benchmarking.time_calls(lambda: fn(*args), jax.block_until_ready,
-                                                 timing())
-            row = dict(variant=variant, stage=stage, **benchmarking.scan_row(
+            fn = scan_lib.scan_fn(impl, pass_name)
+            _, seconds = timing_lib.time_calls(lambda: fn(*args), jax.block_until_ready,
+                                               timing())
+            row = dict(variant=variant, stage=stage, **scan_lib.scan_row(
                 shape, _DTYPE.value, pass_name, impl, seconds, peak))
             logging.info("%s", row)
             print(f"{variant:<6} stage {stage} batch {batch:>3} {pass_name:<16} "

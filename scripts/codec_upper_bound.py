@@ -15,7 +15,7 @@ prediction per GT instance).
 
 `--codecs=none` feeds the GT keypoints back as predictions (mmpose's own check of its
 COCO metric: AP 1.000). Instance score = box score (1 for GT boxes) x mean of the
-keypoint scores above 0.2 (../shared/SPEC.md §3).
+keypoint scores above 0.2 (docs/conventions.md, COCO evaluation).
 
 With --json the last stdout line is one JSON object: AP, AP50, AP75, APm, APl, AR of the
 first codec, "codec" (its name) and "per_codec" {name: {AP, ..., AR, mean_error_px,
@@ -43,7 +43,7 @@ _CODECS = flags.DEFINE_list("codecs", ["udp", "msra", "dark"],
 flags.mark_flag_as_required("config")
 
 GT_AS_PREDICTION = "none"
-KEYPOINT_SCORE_THRESHOLD = 0.2    # SPEC §3: mean of the keypoint scores above this
+KEYPOINT_SCORE_THRESHOLD = 0.2    # docs/conventions.md: mean of the keypoint scores above this
 METRICS = ("AP", "AP50", "AP75", "APm", "APl", "AR")
 STATS_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APm": 3, "APl": 4, "AR": 5}  # COCOeval.stats
 
@@ -130,7 +130,7 @@ def localisation(instances, keypoints, weights):
 
 
 def instance_score(box_score, keypoint_scores):
-  """SPEC §3: box score x mean of the keypoint scores above 0.2 (box score if none)."""
+  """docs/conventions.md: box score x mean of the keypoint scores above 0.2 (box score if none)."""
   confident = keypoint_scores[keypoint_scores > KEYPOINT_SCORE_THRESHOLD]
   return float(box_score) * (float(confident.mean()) if confident.size else 1.0)
 

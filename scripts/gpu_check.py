@@ -54,8 +54,12 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from mamkpd_jax import benchmarking, config_lib, inference, kernels
-from mamkpd_jax.training import checkpointing, parallel, train, workdir_lib
+from mamkpd_jax import config_lib, kernels
+from mamkpd_jax.benchmarking import models, plot, roofline
+from mamkpd_jax.benchmarking import peers as peers_lib
+from mamkpd_jax.benchmarking import scan as scan_lib
+from mamkpd_jax.benchmarking import timing as timing_lib
+from mamkpd_jax.training import checkpointing, train, workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ("environment", "correctness", "scan", "inference", "peers", "train_speed",
@@ -94,7 +98,7 @@ class Plan:
   real_num_workers: int                            # Grain worker processes
   real_probe_steps: int                            # steps timed to size the run
   real_max_steps: int
-  timing: benchmarking.Timing
+  timing: timing_lib.Timing
   dtypes: tuple[str, ...] = ("bfloat16", "float32")
   num_keypoints: int = 17
   untimed_impls: tuple[str, ...] = ()              # checked for correctness, never timed
@@ -107,14 +111,14 @@ GPU_PLAN = Plan(input_size=(256, 192), correctness_variants=("base", "large"),
                 batches=(64, 256, 1), train_variant="base", train_batch=64,
                 real_train_s=120.0, real_input_size=128, real_batch=16, real_num_workers=4,
                 real_probe_steps=30, real_max_steps=20000,
-                timing=benchmarking.Timing(warmup=2, repeats=10))
+                timing=timing_lib.Timing(warmup=2, repeats=10))
 DRY_RUN_PLAN = Plan(input_size=(32, 32), correctness_variants=("tiny",),
                     correctness_stages=(1,), correctness_batch=1, scan_variant="tiny",
                     scan_batch=2, inference_variants=("tiny",), batches=(2,),
                     train_variant="tiny", train_batch=2, real_train_s=5.0,
                     real_input_size=32, real_batch=8, real_num_workers=0,
                     real_probe_steps=2, real_max_steps=4,
-                    timing=benchmarking.Timing(warmup=0, repeats=1), dtypes=("float32",),
+                    timing=timing_lib.Timing(warmup=0, repeats=1), dtypes=("float32",),
                     # Interpreted on a CPU, the Mosaic GPU kernel takes ~20 s per call and
                     # its compile ~25 s: a third of the dry run's time for a meaningless
                     # number. Its correctness row still runs the kernel.
@@ -221,7 +225,7 @@ def environment(plan, budget, recorder):
               device_count=jax.device_count(), driver=driver, jax=jax.__version__,
               jaxlib=jaxlib.__version__, python=platform.python_version(),
               host=platform.platform(), scan_impls=sorted(kernels.SCAN_IMPLS),
-              peak_gbps=benchmarking.peak_gbps(device.device_kind),
+              peak_gbps=roofline.peak_gbps(device.device_kind),
               date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               command=" ".join(["python"] + sys.argv), dry_run=_DRY_RUN.value)
   with open(recorder.path("environment.json"), "w", encoding="utf-8") as f:
@@ -238,10 +242,8 @@ def _command_output(command):
 
 
 def _impls_here():
-  """The SCAN_IMPLS keys that run on this backend: the CPU kernel only on a CPU."""
-  on_cpu = jax.default_backend() == "cpu"
-  return [name for name in kernels.SCAN_IMPLS
-          if on_cpu or name not in kernels.CPU_ONLY_IMPLS]
+  """The configurable scans that run on this backend (the CPU kernel only on a CPU)."""
+  return list(kernels.runs_on(jax.default_backend()))
 
 
 def _kernel_impls():
@@ -258,39 +260,31 @@ def _timed_impls(plan, section, recorder, exclude=()):
   return [name for name in impls if name not in plan.untimed_impls]
 
 
-# cross_selective_scan's arguments, in order (the gradients come in this order).
-CROSS_ARG_NAMES = ("x", "delta", "A", "B", "C", "D", "delta_bias")
-
-
 def correctness(plan, budget, recorder):
   """Each kernel against the reference: y and every gradient, as a fraction of the
-  tolerance (<= 1 passes, as tests/test_pallas_scan.py's assert_allclose)."""
-  reference_fn = benchmarking.scan_values_and_grads_fn("reference")
+  tolerance (<= 1 passes, as the kernel tests' kernels.tolerances.assert_close)."""
+  reference_fn = scan_lib.scan_values_and_grads_fn("reference")
   items = []
   for dtype in plan.dtypes:
     for variant in plan.correctness_variants:
       for stage in plan.correctness_stages:
-        shape = benchmarking.scan_stage_shape(variant, stage, plan.correctness_batch,
+        shape = scan_lib.scan_stage_shape(variant, stage, plan.correctness_batch,
                                               *plan.input_size)
         expected = {}        # the reference's (y, grads), computed once per shape
 
         for impl in _kernel_impls():
 
           def check(shape=shape, dtype=dtype, impl=impl, expected=expected):
-            args = benchmarking.scan_inputs(shape, dtype)
+            args = scan_lib.scan_inputs(shape, dtype)
             if not expected:
               expected["value"] = jax.device_get(reference_fn(*args))
-            y_ref, grads_ref = expected["value"]
-            y, grads = jax.device_get(benchmarking.scan_values_and_grads_fn(impl)(*args))
-            ratios = {"y": benchmarking.tolerance_ratio(y, y_ref, benchmarking.OUTPUT_RTOL)}
-            for name, got, want in zip(CROSS_ARG_NAMES, grads, grads_ref):
-              ratios[f"d_{name}"] = benchmarking.tolerance_ratio(
-                  got, want, benchmarking.GRAD_RTOL[dtype])
+            got = jax.device_get(scan_lib.scan_values_and_grads_fn(impl)(*args))
+            ratios = scan_lib.tolerance_ratios(got, expected["value"], dtype)
             worst = max(ratios, key=ratios.get)
             return dict(passed=ratios[worst] <= 1.0, worst=worst,
                         worst_ratio=round(ratios[worst], 4),
                         ratios={k: round(v, 4) for k, v in ratios.items()},
-                        interpret=benchmarking.interpreted(impl))
+                        interpret=scan_lib.interpreted(impl))
 
           items.append((dict(impl=impl, variant=variant, stage=stage, dtype=dtype,
                              shape=list(shape)), check))
@@ -299,9 +293,9 @@ def correctness(plan, budget, recorder):
 
 def scan(plan, budget, recorder):
   """The fused SS2D scan alone at stage 1 of plan.scan_variant, each implementation."""
-  peak = benchmarking.peak_gbps(jax.devices()[0].device_kind)
-  shape = benchmarking.scan_stage_shape(plan.scan_variant, 1, plan.scan_batch,
-                                        *plan.input_size)
+  peak = roofline.peak_gbps(jax.devices()[0].device_kind)
+  shape = scan_lib.scan_stage_shape(plan.scan_variant, 1, plan.scan_batch,
+                                    *plan.input_size)
   dtype = "bfloat16"
   impls = _timed_impls(plan, "scan", recorder)
   items = []
@@ -309,11 +303,11 @@ def scan(plan, budget, recorder):
     for impl in impls:
 
       def measure(impl=impl, pass_name=pass_name):
-        args = benchmarking.scan_inputs(shape, dtype)
-        fn = benchmarking.scan_fn(impl, pass_name)
-        compile_s, seconds = benchmarking.time_calls(lambda: fn(*args),
-                                                     jax.block_until_ready, plan.timing)
-        row = benchmarking.scan_row(shape, dtype, pass_name, impl, seconds, peak)
+        args = scan_lib.scan_inputs(shape, dtype)
+        fn = scan_lib.scan_fn(impl, pass_name)
+        compile_s, seconds = timing_lib.time_calls(lambda: fn(*args),
+                                                   jax.block_until_ready, plan.timing)
+        row = scan_lib.scan_row(shape, dtype, pass_name, impl, seconds, peak)
         return dict({k: v for k, v in row.items() if k not in ("impl", "pass_name")},
                     compile_s=round(compile_s, 2))
 
@@ -327,22 +321,22 @@ def inference_speed(plan, budget, recorder):
   height, width = plan.input_size
   impls = _timed_impls(plan, "inference", recorder, exclude=("onnx",))   # onnx: export-only
   items = []
-  models = {}
+  built = {}                             # variant -> (eval-mode model, sizes)
   for dtype in plan.dtypes:              # most wanted first: what the budget cuts is last
     for variant in plan.inference_variants:
       for batch in plan.batches:
         for impl in impls:
 
           def measure(variant=variant, dtype=dtype, impl=impl, batch=batch):
-            if variant not in models:
-              model = benchmarking.build_eval_model(variant, plan.num_keypoints)
-              models[variant] = (model, benchmarking.model_sizes(model, height, width))
-            model, sizes = models[variant]
-            changed = inference.with_model_changes(model, dtype=dtype, scan_impl=impl)
-            row = benchmarking.time_model(changed, batch, height, width, plan.timing)
-            return dict(row, **sizes, interpret=benchmarking.interpreted(impl))
+            if variant not in built:
+              model = models.build_eval_model(variant, plan.num_keypoints)
+              built[variant] = (model, models.model_sizes(model, height, width))
+            model, sizes = built[variant]
+            row = models.time_model(models.with_scan(model, dtype, impl), batch, height,
+                                    width, plan.timing)
+            return dict(row, **sizes, interpret=scan_lib.interpreted(impl))
 
-          items.append((dict(model=benchmarking.variant_title(variant), variant=variant,
+          items.append((dict(model=models.variant_title(variant), variant=variant,
                              dtype=dtype,
                              scan_impl=impl, impl=impl, batch=batch), measure))
   run_items("inference", items, budget, recorder)
@@ -352,7 +346,7 @@ def peers(plan, budget, recorder):
   """HRNet-W32 and ViT-B/16 in PyTorch at the same input and batches."""
   height, width = plan.input_size
   try:
-    torch, modules = benchmarking.torch_peers(plan.num_keypoints, height, width)
+    torch, modules = peers_lib.torch_peers(plan.num_keypoints, height, width)
   except ImportError as error:
     recorder.add("peers", "skipped", reason=f"torch/timm not importable: {error}")
     return
@@ -363,46 +357,29 @@ def peers(plan, budget, recorder):
 
       def measure(name=name, module=module, batch=batch):
         if name not in built:
-          built[name] = benchmarking.peer_model(torch, module)
-        return benchmarking.time_peer(torch, *built[name], batch, height, width,
-                                      plan.timing)
+          built[name] = peers_lib.peer_model(torch, module)
+        return peers_lib.time_peer(torch, *built[name], batch, height, width, plan.timing)
 
-      items.append((dict(model=benchmarking.PEER_NAMES[name], peer=name, batch=batch),
+      items.append((dict(model=peers_lib.PEER_NAMES[name], peer=name, batch=batch),
                     measure))
   run_items("peers", items, budget, recorder)
-  benchmarking.add_ratios(recorder.section_rows("inference"), recorder.section_rows("peers"))
+  peers_lib.add_ratios(recorder.section_rows("inference"), recorder.section_rows("peers"))
 
 
 def train_speed(plan, budget, recorder):
-  """images/s of train.py's train step on synthetic batches (no input pipeline)."""
+  """images/s of training.train's step on synthetic batches (no input pipeline), timed
+  as `mamkpd benchmark --modes=train` times it (benchmarking.models.train_call)."""
   height, width = plan.input_size
   items = []
   for dtype in plan.dtypes:
 
     def measure(dtype=dtype):
-      config = config_lib.coco(plan.train_variant)
-      config.model.dtype = dtype
-      config.batch_size = plan.train_batch
-      mesh = parallel.make_mesh()
-      trainer, state, _ = train.create_trainer(config, steps_per_epoch=1000, mesh=mesh)
-      rng = np.random.default_rng(0)
-      batch = parallel.global_batch({            # heatmaps at the decoder's stride 4
-          "image": rng.integers(0, 256, (plan.train_batch, height, width, 3), np.uint8),
-          "heatmaps": rng.random((plan.train_batch, height // 4, width // 4,
-                                  plan.num_keypoints), np.float32),
-          "keypoint_weights": np.ones((plan.train_batch, plan.num_keypoints), np.float32),
-      }, mesh)
-      holder = {"state": state}                  # the step donates its state
+      model = models.build_eval_model(plan.train_variant, plan.num_keypoints)
+      model = models.with_scan(model, dtype, kernels.AUTO)
+      return models.time_model(model, plan.train_batch, height, width, plan.timing,
+                               mode="train")
 
-      def step():
-        holder["state"], metrics = trainer.step_fn(holder["state"], batch)
-        return metrics
-
-      compile_s, seconds = benchmarking.time_calls(step, jax.block_until_ready,
-                                                   plan.timing)
-      return benchmarking.timing_row(plan.train_batch, compile_s, seconds)
-
-    items.append((dict(model=f"MamKPD-{plan.train_variant}", dtype=dtype,
+    items.append((dict(model=models.variant_title(plan.train_variant), dtype=dtype,
                        input_size=list(plan.input_size)), measure))
   run_items("train_speed", items, budget, recorder)
 
@@ -531,7 +508,7 @@ def write_summary(recorder):
   if not rows:
     return
   try:
-    benchmarking.plot_throughput(rows, peer_rows, recorder.path("inference.png"),
+    plot.plot_throughput(rows, peer_rows, recorder.path("inference.png"),
                                  f"{jax.devices()[0].device_kind}, JAX {jax.__version__}")
   except ImportError as error:       # matplotlib missing on a lent machine: no png
     logging.warning("inference.png not written: %s", error)

@@ -1,6 +1,6 @@
 """Plain-numpy (float64) references the tests compare the JAX code against.
 
-Written from the equations in ../shared/SPEC.md (DCNv4: ../shared/hrvmamba/SPEC.md §4),
+Written from the equations in docs/scan.md and docs/architecture.md (DCNv4: docs/hrvmamba.md §4),
 independently of mamkpd_jax.
 """
 
@@ -219,7 +219,7 @@ def linear2d(x, weight, bias=None):
 
 
 def dvss_block(x, p, groups):
-  """SPEC §5 (HRVmambaBlock, v05_noz SS2D with DCNv4), x (B, C, H, W), float64.
+  """docs/hrvmamba.md §5 (HRVmambaBlock, v05_noz SS2D with DCNv4), x (B, C, H, W), float64.
 
   p: PyTorch-named tensors of one block ('conv2d.0.weight', 'op.in_proj.weight', ...).
   """

@@ -174,7 +174,7 @@ def test_model_default_is_auto_and_equals_reference(tiny_model):
 
 
 def test_exports_with_a_symbolic_batch():
-  """scripts/export.py's symbolic batch accepts "chunked": it must trace with batch "b"."""
+  """`mamkpd export`'s symbolic batch accepts "chunked": it must trace with batch "b"."""
   inputs = cross_inputs(0, 2, 5, 7, 6, 1)
   mapped = ("x", "delta", "B", "C")               # the per-image inputs
   scan = lambda *maps: kernels.cross_selective_scan(

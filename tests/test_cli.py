@@ -1,17 +1,24 @@
 """The `mamkpd` console command: every subcommand runs through the installed entry point
-on tiny inputs (test_train's 64x64 open-field config, the committed weights, the
-bundled open-field video).
+(or `python -m mamkpd_jax.cli`) on tiny inputs (test_train's 64x64 open-field config,
+the committed weights, the bundled open-field video); help text, backend-probing
+noise, the missing-COCO error and export from shipped weights.
 """
 
+import importlib
+import io
 import json
+import logging
+import os
 import pathlib
+import re
 import subprocess
 import sys
+import tokenize
 
 import numpy as np
 import pytest
 
-from mamkpd_jax import cli
+from mamkpd_jax import cli, inference
 from test_train import cli_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -118,3 +125,131 @@ def test_track_the_bundled_video_with_the_background_detector(tmp_path):
   poses = json.loads((tmp_path / "m3v1mp4.json").read_text())
   assert {pose["track_id"] for pose in poses} == {0}
   assert sorted({pose["frame_index"] for pose in poses}) == list(range(12))
+
+
+def python_m(*args, timeout=600):
+  """`python -m mamkpd_jax.cli ARGS`: the entry point without the installed script."""
+  return subprocess.run([sys.executable, "-m", "mamkpd_jax.cli", *map(str, args)], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _docstring_literal(path):
+  """The module docstring of a source file as written (escapes not applied)."""
+  for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+    if token.type == tokenize.STRING:
+      return token.string
+  raise AssertionError(f"{path}: no docstring")
+
+
+@pytest.mark.parametrize("name", sorted({c.module for c in cli.COMMANDS.values()}))
+def test_help_examples_keep_their_line_breaks(name):
+  """A `\\` at a line's end inside a docstring joins two lines of the help text: every
+  source line of a command's docstring must stay a line of its help."""
+  module = importlib.import_module(name)
+  written = _docstring_literal(pathlib.Path(module.__file__))
+  assert module.__doc__.count("\n") == written.count("\n"), name
+  assert not re.search(r"\S {5,}--", module.__doc__), name    # a joined continuation
+
+
+def test_track_help_through_python_m():
+  result = python_m("track", "--help")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "--weights=weights/mamkpd_tiny_openfield \\\n        --input=" in result.stdout
+  assert "--max_tracks" in result.stdout
+
+
+def test_the_commands_import_together_as_a_library():
+  """Importing a command defines no flags: all of them load in one program."""
+  modules = [importlib.import_module(c.module) for c in cli.COMMANDS.values()]
+  assert all(callable(module.main) for module in modules)
+  from mamkpd_jax.commands import convert, export, predict, track, train
+  assert callable(predict.predict) and callable(export.export)
+  assert callable(track.run) and callable(train.run) and callable(convert.convert_checkpoint)
+
+
+def test_backend_probing_lines_are_dropped_and_warnings_kept(caplog):
+  logger = logging.getLogger(cli.BACKEND_LOGGER)
+  cli.quiet_backend_probing()
+  cli.quiet_backend_probing()                                    # idempotent
+  try:
+    with caplog.at_level(logging.DEBUG, logger=cli.BACKEND_LOGGER):
+      logger.info("Unable to initialize backend 'tpu': INTERNAL: Failed to open libtpu.so")
+      logger.info("Unable to initialize backend 'cuda': no GPU")
+      logger.warning("An NVIDIA GPU may be present on this machine, but a CUDA-enabled "
+                     "jaxlib is not installed. Falling back to cpu.")
+      logger.info("Initializing backend 'cpu'")
+    assert caplog.messages == [
+        "An NVIDIA GPU may be present on this machine, but a CUDA-enabled jaxlib is not "
+        "installed. Falling back to cpu.", "Initializing backend 'cpu'"]
+  finally:
+    logger.removeFilter(cli._PROBING_FILTER)                    # pylint: disable=protected-access
+  assert len([f for f in logger.filters if f is cli._PROBING_FILTER]) == 0   # pylint: disable=protected-access
+
+
+def test_coco_without_its_data_names_the_flags_and_layout(tmp_path):
+  """`python main.py` and `mamkpd train` on COCO with no data/coco: the error names the
+  missing file, the --config.data flags and the files expected; and no JAX backend
+  probing line precedes it (a plain absl program on this machine shows whether JAX
+  logs one here)."""
+  assert not (REPO / "data/coco").exists()
+  runs = [subprocess.run([sys.executable, "main.py", "--config=configs/coco_small.py",
+                          f"--workdir={tmp_path / 'a'}"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300),
+          python_m("train", "--config=configs/coco_small.py", f"--workdir={tmp_path / 'b'}")]
+  for result in runs:
+    assert result.returncode != 0
+    for words in ("not found: data/coco/annotations/person_keypoints_train2017.json",
+                  "--config.data.root=", "--config.data.train_ann=",
+                  "data/coco/train2017/", "data/coco/val2017/",
+                  "data/coco/annotations/person_keypoints_val2017.json"):
+      assert words in result.stderr, (words, result.stderr[-3000:])
+    assert "Unable to initialize backend" not in result.stderr
+  plain = subprocess.run([sys.executable, "-c", "from absl import app; import jax; "
+                          "app.run(lambda argv: print(jax.devices()))"],
+                         capture_output=True, text=True, timeout=300)
+  if "Unable to initialize backend" not in plain.stderr:
+    pytest.skip("JAX probes no missing backend on this machine (the first half passed)")
+
+
+@pytest.fixture(scope="module")
+def shipped_estimator():
+  return inference.load_estimator(weights=WEIGHTS,
+                                  compiler_options=inference.FAST_COMPILE_CPU)
+
+
+@pytest.mark.parametrize("fmt, files", [("safetensors", ["model.json", "model.safetensors"]),
+                                        ("jax", ["model.jax_exported", "model.json"]),
+                                        ("onnx", ["model.onnx"])])
+def test_export_shipped_weights_in_every_format(shipped_estimator, tmp_path, fmt, files,
+                                                 capsys):
+  """`mamkpd export --weights` (export.run from the flags' values) in each format; each
+  artefact reloaded gives the weights' heatmaps."""
+  if fmt == "onnx":
+    pytest.importorskip("jax2onnx")
+    pytest.importorskip("onnxruntime")
+  from mamkpd_jax.commands import export, model_flags
+  source = model_flags.ModelSource(None, WEIGHTS, None)
+  batch = 1 if fmt == "onnx" else None
+  export.run(source, str(tmp_path), fmt, batch_size=batch, check=True)
+  assert sorted(os.listdir(tmp_path)) == files
+  diff = float(capsys.readouterr().out.split("max |heatmap difference| to the model ")[1]
+               .split()[0])
+  assert diff < 1e-3
+  if fmt == "safetensors":
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["trained_from"]["weights"] == WEIGHTS
+    crops = export.random_crops(shipped_estimator, 1)
+    reloaded = inference.Estimator.from_pretrained(str(tmp_path),
+                                                  compiler_options=inference.FAST_COMPILE_CPU)
+    np.testing.assert_array_equal(reloaded.crop_heatmaps(crops),
+                                  shipped_estimator.crop_heatmaps(crops))
+
+
+def test_export_weights_flag_through_the_command(tmp_path):
+  result = python_m("export", f"--weights={WEIGHTS}", f"--output={tmp_path}",
+                    "--format=safetensors", "--nocheck")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (tmp_path / "model.safetensors").stat().st_size > 10_000
+  both = python_m("export", f"--weights={WEIGHTS}", "--checkpoint=/tmp",
+                  f"--output={tmp_path / 'x'}")
+  assert both.returncode != 0 and "checkpoint" in both.stderr and "weights" in both.stderr

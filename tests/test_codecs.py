@@ -1,4 +1,4 @@
-"""Heatmap codecs and flip-test helpers against SPEC §3's numbers and independent formulas.
+"""Heatmap codecs and flip-test helpers against docs/conventions.md's numbers and independent formulas.
 
 Expected values come from closed forms written out here (the Gaussian formula, the
 rounding rule, the flip geometry), not from the codec under test; the codec's own

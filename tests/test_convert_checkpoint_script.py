@@ -1,9 +1,6 @@
-"""scripts/convert_checkpoint.py: reads .npz / .safetensors, writes a checkpoint that
-evaluation, config.init_from and the Estimator's loader read back unchanged."""
-
-import functools
-import importlib.util
-import pathlib
+"""`mamkpd convert` (mamkpd_jax.commands.convert, used here as a library): reads .npz /
+.safetensors, writes a checkpoint that evaluation, config.init_from and the Estimator's
+loader read back unchanged."""
 
 import jax
 import numpy as np
@@ -11,25 +8,13 @@ import pytest
 from flax import nnx
 
 from mamkpd_jax import config_lib, inference
+from mamkpd_jax.commands import convert as script
 from mamkpd_jax.training import checkpointing
 
 from test_hrvmamba import random_state_dict, read_manifest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-@functools.lru_cache(maxsize=None)
-def load_script():
-  """The script as a module, loaded once (its absl flags can be defined only once)."""
-  spec = importlib.util.spec_from_file_location(
-      "convert_checkpoint", ROOT / "scripts" / "convert_checkpoint.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
 
 def test_reads_npz_and_safetensors_and_refuses_other_input(tmp_path):
-  script = load_script()
   tensors = {"backbone.conv1.weight": np.ones((64, 3, 3, 3), np.float32)}
   np.savez(tmp_path / "w.npz", **tensors)
   from safetensors.numpy import save_file   # pylint: disable=g-import-not-at-top
@@ -40,22 +25,21 @@ def test_reads_npz_and_safetensors_and_refuses_other_input(tmp_path):
   with pytest.raises(FileNotFoundError, match="missing.npz"):
     script.read_state_dict(str(tmp_path / "missing.npz"))
   (tmp_path / "w.bin").write_bytes(b"")
-  with pytest.raises(SystemExit, match="unknown format"):
+  with pytest.raises(ValueError, match="unknown format"):
     script.read_state_dict(str(tmp_path / "w.bin"))
-  with pytest.raises(SystemExit, match="HRVMamba checkpoints only"):
+  with pytest.raises(ValueError, match="HRVMamba checkpoints only"):
     script.convert_checkpoint(str(tmp_path / "w.npz"), config_lib.coco("tiny"),
                               str(tmp_path / "out"))
 
 
 def test_converted_checkpoint_loads_for_eval_and_init_from(tmp_path):
-  script = load_script()
   rows = read_manifest("tiny")
   state_dict = random_state_dict(rows)
   np.savez(tmp_path / "tiny.npz", **state_dict)
   config = config_lib.coco("tiny", family="hrvmamba")
   output = tmp_path / "converted"
   script.convert_checkpoint(str(tmp_path / "tiny.npz"), config, str(output))
-  with pytest.raises(SystemExit, match="not empty"):
+  with pytest.raises(FileExistsError, match="not empty"):
     script.convert_checkpoint(str(tmp_path / "tiny.npz"), config, str(output))
 
   # --mode=eval / Estimator path: the workdir's config.json and the checkpoint.

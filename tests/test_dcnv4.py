@@ -1,6 +1,6 @@
-"""kernels/dcnv4.py against independent references (../shared/hrvmamba/SPEC.md §4).
+"""kernels/dcnv4.py against independent references (docs/hrvmamba.md §4).
 
-- numpy_refs.dcnv4, a float64 loop written from the SPEC equations (values, and the
+- numpy_refs.dcnv4, a float64 loop written from the equations of docs/hrvmamba.md §4 (values, and the
   lane layout and kernel point order it encodes);
 - invariants with zero offsets: a 3x3 box sum, and a depth-wise convolution whose taps
   are the masks (this pins the x-major point order, which a box sum cannot see);

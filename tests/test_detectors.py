@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from mamkpd_jax.data_pipelines import sources
 from mamkpd_jax.inference import detectors, video
 
 onnx = pytest.importorskip("onnx")
@@ -20,6 +21,8 @@ from onnx import TensorProto, helper  # pylint: disable=wrong-import-position
 REPO = pathlib.Path(__file__).resolve().parents[1]
 OPENFIELD = REPO / "data/samples/dlc-openfield"
 FRAMES = OPENFIELD / "labeled-data/m4s1"
+OPENFIELD_COCO = OPENFIELD / "openfield_coco.json"
+COCO_DETS = REPO / "data/samples/coco/test_coco_det_AP_H_56.json"   # 118 person detections
 INPUT = 64                                    # the tiny graph's input: (1, 3, 64, 64)
 ANCHORS = sum((INPUT // s) ** 2 for s in detectors.YOLOX_STRIDES)      # 64 + 16 + 4
 C = len(detectors.COCO_CLASSES)
@@ -220,8 +223,84 @@ def test_box_file_detector_by_name_id_and_frame(tmp_path):
   with pytest.raises(FileNotFoundError, match="boxes file not found"):
     detectors.make_detector(f"boxes:{tmp_path / 'none.json'}")
   path.write_text(json.dumps([{"bbox": [1, 2, 3, 4]}]))
-  with pytest.raises(ValueError, match="entry 0 needs"):
+  with pytest.raises(ValueError, match="detection #0.*needs a field 'image_id' or "
+                     "'file_name'"):
     detectors.BoxFileDetector(str(path))
+
+
+# (entries, words the error names) of boxes files that cannot be read
+BAD_BOXES = [
+    ([{"image_id": 1, "bbox": [1, 2, 3]}], r"detection #0 .*field 'bbox'"),
+    ([{"image_id": 1, "bbox": [1, 2, 3, "4"]}], r"field 'bbox'"),
+    ([{"image_id": 1, "bbox": [1, 2, 3, float("inf")]}], r"field 'bbox'"),
+    ([{"image_id": 1, "bbox": [1, 2, 3, 4]}, {"image_id": 2, "bbox": [1, 2, 3, 4],
+                                               "score": "high"}],
+     r"detection #1 \(image id 2\).*field 'score'"),
+    ([{"image_id": True, "bbox": [1, 2, 3, 4]}], r"field 'image_id'"),
+    ([{"image_id": "a7", "bbox": [1, 2, 3, 4]}], r"field 'image_id'"),
+    ([{"file_name": 7, "bbox": [1, 2, 3, 4]}], r"field 'file_name'"),
+    ([{"image_id": 1, "bbox": [1, 2, 3, 4], "category_id": "person"}], r"field 'category_id'"),
+    ([[1, 2, 3, 4]], r"detection #0 .*must be a json object"),
+    ({"image_id": 1, "bbox": [1, 2, 3, 4]}, r"a dict without an 'annotations' list"),
+    ("boxes", r"json list of detections"),
+]
+
+
+@pytest.mark.parametrize("content, words", BAD_BOXES)
+def test_bad_boxes_files_name_the_file_and_the_field(tmp_path, content, words):
+  path = tmp_path / "boxes.json"
+  path.write_text(json.dumps(content, allow_nan=True))
+  for read in (sources.read_boxes_file, detectors.load_boxes, detectors.BoxFileDetector):
+    with pytest.raises(sources.AnnotationError, match=words) as error:
+      read(str(path))
+    assert str(path) in str(error.value)
+
+
+def test_malformed_json_and_missing_boxes_files_are_named(tmp_path):
+  path = tmp_path / "boxes.json"
+  path.write_text('[{"image_id": 1, "bbox": [1, 2, 3, 4]')
+  with pytest.raises(sources.AnnotationError, match="malformed json") as error:
+    detectors.load_boxes(str(path))
+  assert str(path) in str(error.value)
+  with pytest.raises(FileNotFoundError, match="boxes file not found.*none.json"):
+    detectors.load_boxes(str(tmp_path / "none.json"))
+
+
+def test_a_coco_dict_gives_its_annotations_boxes_by_file_name(tmp_path):
+  """The bundled open-field labels as a boxes file: each image's boxes are its
+  annotations' (looked up by file name), score 1."""
+  coco = json.loads(OPENFIELD_COCO.read_text())
+  boxes = detectors.load_boxes(str(OPENFIELD_COCO))
+  names = {image["id"]: image["file_name"] for image in coco["images"]}
+  expected = {}
+  for ann in coco["annotations"]:
+    expected.setdefault(pathlib.Path(names[ann["image_id"]]).name, []).append(ann["bbox"])
+  assert sorted(boxes) == sorted(expected)
+  for name, rows in expected.items():
+    np.testing.assert_allclose(boxes[name][0], rows)
+    np.testing.assert_array_equal(boxes[name][1], np.ones(len(rows)))
+
+
+def test_the_three_users_of_a_boxes_file_read_the_same_boxes(tmp_path):
+  """load_coco_detections (evaluation), load_boxes (mamkpd predict --boxes) and
+  BoxFileDetector (mamkpd track --detector=boxes:) on one COCO detections file."""
+  dets = json.loads(COCO_DETS.read_text())
+  instances = sources.load_coco_detections(str(COCO_DETS.parent / "test_coco.json"),
+                                           str(COCO_DETS), str(COCO_DETS.parent))
+  boxes = detectors.load_boxes(str(COCO_DETS))
+  detector = detectors.BoxFileDetector(str(COCO_DETS))
+  for image_id in {det["image_id"] for det in dets}:
+    rows = [det for det in dets if det["image_id"] == image_id]
+    expected = np.float32([det["bbox"] for det in rows])
+    scores = np.float32([det["score"] for det in rows])
+    evaluated = [i for i in instances if i["image_id"] == image_id]
+    np.testing.assert_array_equal(np.stack([i["bbox"] for i in evaluated]), expected)
+    np.testing.assert_array_equal([i["bbox_score"] for i in evaluated], scores)
+    np.testing.assert_array_equal(boxes[image_id][0], expected)
+    np.testing.assert_array_equal(boxes[image_id][1], scores)
+    found = detectors.detect(detector, None, key=image_id)
+    np.testing.assert_array_equal(found.boxes, expected)
+    np.testing.assert_array_equal(found.scores, scores)
 
 
 @pytest.mark.parametrize("output, boxes, scores", [

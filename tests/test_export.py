@@ -1,8 +1,8 @@
 """jax.export of the serving function: the artefact reloads and matches the model.
 
 The model is test_inference.write_workdir's (the tiny open-field model at 64x64, flip
-test on); the artefact is compared with Estimator.crop_heatmaps, the model's forward
-pass with the flip test done in numpy by codecs.flip_heatmaps.
+test on); the artefact is compared with Estimator.crop_heatmaps (test_decode checks the
+whole decode path: evaluation, the Estimator and the artefact agree).
 """
 
 import json
@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from mamkpd_jax import inference
-from mamkpd_jax.data_pipelines import codecs
 from mamkpd_jax.export import serving
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -45,14 +44,6 @@ def random_crops(batch, seed=0):
   return np.random.default_rng(seed).integers(0, 256, (batch, 64, 64, 3), np.uint8)
 
 
-@pytest.mark.parametrize("shift", [False, True])   # UDP; MSRA and DARK
-def test_flip_back_in_jax_is_codecs_flip_heatmaps(shift):
-  maps = np.random.default_rng(1).normal(size=(2, 5, 6, 4)).astype(np.float32)
-  flip_indices = (0, 2, 1, 3)
-  np.testing.assert_array_equal(serving._flip_back(maps, flip_indices, shift),  # pylint: disable=protected-access
-                                codecs.flip_heatmaps(maps, flip_indices, shift))
-
-
 def test_symbolic_batch_artefact_reloads_and_matches(estimator, tmp_path):
   assert estimator.flip_test
   exported = serving.export_forward(estimator)                  # batch "b"
@@ -71,15 +62,17 @@ def test_symbolic_batch_artefact_reloads_and_matches(estimator, tmp_path):
   np.testing.assert_allclose(out["keypoints"], want, rtol=1e-6)
   np.testing.assert_allclose(out["scores"], flat.max(1))
   meta = json.loads(pathlib.Path(meta_path).read_text())
-  assert meta["input_size"] == [64, 64] and meta["codec"] == "udp"
+  assert meta["input_size"] == [64, 64] and meta["codec"]["name"] == "udp"
   assert meta["keypoint_names"] == ["snout", "leftear", "rightear", "tailbase"]
-  assert meta["platforms"] == [jax.export.default_export_platform()]
+  assert meta["artefact"]["kind"] == "jax_export"
+  assert meta["artefact"]["platforms"] == [jax.export.default_export_platform()]
   assert pathlib.Path(artefact).stat().st_size > 100_000     # parameters are inside
 
 
 def test_fixed_batch_artefact_refuses_other_sizes(estimator, tmp_path):
   exported = serving.export_forward(estimator, batch_size=BATCH)
-  artefact, _ = serving.save_exported(exported, {}, str(tmp_path))
+  artefact, _ = serving.save_exported(exported, serving.export_metadata(estimator, BATCH),
+                                      str(tmp_path))
   loaded = serving.load_exported(artefact)
   assert tuple(loaded.in_avals[0].shape) == (BATCH, 64, 64, 3)
   with pytest.raises(ValueError, match="shape"):
@@ -92,13 +85,13 @@ def test_missing_artefact_is_named(tmp_path):
 
 
 def test_export_script_writes_a_reloadable_artefact(workdir, estimator, tmp_path):
-  result = subprocess.run([sys.executable, str(REPO / "scripts/export.py"),
+  result = subprocess.run([sys.executable, "-m", "mamkpd_jax.cli", "export",
                            f"--checkpoint={workdir}", f"--output={tmp_path}", "--nocheck"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "batch symbolic" in result.stdout
   meta = json.loads((tmp_path / "model.json").read_text())
-  assert meta["batch_size"] == "symbolic" and meta["input_size"] == [64, 64]
+  assert meta["artefact"]["batch_size"] == "symbolic" and meta["input_size"] == [64, 64]
   crops = random_crops(BATCH, seed=1)
   np.testing.assert_allclose(run_exported(serving.load_exported(str(tmp_path)), crops)[
       "heatmaps"], estimator.crop_heatmaps(crops), rtol=1e-5, atol=1e-6)

@@ -193,7 +193,7 @@ def test_crop_to_image_undoes_the_standard_warp():
   in_input = geometry.transform_points(points, matrix)
   back = geometry.crop_to_image(in_input, center, scale, INPUT_SIZE)
   np.testing.assert_allclose(back, points, atol=1e-3)
-  # The formula of SPEC §3 on one point, by hand: the input's far corner is the crop's.
+  # The formula of docs/conventions.md on one point, by hand: the input's far corner is the crop's.
   corner = geometry.crop_to_image([[192, 256]], center, scale, INPUT_SIZE)
   np.testing.assert_allclose(corner[0], center + scale / 2, atol=1e-4)
 

@@ -21,7 +21,9 @@ from mamkpd_jax import config_lib, models
 from mamkpd_jax.models import hrvmamba, stats
 from mamkpd_jax.models.hrvmamba import convert, dvss_block, hrnet
 
-MANIFEST_DIR = os.environ.get("HRVMAMBA_MANIFESTS", "/work/shared/hrvmamba")
+# The authors' state_dict manifests (origin: tests/data/hrvmamba/README.md).
+MANIFEST_DIR = os.environ.get(
+    "HRVMAMBA_MANIFESTS", os.path.join(os.path.dirname(__file__), "data", "hrvmamba"))
 VARIANTS = ("tiny", "small", "base")
 slow = pytest.mark.skipif(not os.environ.get("MAMKPD_SLOW_TESTS"),
                           reason="slow (minutes of CPU): set MAMKPD_SLOW_TESTS=1")
@@ -56,7 +58,7 @@ def param_count(model):
 def test_parameter_counts_are_the_authors_exactly(variant):
   counts = stats.param_counts(abstract(variant))
   assert counts["total"] == hrvmamba.PAPER_SIZES[variant][0]
-  # SPEC §2 per-component table (independent of the total).
+  # docs/hrvmamba.md §2 per-component table (independent of the total).
   expected_stage4 = {"tiny": 1_218_912, "small": 4_670_592, "base": 28_554_528}[variant]
   assert counts["stem"] == 38_848 and counts["stage4"] == expected_stage4
 
@@ -107,7 +109,7 @@ def test_flops_by_hand_match_the_authors_count(variant):
   cfg = models.parse_model_config(hrvmamba.model_config(variant))
   macs = stats.hrvmamba_macs(cfg, 256, 192)
   assert macs["total"] / 1e9 == pytest.approx(hrvmamba.PAPER_SIZES[variant][1], rel=0.02)
-  # SPEC §3 by module (G), tiny / small / base, and the 384x288 totals.
+  # docs/hrvmamba.md §3 by module (G), tiny / small / base, and the 384x288 totals.
   by_module = {"tiny": (0.136, 0.129, 0.076, 0.413, 0.252, 2.4725),
                "small": (0.136, 0.447, 0.230, 1.305, 0.822, 7.4495),
                "base": (0.136, 0.447, 1.183, 6.955, 4.492, 32.0490)}[variant]
@@ -280,7 +282,7 @@ def test_dvss_block_matches_the_spec_equations_in_numpy(width, height_width):
   want = numpy_refs.dvss_block(x.transpose(0, 3, 1, 2), converted,
                                groups=cfg.dt_rank(width)).transpose(0, 2, 3, 1)
   scale = np.abs(want).max()
-  # float32 round-off: SPEC §8 measures 3e-5 (relative to max) for the whole float32 model.
+  # float32 round-off: docs/hrvmamba.md §8 measures 3e-5 (relative to max) for the whole float32 model.
   np.testing.assert_allclose(np.asarray(got) / scale, want / scale, atol=2e-5)
 
 

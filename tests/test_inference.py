@@ -1,7 +1,8 @@
 """mamkpd_jax.inference and visualization on the tiny open-field model at 64x64.
 
 The estimator is checked against the evaluation path (evaluate.predict_dataset on the
-same instances), which builds its crops through Grain and decodes them on its own.
+same instances), which builds its crops through Grain and runs them data-parallel (both
+decode with evaluation.decode; test_decode feeds both the same crops).
 `write_workdir` (written once per session by conftest's `trained_workdir`, which the
 export, ONNX, predict and pretrained tests read too) makes a real workdir: config.json and an Orbax checkpoint written by train.train_and_evaluate, with
 its train step stubbed out so that no backward pass is compiled (test_train.py trains

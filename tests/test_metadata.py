@@ -1,4 +1,4 @@
-"""Dataset metadata: the built-in tables against SPEC §3, custom layouts, bad input."""
+"""Dataset metadata: the built-in tables against docs/conventions.md, custom layouts, bad input."""
 
 import json
 import logging
@@ -11,7 +11,7 @@ from mamkpd_jax.data_pipelines import metadata
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "samples"
 
-# SPEC §3, copied by hand: (info, K, names, flip indices, upper body, sigmas or None).
+# docs/conventions.md, copied by hand: (info, K, names, flip indices, upper body, sigmas or None).
 SPEC_TABLES = [
     (metadata.COCO, 17,
      "nose left_eye right_eye left_ear right_ear left_shoulder right_shoulder left_elbow "

@@ -71,7 +71,7 @@ def test_tiny_forward_shape_and_dtype(tiny_model, dtype):
 
 def test_model_normalises_rgb_input(tiny_model):
   """uint8 and float RGB give the same heatmaps; normalisation is mmpose's ImageNet one."""
-  assert common.PIXEL_MEAN == (123.675, 116.28, 103.53)          # SPEC §3
+  assert common.PIXEL_MEAN == (123.675, 116.28, 103.53)          # docs/conventions.md
   assert common.PIXEL_STD == (58.395, 57.12, 57.375)
   pixels = np.array([[[[255, 0, 10]]]], np.uint8)
   np.testing.assert_allclose(common.normalize_images(pixels)[0, 0, 0],

@@ -2,7 +2,7 @@
 equals the estimator (Estimator.crop_heatmaps, flip test on) within 1e-4 relative;
 bad input (no jax2onnx, another scan, wrong crops) is a clear error.
 
-Skipped without jax2onnx / onnxruntime (installed with --no-deps: README, "Export to ONNX").
+Skipped without jax2onnx / onnxruntime (installed with --no-deps: docs/export.md, "ONNX").
 """
 
 import pathlib
@@ -23,14 +23,14 @@ pytest.importorskip("onnxruntime", reason="ONNX export tests run it in onnxrunti
 
 @pytest.fixture(scope="module")
 def exported(workdir, tmp_path_factory):
-  """scripts/export.py --format=onnx (dynamic batch): (path of model.onnx, its stdout).
+  """`mamkpd export --format=onnx` (dynamic batch): (path of model.onnx, its stdout).
 
   The module's one conversion: jax2onnx takes minutes even for the tiny model (its
   per-equation graph checks grow with the graph), so every test reads this file.
   """
   output = tmp_path_factory.mktemp("onnx") / "out"
   result = subprocess.run(
-      [sys.executable, str(REPO / "scripts" / "export.py"), f"--checkpoint={workdir}",
+      [sys.executable, "-m", "mamkpd_jax.cli", "export", f"--checkpoint={workdir}",
        f"--output={output}", "--format=onnx"],
       capture_output=True, text=True, check=False, cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -64,8 +64,11 @@ def test_onnxruntime_equals_the_estimator(estimator, onnx_path):
 def test_metadata_is_in_the_file(onnx_path):
   meta = onnx_export.onnx_metadata(onnx_path)
   assert meta["keypoint_names"] == ["snout", "leftear", "rightear", "tailbase"]
-  assert meta["input_size"] == [64, 64] and meta["codec"] == "udp"
-  assert meta["batch_size"] == "symbolic" and meta["model"]["scan_impl"] == "onnx"
+  assert meta["input_size"] == [64, 64] and meta["codec"]["name"] == "udp"
+  assert meta["artefact"]["kind"] == "onnx" and meta["artefact"]["file"] == "model.onnx"
+  assert meta["artefact"]["batch_size"] == "symbolic"
+  assert meta["config"]["model"]["scan_impl"] == "onnx"
+  assert meta["format"] == "mamkpd-jax-model" and meta["format_version"] == 2
 
 
 def test_wrong_crops_are_an_error(onnx_path):

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mamkpd_jax import benchmarking, kernels
-from mamkpd_jax.kernels import backend
+from mamkpd_jax import kernels
+from mamkpd_jax.kernels import backend, tolerances
+from mamkpd_jax.kernels.tolerances import assert_close
 from conftest import make_config
 from cuda_lowering import lower_for_cuda
 from scan_inputs import cross_inputs, scan_inputs
@@ -29,12 +30,6 @@ def values_and_grads(fn, inputs, seed=7):
   return y, dict(zip(inputs, grads))
 
 
-def assert_close(got, want, rtol, name=""):
-  got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
-  np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(np.abs(want).max(), 1e-6),
-                             err_msg=name)
-
-
 # (batch, L, channels, G, N, dtype). Tiles hold 64 channels (32 when N > 4) per group.
 CASES = [
     (2, 1, 8, 1, 1, jnp.float32),        # one token: a single, padded chunk
@@ -46,12 +41,10 @@ CASES = [
     (2, 48, 8, 4, 1, jnp.bfloat16),      # bfloat16 u, delta, B, C; MamKPD's N = 1
     (1, 100, 72, 1, 16, jnp.bfloat16),   # bfloat16, 3 tiles of 32 (last padded), N 16
 ]
-# Both sides compute in float32 from the same inputs, so outputs agree to f32 round-off;
-# bfloat16 gradients are rounded to bfloat16 on both sides (relative step 2^-8).
-# One source for the kernels' tolerances (gpu_check uses them on the GPU too).
-OUTPUT_RTOL = benchmarking.OUTPUT_RTOL
-RTOL = {jnp.float32: benchmarking.GRAD_RTOL["float32"],
-        jnp.bfloat16: benchmarking.GRAD_RTOL["bfloat16"]}
+# The kernels' tolerances against the reference (kernels/tolerances.py; gpu_check uses
+# them on the GPU too).
+OUTPUT_RTOL = tolerances.OUTPUT_RTOL
+RTOL = {dtype: tolerances.grad_rtol(dtype) for dtype in (jnp.float32, jnp.bfloat16)}
 
 
 @pytest.mark.parametrize("batch,length,channels,groups,d_state,dtype", CASES)

@@ -62,7 +62,7 @@ def test_upper_bound_json_fields(upper_bound_report):
 
 
 def test_gt_as_prediction_gives_ap_one(upper_bound_report):
-  # mmpose's own check of its COCO metric (SPEC §3): every metric exactly 1.
+  # mmpose's own check of its COCO metric (docs/conventions.md): every metric exactly 1.
   none = upper_bound_report["per_codec"]["none"]
   assert {metric: none[metric] for metric in METRICS} == {metric: 1.0 for metric in METRICS}
   assert none["mean_error_px"] == 0.0 and none["dropped_keypoints"] == 0

@@ -1,4 +1,5 @@
-"""scripts/predict.py on the tiny open-field model (test_inference.write_workdir's)."""
+"""`mamkpd predict` on the tiny open-field model (test_inference.write_workdir's), run
+as `python -m mamkpd_jax.cli predict`; and its `predict` function used from Python."""
 
 import json
 import os
@@ -23,9 +24,9 @@ def workdir(trained_workdir):
 
 
 def run_predict(*args):
-  """scripts/predict.py, compiled fast; runs with one crop (bucket 1) or up to 8 share
+  """`mamkpd predict`, compiled fast; runs with one crop (bucket 1) or up to 8 share
   their compiled programs through the persistent compilation cache."""
-  return subprocess.run([sys.executable, str(REPO / "scripts/predict.py"), "--fast_compile",
+  return subprocess.run([sys.executable, "-m", "mamkpd_jax.cli", "predict", "--fast_compile",
                          *args], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
@@ -86,3 +87,28 @@ def test_missing_files_are_named(workdir, tmp_path):
   result = run_predict(f"--checkpoint={workdir}", f"--input={FRAMES[0]}",
                        f"--boxes={tmp_path / 'boxes.json'}", f"--output={tmp_path}")
   assert result.returncode != 0 and "boxes file not found" in result.stderr
+
+
+def test_the_predict_function_gives_the_command_s_results(workdir, tmp_path):
+  """predict.predict from Python, with an Estimator in hand, writes what `mamkpd
+  predict` writes for the same image and boxes file."""
+  from mamkpd_jax import inference
+  from mamkpd_jax.commands import predict
+  boxes = tmp_path / "boxes.json"
+  boxes.write_text(json.dumps([{"file_name": "img0100.png", "bbox": [61.5, 384.2, 128.5, 44.3],
+                                "score": 0.5}]))
+  result = run_predict(f"--checkpoint={workdir}", f"--input={FRAMES[0]}", f"--boxes={boxes}",
+                       f"--output={tmp_path / 'cli'}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  estimator = inference.Estimator.from_workdir(str(workdir),
+                                               compiler_options=inference.FAST_COMPILE_CPU)
+  results = predict.predict(estimator, str(FRAMES[0]), str(tmp_path / "lib"), boxes=str(boxes))
+  (expected,) = json.loads((tmp_path / "cli/predictions.json").read_text())
+  (got,) = results
+  assert json.loads((tmp_path / "lib/predictions.json").read_text()) == results
+  assert got["bbox"] == expected["bbox"] and got["file_name"] == "img0100.png"
+  np.testing.assert_allclose(got["keypoints"], expected["keypoints"], atol=1e-3)
+  np.testing.assert_allclose(got["score"], expected["score"], atol=1e-5)
+  with pytest.raises(ValueError, match="not both"):
+    predict.predict(estimator, str(FRAMES[0]), str(tmp_path), boxes=str(boxes),
+                    detector="background")

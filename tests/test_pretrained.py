@@ -13,13 +13,14 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import safetensors.numpy
 from flax import nnx
 
 from mamkpd_jax import config_lib, inference
-from mamkpd_jax.export import pretrained
+from mamkpd_jax.export import metadata, pretrained, serving
 from mamkpd_jax.data_pipelines import pipeline
 from mamkpd_jax.evaluation import bbox_pck
 from mamkpd_jax.models import build_model, parse_model_config
@@ -43,7 +44,7 @@ def workdir(trained_workdir):
 def exported(workdir, tmp_path_factory):
   """The export command's folder (model.safetensors + model.json) of workdir."""
   output = tmp_path_factory.mktemp("weights") / "tiny"
-  result = subprocess.run([sys.executable, str(REPO / "scripts/export.py"),
+  result = subprocess.run([sys.executable, "-m", "mamkpd_jax.cli", "export",
                            "--format=safetensors", f"--checkpoint={workdir}",
                            f"--output={output}", "--nocheck"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -154,12 +155,52 @@ def test_bad_folders_and_tensors_are_named(exported, tmp_path):
     inference.Estimator.from_pretrained(extra)
   (tmp_path / "j").mkdir()
   (tmp_path / "j/model.json").write_text(json.dumps({"format": "something else"}))
-  with pytest.raises(ValueError, match="not a mamkpd-jax-pretrained file"):
+  with pytest.raises(ValueError, match=r"j/model.json: field 'format' is 'something else'"):
     inference.Estimator.from_pretrained(tmp_path / "j")
 
 
+def test_weights_folder_holds_the_one_schema(exported, tmp_path):
+  meta = pretrained.load_metadata(str(exported))
+  assert (meta["format"], meta["format_version"]) == (metadata.FORMAT, metadata.FORMAT_VERSION)
+  assert meta["artefact"] == {"kind": "weights", "file": "model.safetensors"}
+  header = safetensors.safe_open(str(exported / "model.safetensors"), "np").metadata()
+  assert header["format"] == metadata.FORMAT and header["family"] == "mamkpd"
+  (tmp_path / "model.json").write_text(json.dumps(
+      {**json.loads((exported / "model.json").read_text()),
+       "artefact": {"kind": "jax_export"}}))
+  with pytest.raises(ValueError, match="describes a jax_export artefact, not weights"):
+    inference.Estimator.from_pretrained(tmp_path)
+
+
+@pytest.mark.skipif(not (COMMITTED / "model.safetensors").is_file(),
+                    reason="weights/mamkpd_tiny_openfield not committed")
+def test_shipped_weights_export_again_to_the_one_schema(tmp_path):
+  """An Estimator of shipped weights exports as safetensors and jax.export: both
+  model.json describe the committed model as its own model.json does (the artefact
+  aside), and both artefacts give its heatmaps."""
+  shipped = inference.Estimator.from_pretrained(COMMITTED,
+                                                compiler_options=inference.FAST_COMPILE_CPU)
+  pretrained.save_pretrained(shipped.config, shipped.info, shipped.model, str(tmp_path / "w"))
+  exported = serving.export_forward(shipped, batch_size=2)
+  serving.save_exported(exported, serving.export_metadata(shipped, 2), str(tmp_path / "j"))
+  model_only = lambda meta: {k: v for k, v in meta.items()
+                             if k not in ("artefact", "trained_from")}
+  committed = model_only(metadata.read(str(COMMITTED)))
+  assert model_only(metadata.read(str(tmp_path / "w"))) == committed
+  assert model_only(metadata.read(str(tmp_path / "j"))) == committed
+  crops = np.random.default_rng(0).integers(0, 256, (2, 128, 128, 3), np.uint8)
+  want = shipped.crop_heatmaps(crops)
+  reloaded = inference.Estimator.from_pretrained(tmp_path / "w",
+                                                 compiler_options=inference.FAST_COMPILE_CPU)
+  np.testing.assert_array_equal(reloaded.crop_heatmaps(crops), want)
+  call = jax.jit(serving.load_exported(str(tmp_path / "j")).call,
+                 compiler_options=inference.FAST_COMPILE_CPU)
+  np.testing.assert_allclose(np.asarray(call(crops)["heatmaps"]), want, rtol=1e-5,
+                             atol=1e-6)
+
+
 def test_export_never_overwrites(workdir, exported):
-  result = subprocess.run([sys.executable, str(REPO / "scripts/export.py"),
+  result = subprocess.run([sys.executable, "-m", "mamkpd_jax.cli", "export",
                            "--format=safetensors", f"--checkpoint={workdir}",
                            f"--output={exported}", "--nocheck"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -389,11 +389,31 @@ def test_detection_other_categories_are_filtered(toy_dir):
   assert instances[0]["keypoints"].shape == (TOY_K, 2)
 
 
-def test_detection_file_must_be_a_list(toy_dir):
+def test_detection_file_must_be_a_list_or_a_coco_dict(toy_dir):
   ann_file = _write(toy_dir, _toy_coco())
   det_file = _write(toy_dir, {"image_id": 1}, "dets.json")
-  with pytest.raises(sources.AnnotationError, match="must hold a json list"):
+  with pytest.raises(sources.AnnotationError, match="must hold a json list") as error:
     sources.load_coco_detections(ann_file, det_file, str(toy_dir / "images"))
+  assert det_file in str(error.value)
+  det_file = _write(toy_dir, {"annotations": [GOOD_DET]}, "dets.json")
+  (instance,) = sources.load_coco_detections(ann_file, det_file, str(toy_dir / "images"))
+  np.testing.assert_array_equal(instance["bbox"], np.float32(GOOD_DET["bbox"]))
+
+
+@pytest.mark.parametrize("field", ["image_id", "score", "category_id"])
+def test_a_detection_without_a_required_field_is_named(toy_dir, field):
+  """Evaluation needs every detection's image, score and category (read_boxes_file's
+  other users default them)."""
+  ann_file = _write(toy_dir, _toy_coco())
+  det = {key: value for key, value in GOOD_DET.items() if key != field}
+  if field == "image_id":
+    det["file_name"] = "a.jpg"
+  det_file = _write(toy_dir, [GOOD_DET, det], "dets.json")
+  with pytest.raises(sources.AnnotationError, match=f"detection #1.*needs a field '{field}'"):
+    sources.load_coco_detections(ann_file, det_file, str(toy_dir / "images"))
+  instances = sources.load_coco_detections(ann_file, det_file, str(toy_dir / "images"),
+                                           on_bad="skip")
+  assert len(instances) == 1 and instances.skipped == {"malformed_detection": 1}
 
 
 # ---------------------------------------------------------------------------------------

@@ -128,8 +128,9 @@ def test_ids_survive_swapping_sides_leaving_and_returning(det_every):
   frames = [(t, f"frame{t:06d}", synthetic_frame(t)) for t in range(NUM_FRAMES)]
   records = []
   for start in range(0, NUM_FRAMES, 4):
-    for tracked in tracker.process(frames[start:start + 4]):
-      records += tracking.frame_records(tracked)
+    batch = frames[start:start + 4]
+    for (t, name, _), prediction in zip(batch, tracker.process(batch)):
+      records += tracking.frame_records(prediction, t, name)
   ids = ids_by_subject(records)
   assert all(len(subject_ids) == 1 for subject_ids in ids.values()), ids
   assert len(set.union(*ids.values())) == 3 and set(ids) == {"A", "B", "C"}
@@ -140,12 +141,33 @@ def test_ids_survive_swapping_sides_leaving_and_returning(det_every):
   assert estimator.calls == ([4] * 10 if det_every == 1 else [1] * NUM_FRAMES)
 
 
+@pytest.mark.parametrize("det_every", [1, 3])
+def test_tracked_frames_are_predictions_with_track_ids(det_every):
+  """The tracker's results are the Estimator's type, its track_ids set; the json records
+  are Prediction.to_json's, their "track_id" those ids, plus the frame's index and name."""
+  tracker = tracking.PoseTracker(FakeEstimator(), fake_detector(),
+                                 tracking.TrackingConfig(det_every=det_every))
+  frames = [(t, f"f{t}.png", synthetic_frame(t)) for t in range(8)]
+  predictions = tracker.process(frames)
+  assert all(isinstance(p, inference.Prediction) for p in predictions)
+  assert not hasattr(tracking, "TrackedFrame")
+  for (t, name, _), prediction in zip(frames, predictions):
+    assert len(prediction.track_ids) == len(scene(t)) == len(prediction.boxes)
+    assert np.all(prediction.track_ids != inference.UNTRACKED)
+    as_json = prediction.to_json(image_id=t)
+    assert [r["track_id"] for r in as_json] == prediction.track_ids.tolist()
+    records = tracking.frame_records(prediction, t, name)
+    assert records == [{**r, "frame_index": t, "file_name": name} for r in as_json]
+  # A (top) and B (bottom) keep their ids over the 8 frames; ids 0 and 1 only
+  assert {i for p in predictions for i in p.track_ids} == {0, 1}
+
+
 def test_a_short_max_age_forgets_the_subject_that_left():
   config = tracking.TrackingConfig(max_age=2)
   tracker = tracking.PoseTracker(FakeEstimator(), fake_detector(), config)
   records = [r for t in range(NUM_FRAMES)
-             for tracked in tracker.process([(t, "", synthetic_frame(t))])
-             for r in tracking.frame_records(tracked)]
+             for prediction in tracker.process([(t, "", synthetic_frame(t))])
+             for r in tracking.frame_records(prediction, t)]
   assert len(ids_by_subject(records)["B"]) == 2          # a new id when B returns
 
 
@@ -162,7 +184,7 @@ def test_a_known_number_of_subjects_keeps_one_id_through_jumps():
       2, 0) + [[0, 0, 0, 0], [100, 100, 0, 0]], np.array([0.9, 0.2]))
   tracker = tracking.PoseTracker(estimator, detector, tracking.TrackingConfig(max_tracks=1))
   tracked = tracker.process([(0, "", synthetic_frame(0))])[0]
-  np.testing.assert_array_equal(tracked.prediction.boxes, [scene(0)["A"]])
+  np.testing.assert_array_equal(tracked.boxes, [scene(0)["A"]])
 
 
 def test_two_carried_boxes_on_one_subject_become_one():
@@ -269,7 +291,7 @@ def test_predict_with_a_detector_and_the_whole_image_warning(estimator, monkeypa
                              atol=1e-4)
   nothing = estimator.predict(image, detector=lambda frame: np.zeros((0, 4)))
   assert nothing.keypoints.shape == (0, 4, 2) and nothing.scores.shape == (0,)
-  monkeypatch.setattr(inference, "_WARNED_WHOLE_IMAGE", [])
+  monkeypatch.setattr("mamkpd_jax.inference.estimator._WARNED_WHOLE_IMAGE", [])
   with pytest.warns(UserWarning, match="pass boxes=.* or a detector="):
     estimator.predict(image)
   with warnings.catch_warnings():
@@ -293,13 +315,14 @@ def test_track_the_mouse_with_the_background_detector(estimator, tmp_path):
   assert result["frames"] == 6 and result["track_ids"] == [0]
   records = json.loads(pathlib.Path(result["json"]).read_text())
   assert [r["file_name"] for r in records] == [f"img{i:04d}.png" for i in range(100, 106)]
+  assert [r["track_id"] for r in records] == [0] * 6
   capture = cv2.VideoCapture(result["video"])
   assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
 
 
 def run_track(*args):
-  """scripts/track.py, compiled fast (bucket 8 shared through the persistent cache)."""
-  return subprocess.run([sys.executable, str(REPO / "scripts/track.py"), "--fast_compile",
+  """`mamkpd track`, compiled fast (bucket 8 shared through the persistent cache)."""
+  return subprocess.run([sys.executable, "-m", "mamkpd_jax.cli", "track", "--fast_compile",
                          *args], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
@@ -339,8 +362,8 @@ def test_smoothing_restarts_for_a_returning_track():
     tracker = tracking.PoseTracker(FakeEstimator(), fake_detector(),
                                    tracking.TrackingConfig(smoothing=smoothing, fps=10))
     records = [r for t in range(NUM_FRAMES)
-               for tracked in tracker.process([(t, "", synthetic_frame(t))])
-               for r in tracking.frame_records(tracked)]
+               for prediction in tracker.process([(t, "", synthetic_frame(t))])
+               for r in tracking.frame_records(prediction, t)]
     runs[smoothing] = {(r["frame_index"], r["track_id"]): np.array(r["keypoints"])
                        for r in records}
     ids = ids_by_subject(records)

@@ -1,6 +1,8 @@
 """The `mamkpd` subcommands, one module each (mamkpd_jax.cli dispatches to them).
 
-Each module defines its absl flags when imported and a `main(argv)` for `app.run`; only
-the chosen command's module is imported, so their flags never meet. scripts/*.py and
-main.py are thin wrappers over the same modules (same flags).
+Each module has a `define_flags()` (called by the cli for the chosen command only, so
+the commands' flags never meet), a `main(argv)` that reads the parsed flags, and plain
+functions that do the work and can be called from Python (predict.predict,
+export.export, track.run, convert.convert_checkpoint, train.run). main.py is
+`mamkpd train`.
 """

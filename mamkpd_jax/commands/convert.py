@@ -1,5 +1,4 @@
-"""`mamkpd convert` (scripts/convert_checkpoint.py): the HRVMamba authors' checkpoint
-into a checkpoint of ours.
+"""`mamkpd convert`: the HRVMamba authors' checkpoint into a checkpoint of ours.
 
     mamkpd convert --input=hrvmamba_tiny256192.pth \\
         --config=configs/coco_hrvmamba_tiny.py --output=/tmp/hrvmamba_tiny
@@ -17,24 +16,36 @@ the conversion with its name.
 OUTPUT/checkpoints/0/{state,meta}. It serves `main.py --mode=eval --checkpoint=OUTPUT`,
 `--config.init_from=OUTPUT` (fine-tuning, e.g. another keypoint count) and
 `inference.Estimator.from_workdir(OUTPUT)`.
+
+From Python: `convert_checkpoint(input_path, config, output)` (a ConfigDict of an
+HRVMamba config); `main` only reads the flags.
 """
 
+import functools
 import os
+import sys
 
 import numpy as np
 import safetensors.numpy
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mamkpd_jax.training import checkpointing, workdir_lib
 from mamkpd_jax.models.hrvmamba import convert
 
-_INPUT = flags.DEFINE_string("input", None, "The authors' checkpoint: .pth, .safetensors "
-                             "or .npz.")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file of an "
-                                          "HRVMamba model.", lock_config=True)
-_OUTPUT = flags.DEFINE_string("output", None, "A new folder for the converted checkpoint.")
-flags.mark_flags_as_required(["input", "config", "output"])
+FLAGS = flags.FLAGS
+
+
+@functools.cache
+def define_flags():
+  """The command's flags (mamkpd_jax.cli defines them before parsing; importing this
+  module defines none, so it mixes with the other commands in one program)."""
+  flags.DEFINE_string("input", None, "The authors' checkpoint: .pth, .safetensors or .npz.")
+  config_flags.DEFINE_config_file("config", None, "A configs/*.py file of an HRVMamba "
+                                  "model.", lock_config=True)
+  flags.DEFINE_string("output", None, "A new folder for the converted checkpoint.")
+  flags.mark_flags_as_required(["input", "config", "output"])
+
 
 CONVERTED_STEP = 0
 
@@ -48,9 +59,9 @@ def read_state_dict(path):
     try:
       import torch   # pylint: disable=g-import-not-at-top
     except ImportError:
-      raise SystemExit(f"--input={path}: reading .pth needs PyTorch "
-                       "(pip install 'mamkpd-jax[torch]'), or convert it to .safetensors "
-                       "/ .npz elsewhere") from None
+      raise ImportError(f"--input={path}: reading .pth needs PyTorch "
+                        "(pip install 'mamkpd-jax[torch]'), or convert it to .safetensors "
+                        "/ .npz elsewhere") from None
     tensors = convert.unwrap(torch.load(path, map_location="cpu", weights_only=True))
     return {name: t.detach().cpu().numpy() for name, t in tensors.items()
             if hasattr(t, "detach")}
@@ -59,22 +70,22 @@ def read_state_dict(path):
   if suffix == ".npz":
     with np.load(path, allow_pickle=False) as archive:
       return convert.unwrap({name: archive[name] for name in archive.files})
-  raise SystemExit(f"--input={path}: unknown format {suffix!r}; expected .pth, .pt, "
+  raise ValueError(f"--input={path}: unknown format {suffix!r}; expected .pth, .pt, "
                    ".safetensors or .npz")
 
 
 def convert_checkpoint(input_path, config, output):
   """Reads, converts and writes; returns the written step folder."""
   if os.path.exists(output) and os.listdir(output):
-    raise SystemExit(f"--output={output} exists and is not empty; not overwriting it")
+    raise FileExistsError(f"--output={output} exists and is not empty; not overwriting it")
   if config.model.get("name", "mamkpd") != "hrvmamba":
-    raise SystemExit(f"--config: config.model.name is {config.model.get('name', 'mamkpd')!r}"
+    raise ValueError(f"--config: config.model.name is {config.model.get('name', 'mamkpd')!r}"
                      "; the converter reads HRVMamba checkpoints only")
   state_dict = read_state_dict(input_path)
   try:
     model = convert.model_from_state_dict(state_dict, config.model, seed=config.seed)
   except convert.ConversionError as e:
-    raise SystemExit(f"--input={input_path} does not fit --config "
+    raise ValueError(f"--input={input_path} does not fit --config "
                      f"(HRVMamba-{config.model.variant}): {e}") from None
   os.makedirs(output, exist_ok=True)
   workdir_lib.save_config(output, config)
@@ -85,7 +96,12 @@ def convert_checkpoint(input_path, config, output):
 
 
 def main(argv):
-  del argv
-  path = convert_checkpoint(_INPUT.value, _CONFIG.value, _OUTPUT.value)
-  print(f"converted {_INPUT.value} -> {path}")
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    path = convert_checkpoint(FLAGS.input, FLAGS.config, FLAGS.output)
+  except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
+    logging.error("%s", error)
+    sys.exit(f"convert: {error}")
+  print(f"converted {FLAGS.input} -> {path}")
 

@@ -1,12 +1,18 @@
-"""`mamkpd export` (scripts/export.py): a trained model (MamKPD or HRVMamba) as shippable
-weights (--format=safetensors) or for serving with `jax.export` (--format=jax, the
-default: no model code needed to run it).
+"""`mamkpd export`: a trained model (MamKPD or HRVMamba) as shippable weights
+(--format=safetensors), for serving with `jax.export` (--format=jax, the default: no
+model code needed to run it) or as ONNX (--format=onnx).
 
     mamkpd export --checkpoint=/tmp/sample_openfield --output=/tmp/exported
-    mamkpd export --checkpoint=/tmp/coco_large --output=/tmp/exported \
+    mamkpd export --checkpoint=/tmp/coco_large --output=/tmp/exported \\
         --platforms=cpu,cuda --batch_size=32
-    mamkpd export --checkpoint=/tmp/sample_openfield --output=/tmp/weights \
+    mamkpd export --checkpoint=/tmp/sample_openfield --output=/tmp/weights \\
         --format=safetensors
+    mamkpd export --weights=weights/mamkpd_tiny_openfield --output=/tmp/onnx --format=onnx
+
+The model comes from a training checkpoint (--checkpoint: a workdir, its checkpoints/
+folder or a step folder; --config instead of the workdir's config.json) or from shipped
+weights (--weights: a folder of model.safetensors + model.json); every format takes
+either.
 
 --format=safetensors writes OUTPUT/model.safetensors (parameters and batch statistics
 by '/'-joined state path, no optimiser) and OUTPUT/model.json (family, variant, input
@@ -35,128 +41,187 @@ or newer version, a listed platform):
 
     from jax import export
     exported = export.deserialize(bytearray(open("model.jax_exported", "rb").read()))
-    outputs = exported.call(crops)         # or mamkpd_jax.serving.load_exported(path)
+    outputs = exported.call(crops)   # or mamkpd_jax.export.serving.load_exported(path)
 
 Serialising needs the `flatbuffers` package (jax imports it for Exported.serialize).
 
 --format=onnx writes OUTPUT/model.onnx instead (mamkpd_jax/export/onnx_export.py: the same
 serving function converted by jax2onnx with scan_impl "onnx", metadata inside; needs
-`pip install -e ".[onnx]" && pip install --no-deps jax2onnx`, README "Export to ONNX"):
+`pip install -e ".[onnx]" && pip install --no-deps jax2onnx`):
 
     mamkpd export --checkpoint=/tmp/sample_openfield --output=/tmp/onnx --format=onnx
+
+From Python, `export(estimator, output_dir, format=...)` does the same with an
+Estimator in hand; `main` only reads the flags.
 """
 
+import functools
 import os
 import sys
 
 import jax
 import numpy as np
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from mamkpd_jax import inference, kernels
+from mamkpd_jax.benchmarking import timing
+from mamkpd_jax.commands import model_flags
 from mamkpd_jax.export import onnx_export, pretrained, serving
 from mamkpd_jax.training import checkpointing
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A workdir, checkpoints/ folder or "
-                                  "step folder.")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Optional configs/*.py file "
-                                          "instead of the workdir's config.json.")
-_OUTPUT = flags.DEFINE_string("output", None, "Folder for model.jax_exported (or "
-                              "model.safetensors) and model.json.")
-_FORMAT = flags.DEFINE_enum("format", "jax", ["jax", "safetensors", "onnx"], "jax: a "
-                            "jax.export artefact; safetensors: weights for "
-                            "Estimator.from_pretrained; onnx: model.onnx for ONNX Runtime.")
-_BATCH = flags.DEFINE_integer("batch_size", 0, "Fixed batch size; 0: symbolic batch.")
-_PLATFORMS = flags.DEFINE_list("platforms", [], "Target platforms (cpu, cuda, tpu); "
-                               "default: this machine's.")
-_DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Computation dtype "
-                           "(default: the config's).")
-_SCAN_IMPL = flags.DEFINE_string("scan_impl", None, "Selective-scan implementation "
-                                 "(default: the config's).")
-_CHECK = flags.DEFINE_bool("check", True, "Reload the artefact and compare it with the "
-                           "model on random crops.")
-flags.mark_flags_as_required(["checkpoint", "output"])
+FLAGS = flags.FLAGS
+FORMATS = ("jax", "safetensors", "onnx")
 
 
-def check_roundtrip(estimator, path, batch):
-  """Max |exported - estimator| heatmap difference on `batch` random crops."""
-  crops = random_crops(estimator, batch)
-  exported = serving.load_exported(path)
-  got = np.asarray(exported.call(crops)["heatmaps"])
-  return float(np.abs(got - estimator.crop_heatmaps(crops)).max())
+@functools.cache
+def define_flags():
+  """The command's flags (mamkpd_jax.cli defines them before parsing; importing this
+  module defines none, so it mixes with the other commands in one program)."""
+  model_flags.define_flags()
+  flags.adopt_module_key_flags(model_flags)     # --checkpoint | --weights, --config
+  flags.DEFINE_string("output", None, "Folder for model.jax_exported (or "
+                      "model.safetensors, model.onnx) and model.json.")
+  flags.DEFINE_enum("format", "jax", list(FORMATS), "jax: a jax.export artefact; "
+                    "safetensors: weights for Estimator.from_pretrained; onnx: model.onnx "
+                    "for ONNX Runtime.")
+  flags.DEFINE_integer("batch_size", 0, "Fixed batch size; 0: symbolic batch.")
+  flags.DEFINE_list("platforms", [], "Target platforms (cpu, cuda, tpu); default: this "
+                    "machine's.")
+  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Computation dtype (default: "
+                    "the config's).")
+  flags.DEFINE_string("scan_impl", None, "Selective-scan implementation (default: the "
+                      "config's).")
+  flags.DEFINE_bool("check", True, "Reload the artefact and compare it with the model on "
+                    "random crops.")
+  flags.mark_flags_as_required(["output"])
 
 
 def random_crops(estimator, batch):
-  height, width = estimator.input_size
-  return np.random.default_rng(0).integers(0, 256, (batch, height, width, 3), np.uint8)
+  """(batch, H, W, 3) uint8 random crops of the estimator's input size (seed 0)."""
+  return timing.random_crops(batch, *estimator.input_size)
 
 
-def export_safetensors(estimator, checkpoint, output):
-  """OUTPUT/model.safetensors + model.json; returns their paths."""
-  checkpoint_directory, step = checkpointing.resolve_checkpoint(checkpoint)
+def max_heatmap_difference(estimator, heatmaps_of, batch=2):
+  """Max |heatmaps_of(crops) - estimator's heatmaps| on `batch` random crops."""
+  crops = random_crops(estimator, batch)
+  return float(np.abs(np.asarray(heatmaps_of(crops)) - estimator.crop_heatmaps(crops)).max())
+
+
+# ------------------------------------------------------------------ one function per format
+
+
+def provenance_of(checkpoint=None, weights=None):
+  """model.json's "trained_from" for weights exported from a checkpoint or re-exported
+  from shipped weights (whose own "trained_from" is kept)."""
+  if checkpoint:
+    directory, step = checkpointing.resolve_checkpoint(checkpoint)
+    return {"checkpoint": f"{directory}/{step}", "step": step}
+  if weights:
+    source = weights if os.path.isdir(weights) else os.path.join(inference.REPO_ROOT, weights)
+    return {**pretrained.load_metadata(source).get("trained_from", {}), "weights": weights}
+  return None
+
+
+def export_safetensors(estimator, output_dir, provenance=None, check=True):
+  """OUTPUT/model.safetensors + model.json (export.pretrained); returns (paths, max
+  heatmap difference of the reloaded estimator, or None without check)."""
   config = estimator.config.copy_and_resolve_references()
   if config.data.root.startswith(inference.REPO_ROOT + os.sep):    # no local paths shipped
     config.data.root = os.path.relpath(config.data.root, inference.REPO_ROOT)
-  return pretrained.save_pretrained(
-      config, estimator.info, estimator.model, output,
-      provenance={"checkpoint": f"{checkpoint_directory}/{step}", "step": step})
+  paths = pretrained.save_pretrained(config, estimator.info, estimator.model, output_dir,
+                                     provenance=provenance)
+  if not check:
+    return paths, None
+  reloaded = inference.Estimator.from_pretrained(output_dir)
+  return paths, max_heatmap_difference(estimator, reloaded.crop_heatmaps)
 
 
-def check_pretrained(estimator, directory, batch=2):
-  """Max |from_pretrained - estimator| heatmap difference on `batch` random crops."""
-  crops = random_crops(estimator, batch)
-  reloaded = inference.Estimator.from_pretrained(directory)
-  return float(np.abs(reloaded.crop_heatmaps(crops) - estimator.crop_heatmaps(crops)).max())
-
-
-def export_onnx_format(estimator, batch):
-  """--format=onnx: OUTPUT/model.onnx, checked in ONNX Runtime against the estimator."""
-  os.makedirs(_OUTPUT.value, exist_ok=True)
-  path = os.path.join(_OUTPUT.value, "model.onnx")
-  onnx_export.export_onnx(estimator, path, batch)
-  print(f"wrote {path} (batch {batch or 'dynamic'})")
-  if _CHECK.value:
-    crops = random_crops(estimator, batch or 2)
-    got = onnx_export.run_onnx(onnx_export.onnx_session(path), crops)["heatmaps"]
-    diff = float(np.abs(got - estimator.crop_heatmaps(crops)).max())
-    print(f"onnxruntime: max |heatmap difference| to the model {diff:.3g}")
-
-
-def run():
-  changes = {k: v for k, v in (("dtype", _DTYPE.value), ("scan_impl", _SCAN_IMPL.value))
-             if v is not None}
-  estimator = inference.Estimator.from_workdir(_CHECKPOINT.value, config=_CONFIG.value,
-                                               **changes)
-  if _FORMAT.value == "safetensors":
-    weights, meta = export_safetensors(estimator, _CHECKPOINT.value, _OUTPUT.value)
-    print(f"wrote {weights} ({os.path.getsize(weights) / 1e6:.2f} MB) and {meta}")
-    if _CHECK.value:
-      diff = check_pretrained(estimator, _OUTPUT.value)
-      print(f"reloaded: max |heatmap difference| to the model {diff:.3g}")
-    return
-  batch = _BATCH.value or None
-  if _FORMAT.value == "onnx":
-    return export_onnx_format(estimator, batch)
+def export_jax(estimator, output_dir, batch_size=None, platforms=None, check=True):
+  """OUTPUT/model.jax_exported + model.json (export.serving); returns (paths, exported
+  platforms, max heatmap difference of the reloaded artefact, or None)."""
   scan_impl = kernels.portable_impl(estimator.config.model.scan_impl)
-  if batch is None and scan_impl not in kernels.PURE_JAX_IMPLS:
+  if batch_size is None and scan_impl not in kernels.PURE_JAX_IMPLS:
     raise ValueError(f"a symbolic batch needs a pure-JAX scan {kernels.PURE_JAX_IMPLS}, "
                      f"not {scan_impl!r}; give --batch_size")
-  exported = serving.export_forward(estimator, batch, tuple(_PLATFORMS.value) or None)
-  artefact, meta = serving.save_exported(
-      exported, serving.export_metadata(estimator, batch), _OUTPUT.value)
-  print(f"wrote {artefact} and {meta} (platforms {', '.join(exported.platforms)}, "
-        f"batch {batch or 'symbolic'})")
-  if _CHECK.value and jax.export.default_export_platform() in exported.platforms:
-    diff = check_roundtrip(estimator, artefact, batch or 2)
-    print(f"reloaded: max |heatmap difference| to the model {diff:.3g}")
+  exported = serving.export_forward(estimator, batch_size, tuple(platforms or ()) or None)
+  paths = serving.save_exported(exported, serving.export_metadata(estimator, batch_size),
+                                output_dir)
+  diff = None
+  if check and jax.export.default_export_platform() in exported.platforms:
+    reloaded = serving.load_exported(paths[0])
+    diff = max_heatmap_difference(estimator, lambda crops: reloaded.call(crops)["heatmaps"],
+                                  batch_size or 2)
+  return paths, tuple(exported.platforms), diff
+
+
+def export_onnx(estimator, output_dir, batch_size=None, check=True):
+  """OUTPUT/model.onnx (export.onnx_export, metadata inside); returns (path, max heatmap
+  difference in ONNX Runtime, or None)."""
+  os.makedirs(output_dir, exist_ok=True)
+  path = os.path.join(output_dir, "model.onnx")
+  onnx_export.export_onnx(estimator, path, batch_size)
+  if not check:
+    return path, None
+  session = onnx_export.onnx_session(path)
+  return path, max_heatmap_difference(
+      estimator, lambda crops: onnx_export.run_onnx(session, crops)["heatmaps"],
+      batch_size or 2)
+
+
+def export(estimator, output_dir, format="jax", batch_size=None, platforms=None,  # pylint: disable=redefined-builtin
+           check=True, provenance=None):
+  """The estimator exported into output_dir as `format` (FORMATS), with a line per file
+  printed; returns the written paths.
+
+  batch_size: None for a symbolic (dynamic) batch (jax, onnx); platforms: jax.export
+  targets (default this machine's); check: reload and compare heatmaps on random crops;
+  provenance: safetensors' model.json "trained_from"."""
+  if format == "safetensors":
+    (weights, meta), diff = export_safetensors(estimator, output_dir, provenance, check)
+    print(f"wrote {weights} ({os.path.getsize(weights) / 1e6:.2f} MB) and {meta}")
+    _print_difference("reloaded", diff)
+    return weights, meta
+  if format == "onnx":
+    path, diff = export_onnx(estimator, output_dir, batch_size, check)
+    print(f"wrote {path} (batch {batch_size or 'dynamic'})")
+    _print_difference("onnxruntime", diff)
+    return (path,)
+  if format != "jax":
+    raise ValueError(f"unknown export format {format!r}; expected one of {FORMATS}")
+  (artefact, meta), exported_platforms, diff = export_jax(estimator, output_dir, batch_size,
+                                                          platforms, check)
+  print(f"wrote {artefact} and {meta} (platforms {', '.join(exported_platforms)}, "
+        f"batch {batch_size or 'symbolic'})")
+  _print_difference("reloaded", diff)
+  return artefact, meta
+
+
+def _print_difference(what, diff):
+  if diff is not None:
+    print(f"{what}: max |heatmap difference| to the model {diff:.3g}")
+
+
+# ------------------------------------------------------------------ the command
+
+
+def run(model, output_dir, format="jax", batch_size=None, platforms=None,  # pylint: disable=redefined-builtin
+        check=True, **model_changes):
+  """The command's work from plain values: model = (checkpoint, weights, config) as
+  model_flags.ModelSource; **model_changes: dtype, scan_impl."""
+  estimator = inference.load_estimator(*model, **model_changes)
+  provenance = provenance_of(model.checkpoint, model.weights) \
+      if format == "safetensors" else None
+  return export(estimator, output_dir, format, batch_size, platforms, check, provenance)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  changes = {k: v for k, v in (("dtype", FLAGS.dtype), ("scan_impl", FLAGS.scan_impl))
+             if v is not None}
   try:
-    run()
+    run(model_flags.model_source(FLAGS), FLAGS.output, FLAGS.format,
+        FLAGS.batch_size or None, tuple(FLAGS.platforms), FLAGS.check, **changes)
   except (ValueError, FileNotFoundError, FileExistsError, ImportError,
           checkpointing.CheckpointMismatchError) as error:
     logging.error("%s", error)

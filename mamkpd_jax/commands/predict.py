@@ -1,5 +1,5 @@
-"""`mamkpd predict` (scripts/predict.py): a trained model on an image, a folder of images
-or a video; draws and saves poses.
+"""`mamkpd predict`: a trained model on an image, a folder of images or a video; draws
+and saves poses.
 
     mamkpd predict --weights=weights/mamkpd_tiny_openfield \\
         --input=data/samples/dlc-openfield/labeled-data/m4s1/img0100.png --output=/tmp/pred
@@ -17,16 +17,20 @@ checkpoint's config is the workdir's config.json unless --config names a config 
 Without --boxes each image (frame) is one box, the whole image. --boxes is a json list
 of {"image_id" or "file_name", "bbox": [x, y, w, h], optional "score"} (a COCO
 detections file), or a COCO dict whose "annotations" carry the boxes and whose "images"
-map ids to file names. An image's id is its file stem when that is a number (COCO), else its index in sorted
+map ids to file names (read by data_pipelines.sources.read_boxes_file). An image's id is its file stem when that is a number (COCO), else its index in sorted
 order; a video frame's id is its index.
 
 Writes to --output: an annotated PNG per image (or OUTPUT/<video stem>.mp4) and
 predictions.json in COCO results format (image_id, category_id, keypoints [x, y, s] * K,
 score, plus bbox and file_name). The instance score is the estimator's rescoring times
 the box's score when the boxes file gives one.
+
+From Python, `predict(estimator, input_path, output_dir, boxes=..., detector=...)` does
+the same with an Estimator in hand; `main` only reads the flags.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -35,27 +39,44 @@ import time
 from absl import app, flags, logging
 
 from mamkpd_jax import inference
-from mamkpd_jax.inference import detectors, video
-from mamkpd_jax.training import checkpointing
 from mamkpd_jax.commands import model_flags
-from mamkpd_jax.inference.detectors import boxes_for, load_boxes
+from mamkpd_jax.inference import detectors, video
+from mamkpd_jax.inference.detectors import boxes_for
+from mamkpd_jax.training import checkpointing
 
-flags.adopt_module_key_flags(model_flags)     # --checkpoint | --weights, --config
-_INPUT = flags.DEFINE_string("input", None, "An image, a folder of images or a video.")
-_OUTPUT = flags.DEFINE_string("output", None, "Folder for annotated images/video and "
-                              "predictions.json.")
-_BOXES = flags.DEFINE_string("boxes", "", "Optional boxes json (see the docstring).")
-_DETECTOR = flags.DEFINE_string("detector", "", "Optional detector instead of --boxes: "
-                                "background (static camera, one animal; fitted on the "
-                                "input's frames), yolox:MODEL.onnx or boxes:FILE.json.")
-_THRESHOLD = flags.DEFINE_float("threshold", 0.3, "Keypoints below this score are not drawn.")
-_BATCH = flags.DEFINE_integer("batch_images", 8, "Images (frames) predicted together.")
-_LOG_EVERY = flags.DEFINE_integer("log_every", 50, "Progress line every N images.")
-_CATEGORY = flags.DEFINE_integer("category_id", 1, "category_id of the results.")
-_FAST_COMPILE = flags.DEFINE_bool("fast_compile", False, "XLA:CPU optimisation level 0: "
-                                  "compiles ~3x faster, runs ~1.7x slower (a few images "
-                                  "on a CPU).")
-flags.mark_flags_as_required(["input", "output"])
+FLAGS = flags.FLAGS
+
+
+@functools.cache
+def define_flags():
+  """The command's flags (mamkpd_jax.cli defines them before parsing; importing this
+  module defines none, so it mixes with the other commands in one program)."""
+  model_flags.define_flags()
+  flags.adopt_module_key_flags(model_flags)     # --checkpoint | --weights, --config
+  flags.DEFINE_string("input", None, "An image, a folder of images or a video.")
+  flags.DEFINE_string("output", None, "Folder for annotated images/video and "
+                      "predictions.json.")
+  flags.DEFINE_string("boxes", "", "Optional boxes json (see the docstring).")
+  flags.DEFINE_string("detector", "", "Optional detector instead of --boxes: background "
+                      "(static camera, one animal; fitted on the input's frames), "
+                      "yolox:MODEL.onnx or boxes:FILE.json.")
+  flags.DEFINE_float("threshold", 0.3, "Keypoints below this score are not drawn.")
+  flags.DEFINE_integer("batch_images", 8, "Images (frames) predicted together.")
+  flags.DEFINE_integer("log_every", 50, "Progress line every N images.")
+  flags.DEFINE_integer("category_id", 1, "category_id of the results.")
+  flags.DEFINE_bool("fast_compile", False, "XLA:CPU optimisation level 0: compiles ~3x "
+                    "faster, runs ~1.7x slower (a few images on a CPU).")
+  flags.mark_flags_as_required(["input", "output"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Drawing:
+  """How results are drawn, batched and reported (the flags of the same names)."""
+
+  threshold: float = 0.3        # keypoints below it are not drawn
+  batch_images: int = 8         # images (frames) per model call
+  log_every: int = 50           # progress line every N images
+  category_id: int = 1          # category_id of the results
 
 
 # ------------------------------------------------------------------ inputs
@@ -75,15 +96,40 @@ def list_images(path):
   return [(image_id_of(f, i), f) for i, f in enumerate(files)]
 
 
+def check_inputs(input_path, boxes=None, detector=None):
+  """Errors a run can give before any model loads."""
+  if not os.path.exists(input_path):
+    raise FileNotFoundError(f"input not found: {input_path}")
+  if boxes is not None and detector is not None:
+    raise ValueError("give --boxes or --detector, not both")
+
+
+def read_boxes(boxes):
+  """A boxes file path -> detectors.load_boxes's mapping; a mapping or None as is."""
+  return detectors.load_boxes(boxes) if isinstance(boxes, (str, os.PathLike)) else boxes
+
+
+def make_detector(detector, input_path):
+  """A detector spec ("background", "yolox:PATH", "boxes:PATH") -> a detector;
+  a callable or None as is."""
+  if isinstance(detector, str):
+    return detectors.make_detector(detector, input_path)
+  return detector
+
+
+def is_video(path):
+  return os.path.isfile(path) and path.lower().endswith(video.VIDEO_EXTENSIONS)
+
+
 # ------------------------------------------------------------------ outputs
 
 
-def results_of(prediction, box_scores, image_id, file_name):
+def results_of(prediction, box_scores, image_id, file_name, category_id=1):
   """COCO results of one image (Prediction.to_json, with file_name); the instance
   scores are multiplied by the boxes file's scores when it gives them."""
   if box_scores is not None:
     prediction = dataclasses.replace(prediction, scores=prediction.scores * box_scores)
-  results = prediction.to_json(image_id, _CATEGORY.value)
+  results = prediction.to_json(image_id, category_id)
   for result in results:
     result["file_name"] = file_name
   return results
@@ -94,35 +140,36 @@ def _chunks(items, size):
     yield items[start:start + size]
 
 
-def predict_images(estimator, images, all_boxes, output, detector=None):
+def predict_images(estimator, images, all_boxes, output, detector=None, drawing=Drawing()):
   """Annotated PNGs and COCO results of [(image_id, path)]."""
-  results, progress = [], video.Progress(len(images), _LOG_EVERY.value)
-  for chunk in _chunks(images, _BATCH.value):
+  results, progress = [], video.Progress(len(images), drawing.log_every)
+  for chunk in _chunks(images, drawing.batch_images):
     pixels = [inference.load_image(path) for _, path in chunk]
     boxes = [boxes_for(all_boxes, image_id, path) for image_id, path in chunk]
     predictions = _predict(estimator, pixels, [b for b, _ in boxes], detector)
-    for (image_id, path), image, prediction, (_, box_scores) in zip(
-        chunk, pixels, predictions, boxes):
+    for (image_id, path), prediction, (_, box_scores) in zip(chunk, predictions, boxes):
       name = os.path.splitext(os.path.basename(path))[0] + ".png"
-      prediction.save(os.path.join(output, name), threshold=_THRESHOLD.value)
-      results += results_of(prediction, box_scores, image_id, os.path.basename(path))
+      prediction.save(os.path.join(output, name), threshold=drawing.threshold)
+      results += results_of(prediction, box_scores, image_id, os.path.basename(path),
+                            drawing.category_id)
     progress.add(len(chunk))
   return results
 
 
-def predict_video(estimator, path, all_boxes, output, detector=None):
+def predict_video(estimator, path, all_boxes, output, detector=None, drawing=Drawing()):
   """OUTPUT/<stem>.mp4 with the poses drawn, and COCO results (image_id = frame)."""
   total, fps = video.frame_count_and_fps(path)
   writer = video.VideoWriter(
       os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".mp4"), fps)
-  results, progress = [], video.Progress(total, _LOG_EVERY.value)
-  for batch in video.batches(video.read_frames(path), _BATCH.value):
+  results, progress = [], video.Progress(total, drawing.log_every)
+  for batch in video.batches(video.read_frames(path), drawing.batch_images):
     frames = [frame for _, _, frame in batch]
     boxes = [boxes_for(all_boxes, index, name) for index, name, _ in batch]
     predictions = _predict(estimator, frames, [b for b, _ in boxes], detector)
-    for (index, _, frame), prediction, (_, box_scores) in zip(batch, predictions, boxes):
-      writer.write(prediction.plot(threshold=_THRESHOLD.value))
-      results += results_of(prediction, box_scores, index, os.path.basename(path))
+    for (index, _, _), prediction, (_, box_scores) in zip(batch, predictions, boxes):
+      writer.write(prediction.plot(threshold=drawing.threshold))
+      results += results_of(prediction, box_scores, index, os.path.basename(path),
+                            drawing.category_id)
     progress.add(len(batch))
   writer.close()
   return results
@@ -135,38 +182,69 @@ def _predict(estimator, images, boxes_list, detector):
   return estimator.predict_batch(images, boxes_list)
 
 
-def run(checkpoint, config, input_path, output, boxes_path, weights=None, detector=""):
-  if not os.path.exists(input_path):
-    raise FileNotFoundError(f"input not found: {input_path}")
-  if boxes_path and detector:
-    raise ValueError("give --boxes or --detector, not both")
-  all_boxes = load_boxes(boxes_path) if boxes_path else None
-  detector = detectors.make_detector(detector, input_path) if detector else None
-  options = inference.FAST_COMPILE_CPU if _FAST_COMPILE.value else None
-  estimator = inference.load_estimator(checkpoint, weights, config, options)
-  os.makedirs(output, exist_ok=True)
-  start = time.perf_counter()
-  if os.path.isfile(input_path) and input_path.lower().endswith(video.VIDEO_EXTENSIONS):
-    results = predict_video(estimator, input_path, all_boxes, output, detector)
-  else:
-    results = predict_images(estimator, list_images(input_path), all_boxes, output,
-                             detector)
-  json_path = os.path.join(output, "predictions.json")
+def write_results(results, output_dir):
+  """OUTPUT/predictions.json; returns its path."""
+  json_path = os.path.join(output_dir, "predictions.json")
   with open(json_path, "w", encoding="utf-8") as f:
     json.dump(results, f)
+  return json_path
+
+
+def predict(estimator, input_path, output_dir, boxes=None, detector=None,
+            drawing=Drawing()):
+  """Poses of an image, a folder of images or a video, drawn into output_dir with
+  output_dir/predictions.json (COCO results); returns the results.
+
+  Args:
+    estimator: an inference.Estimator.
+    input_path: an image, a folder of images or a video file.
+    output_dir: created if missing.
+    boxes: a boxes json path or detectors.load_boxes's mapping; None: each image is one
+      box, the whole image.
+    detector: instead of boxes, a detector (callable) or spec ("background",
+      "yolox:PATH", "boxes:PATH").
+    drawing: threshold, batch size, progress and category id (Drawing).
+  """
+  check_inputs(input_path, boxes, detector)
+  all_boxes, detector = read_boxes(boxes), make_detector(detector, input_path)
+  os.makedirs(output_dir, exist_ok=True)
+  start = time.perf_counter()
+  if is_video(input_path):
+    results = predict_video(estimator, input_path, all_boxes, output_dir, detector, drawing)
+  else:
+    results = predict_images(estimator, list_images(input_path), all_boxes, output_dir,
+                             detector, drawing)
+  json_path = write_results(results, output_dir)
   logging.info("%d poses in %.1f s -> %s", len(results), time.perf_counter() - start,
                json_path)
-  print(f"wrote {json_path} ({len(results)} poses) and the annotated images to {output}")
+  return results
+
+
+# ------------------------------------------------------------------ the command
+
+
+def run(input_path, output_dir, model, boxes_path="", detector_spec="",
+        fast_compile=False, drawing=Drawing()):
+  """The command's work from plain values: model = (checkpoint, weights, config)."""
+  check_inputs(input_path, boxes_path or None, detector_spec or None)
+  all_boxes = detectors.load_boxes(boxes_path) if boxes_path else None
+  detector = detectors.make_detector(detector_spec, input_path) if detector_spec else None
+  options = inference.FAST_COMPILE_CPU if fast_compile else None
+  estimator = inference.load_estimator(*model, compiler_options=options)
+  results = predict(estimator, input_path, output_dir, all_boxes, detector, drawing)
+  print(f"wrote {os.path.join(output_dir, 'predictions.json')} ({len(results)} poses) and "
+        f"the annotated images to {output_dir}")
   return results
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  drawing = Drawing(threshold=FLAGS.threshold, batch_images=FLAGS.batch_images,
+                    log_every=FLAGS.log_every, category_id=FLAGS.category_id)
   try:
-    run(model_flags.CHECKPOINT.value, model_flags.CONFIG.value, _INPUT.value, _OUTPUT.value,
-        _BOXES.value, model_flags.WEIGHTS.value, _DETECTOR.value)
+    run(FLAGS.input, FLAGS.output, model_flags.model_source(FLAGS), FLAGS.boxes,
+        FLAGS.detector, FLAGS.fast_compile, drawing)
   except (ValueError, FileNotFoundError, checkpointing.CheckpointMismatchError) as error:
     logging.error("%s", error)
     sys.exit(f"predict: {error}")
-

@@ -1,10 +1,9 @@
 """Top-down evaluation: crops -> heatmaps (flip test) -> keypoints in the image -> metrics.
 
     predict_dataset:  batched, data-parallel forward passes over the evaluation crops
-                      (one compiled shape: the last batch is padded), the flipped crops
-                      too when eval.flip_test, heatmaps flipped back and averaged
-                      (codecs.flip_heatmaps), decoded (the config's codec) and mapped back
-                      to image pixels (geometry.crop_to_image)
+                      (one compiled shape: the last batch is padded), decoded to image
+                      pixels by the decode module (flip-averaged heatmaps, the config's
+                      codec, crop -> image), which the Estimator and the exports share
     evaluation.metrics.evaluate_predictions: rescoring, OKS-NMS, COCO AP (pycocotools),
                       PCK / PCKh
     evaluate_state:   both, then WORKDIR/eval/metrics_step<N>.json, predictions json,
@@ -17,31 +16,29 @@ import functools
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
 
 from mamkpd_jax.training import checkpointing, parallel, workdir_lib
-from mamkpd_jax.data_pipelines import codecs, geometry, pipeline
+from mamkpd_jax.data_pipelines import pipeline
+from mamkpd_jax.evaluation import decode
 from mamkpd_jax.evaluation import metrics as metrics_lib
 from mamkpd_jax.evaluation import pck
-from mamkpd_jax.models import build_model, forward_with_flip, model_title, parse_model_config
+from mamkpd_jax.models import build_model, model_title, parse_model_config
 
 
 READ_THREADS = 8     # evaluation crops read in parallel per process
 
 
 @functools.lru_cache(maxsize=8)
-def _forward_fn(graphdef, flip_test, mesh):
-  """Jitted (model state, images) -> heatmaps (and the flipped crops' heatmaps)."""
+def _forward_fn(graphdef, flip_test, flip_indices, flip_shift, mesh):
+  """Jitted (model state, images (B, H, W, 3) uint8) -> heatmaps (B, h, w, K),
+  flip-averaged when flip_test (decode.crop_heatmaps)."""
 
-  def forward(model_state, images):                 # images (B, H, W, 3) uint8
+  def forward(model_state, images):
     model = nnx.merge(graphdef, model_state)
-    if not flip_test:
-      heatmaps = model(images)                       # (B, h, w, K)
-      return heatmaps, heatmaps
-    return forward_with_flip(model, images)
+    return decode.crop_heatmaps(model, images, flip_test, flip_indices, flip_shift)
 
   return jax.jit(forward, out_shardings=parallel.data_sharded(mesh))
 
@@ -96,8 +93,7 @@ def predict_dataset(config, graphdef, model_state, dataset, info, codec, mesh):
   """
   batch_size = eval_batch_size(config, len(dataset))
   flip_test = bool(config.eval.flip_test)
-  forward = _forward_fn(graphdef, flip_test, mesh)
-  use_udp = isinstance(codec, codecs.UDPHeatmap)
+  forward = _forward_fn(graphdef, flip_test, tuple(info.flip_indices), codec.flip_shift, mesh)
   keypoints, scores, crop_scales = [], [], []
   start = time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor(READ_THREADS) as pool:
@@ -105,17 +101,10 @@ def predict_dataset(config, graphdef, model_state, dataset, info, codec, mesh):
       elements = _fetch(dataset, _process_share(padded, batch_size), pool)
       images = parallel.global_batch({"image": np.stack([e["image"] for e in elements])},
                                      mesh)["image"]
-      heatmaps, flipped = forward(model_state, images)
-      heatmaps = parallel.local_rows(heatmaps)                    # (b, h, w, K)
-      if flip_test:
-        flipped = codecs.flip_heatmaps(parallel.local_rows(flipped), info.flip_indices,
-                                       codec.flip_shift)
-        heatmaps = 0.5 * (heatmaps + flipped)
-      in_crop, batch_scores = codec.decode(heatmaps)               # (b, K, 2), (b, K)
+      heatmaps = parallel.local_rows(forward(model_state, images))  # (b, h, w, K)
       centers = np.stack([e["center"] for e in elements])
       scales = np.stack([e["scale"] for e in elements])
-      in_image = geometry.crop_to_image(in_crop, centers, scales, pipeline.input_size(config),
-                                        use_udp=use_udp)
+      in_image, batch_scores = decode.to_image(heatmaps, codec, centers, scales)
       keypoints.append(parallel.gather_rows(in_image)[:len(real)])
       scores.append(parallel.gather_rows(batch_scores)[:len(real)])
       crop_scales.append(parallel.gather_rows(scales)[:len(real)])

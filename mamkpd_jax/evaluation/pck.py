@@ -10,7 +10,7 @@ import numpy as np
 
 from mamkpd_jax.evaluation.postprocess import check_array
 
-# MPII-16 joint indices (SPEC §3): r_ankle, r_knee, r_hip, l_hip, l_knee, l_ankle,
+# MPII-16 joint indices (docs/conventions.md): r_ankle, r_knee, r_hip, l_hip, l_knee, l_ankle,
 # pelvis, thorax, upper_neck, head_top, r_wrist, r_elbow, r_shoulder, l_shoulder,
 # l_elbow, l_wrist.
 MPII_NUM_JOINTS = 16

@@ -12,9 +12,9 @@
 The graph is `serving.serving_fn`'s, the same function `serving.export_forward`
 serialises with jax.export: crops (B, H, W, 3) uint8 RGB -> "heatmaps" (B, h, w, K)
 float32 (flip-averaged when the config's eval.flip_test), "keypoints" (B, K, 2) input
-pixels at each heatmap's argmax cell, "scores" (B, K). The metadata of
-`serving.export_metadata` (keypoint names, flip indices, skeleton, codec, input size)
-is stored as JSON in the model's metadata_props under "mamkpd".
+pixels at each heatmap's argmax cell, "scores" (B, K). Its metadata (export.metadata's
+schema, artefact kind "onnx": keypoint names, flip indices, skeleton, codec, input size,
+config) is stored as JSON in the model's metadata_props under "mamkpd".
 
 It is converted by jax2onnx with two changes that leave the parameters alone:
 `scan_impl="onnx"` (`kernels/selective_scan_onnx.py`: the scan with no Loop), and the
@@ -23,8 +23,8 @@ depth-wise convolutions traced as grouped convolutions
 inference only. jax2onnx is installed without its dependencies (it pins an older
 orbax-checkpoint than ours but never imports it): see `INSTALL`. `model_to_onnx`
 converts a bare model's forward pass (no flip test, no metadata) for benchmarks
-(`scripts/benchmark.py --scan_impls=auto,onnxruntime`). On the 2-core CPU, ONNX
-Runtime runs MamKPD-tiny and -B in 0.6-1.05x JAX's time (README, "Export to ONNX").
+(`mamkpd benchmark --scan_impls=auto,onnxruntime`). On the 2-core CPU, ONNX
+Runtime runs MamKPD-tiny and -B in 0.6-1.05x JAX's time (benchmarks/README.md).
 """
 
 import contextlib
@@ -33,6 +33,7 @@ import importlib
 import itertools
 import json
 import logging
+import os
 
 import jax
 import jax.numpy as jnp
@@ -40,11 +41,12 @@ import numpy as np
 
 from mamkpd_jax import inference
 from mamkpd_jax.models import common
-from mamkpd_jax.export import serving
+from mamkpd_jax.export import metadata, serving
 
 INSTALL = 'pip install -e ".[onnx]" && pip install --no-deps jax2onnx'
 SCAN_IMPL = "onnx"           # the only scan jax2onnx converts to a loop-free graph
 METADATA_KEY = "mamkpd"      # metadata_props key of the JSON metadata
+KIND = "onnx"                # its artefact.kind
 OPSET = 23                   # jax2onnx 0.17's default
 INPUT_NAME = "crops"
 OUTPUT_NAMES = ("heatmaps", "keypoints", "scores")   # serving_fn's keys, in this order
@@ -161,7 +163,7 @@ def export_onnx(estimator, path, batch_size=None, scan_impl=SCAN_IMPL, opset=OPS
     scan_impl: must be "onnx"; any other is a ValueError (they do not convert).
     opset: the ONNX opset.
   Returns:
-    the metadata dict stored in the file.
+    the metadata dict stored in the file (export.metadata's schema, kind "onnx").
   """
   onnx = _require("onnx")
   spec = _crops_spec(batch_size, estimator.input_size)
@@ -169,11 +171,12 @@ def export_onnx(estimator, path, batch_size=None, scan_impl=SCAN_IMPL, opset=OPS
   serve = serving.serving_fn(onnx_estimator)
   model = to_onnx(lambda crops: tuple(serve(crops)[name] for name in OUTPUT_NAMES),
                   spec, OUTPUT_NAMES, opset)
-  metadata = {**serving.export_metadata(onnx_estimator, batch_size),
-              "onnx_opset": opset, "jax2onnx_version": _version("jax2onnx")}
-  onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
+  meta = metadata.of_estimator(onnx_estimator, metadata.serving_artefact(
+      KIND, os.path.basename(path), batch_size, jax_version=jax.__version__,
+      onnx_opset=opset, jax2onnx_version=_version("jax2onnx")))
+  onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(meta)})
   onnx.save(model, path)
-  return metadata
+  return meta
 
 
 def _version(package):
@@ -182,13 +185,14 @@ def _version(package):
 
 
 def onnx_metadata(path):
-  """The metadata dict `export_onnx` stored in the .onnx file at `path`."""
+  """The metadata `export_onnx` stored in the .onnx file at `path`, in export.metadata's
+  current schema (older files' metadata is read too)."""
   onnx = _require("onnx")
   model = onnx.load(path, load_external_data=False)
   props = {prop.key: prop.value for prop in model.metadata_props}
   if METADATA_KEY not in props:
     raise ValueError(f"{path}: no {METADATA_KEY!r} metadata; not written by export_onnx")
-  return json.loads(props[METADATA_KEY])
+  return metadata.loads(props[METADATA_KEY], f"{path} (metadata_props {METADATA_KEY!r})")
 
 
 def onnx_session(path, threads=None):

@@ -4,24 +4,24 @@ A detector is any callable taking an (H, W, 3) RGB uint8 image and returning
 `Detections` (boxes (M, 4) xywh image pixels, scores (M,), class ids (M,)); `detect`
 also accepts callables returning plain boxes (M, 4) or (boxes, scores). Provided here:
 
-    BoxFileDetector("boxes.json")        # a COCO detections file, by image id / name / frame
+    BoxFileDetector("boxes.json")        # a boxes file, by image id / name / frame
     YoloxOnnxDetector("yolox_tiny.onnx", classes="person")   # pip install mamkpd-jax[onnx]
     StaticBackgroundDetector.from_video("openfield.mp4")     # one animal, fixed camera
     make_detector("background" | "yolox:PATH" | "boxes:PATH", source=...)
 
 No weights ship with this package (no wheel on the registry has a usable person or animal
-detector, issue #12); the YOLOX ONNX files are the official exports (Apache-2.0) a user
+detector); the YOLOX ONNX files are the official exports (Apache-2.0) a user
 downloads once. The static-background detector needs none: the per-pixel median of
 sampled frames is the empty arena, and the animal is the largest blob that differs.
 """
 
 import dataclasses
-import json
 import os
 
 import cv2
 import numpy as np
 
+from mamkpd_jax.data_pipelines import sources
 from mamkpd_jax.inference import video
 
 # COCO-80 in the order of YOLOX's (and every COCO detector's) class outputs.
@@ -147,33 +147,16 @@ def class_ids_of(classes):
 # ------------------------------------------------------------------ boxes from a file
 
 
-def _box_entries(data, path):
-  """A boxes json's content -> [{"image_id" | "file_name", "bbox", "score"?}]."""
-  if isinstance(data, dict):
-    names = {image["id"]: image["file_name"] for image in data.get("images", [])}
-    return [{**ann, "file_name": names.get(ann.get("image_id"), ann.get("file_name"))}
-            for ann in data.get("annotations", [])]
-  if isinstance(data, list):
-    return data
-  raise ValueError(f"{path}: expected a list of boxes or a COCO dict, got "
-                   f"{type(data).__name__}")
-
-
 def load_boxes(path):
-  """{image_id or file basename: (boxes (M, 4), scores (M,))} from a boxes json: a list
-  of {"image_id" or "file_name", "bbox": [x, y, w, h], "score"?} (COCO detections), or a
-  COCO dict whose "annotations" carry the boxes and "images" map ids to file names."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"boxes file not found: {path}")
-  with open(path, encoding="utf-8") as f:
-    entries = _box_entries(json.load(f), path)
+  """{image_id or file basename: (boxes (M, 4), scores (M,))} from a boxes json
+  (sources.read_boxes_file: COCO detections, or a COCO dict whose "annotations" carry
+  the boxes). An entry with a file_name is keyed by its basename, else by its image_id;
+  a box without a score scores 1."""
   grouped = {}
-  for i, entry in enumerate(entries):
-    if "bbox" not in entry or ("image_id" not in entry and not entry.get("file_name")):
-      raise ValueError(f"{path}: entry {i} needs a bbox and an image_id or file_name")
-    key = os.path.basename(entry["file_name"]) if entry.get("file_name") else \
-        int(entry["image_id"])
-    grouped.setdefault(key, []).append((entry["bbox"], float(entry.get("score", 1.0))))
+  for entry in sources.read_boxes_file(path):
+    key = os.path.basename(entry.file_name) if entry.file_name else entry.image_id
+    score = 1.0 if entry.score is None else entry.score
+    grouped.setdefault(key, []).append((entry.bbox, score))
   return {key: (np.array([b for b, _ in rows], np.float32).reshape(-1, 4),
                 np.array([s for _, s in rows], np.float32)) for key, rows in grouped.items()}
 

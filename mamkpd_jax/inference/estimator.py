@@ -12,41 +12,39 @@
 Pre- and post-processing are the evaluation pipeline's (one source of truth): each box
 becomes a crop through `transforms.BoxToCenterScale` (the config's aspect ratio, 1.25
 padding, boxes not clipped, as mmpose does for detector boxes) and
-`transforms.TopdownAffine` (the UDP warp when the codec is UDP); the heatmaps of the crop
-and, with config.eval.flip_test, of its mirror image (flipped back with
-`codecs.flip_heatmaps`) are averaged, decoded by the config's codec and mapped back to
-the image by `geometry.crop_to_image`. The instance score is
+`transforms.TopdownAffine` (the UDP warp when the codec is UDP); heatmaps -> keypoints is
+`evaluation.decode` (flip-averaged heatmaps with config.eval.flip_test, the config's
+codec, crop -> image), the path evaluation and the exports take. The instance score is
 `evaluation.rescore(keypoint_scores, bbox score 1, eval.keypoint_score_threshold)`.
 
 The forward pass is compiled once per batch bucket: the crops of a call are padded to the
 smallest of BUCKETS that holds them (more than BUCKETS[-1] run in chunks of that size),
 so calls with 2 and 5 boxes share one compiled program.
 
-`export_forward` serialises crops -> heatmaps (and argmax keypoints) with `jax.export`,
-parameters baked in; `load_exported` reads it back without any model code.
+`export.serving.export_forward` serialises crops -> heatmaps (and argmax keypoints) with
+`jax.export`, parameters baked in; `export.serving.load_exported` reads it back without
+any model code.
 """
 
 import dataclasses
 import json
 import os
 import warnings
-from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from mamkpd_jax import config_lib, kernels
+from mamkpd_jax import config_lib
 from mamkpd_jax.export import pretrained
 from mamkpd_jax.inference import detectors
 from mamkpd_jax.inference.results import Prediction
 from mamkpd_jax.inference.video import load_image
-from mamkpd_jax.data_pipelines import codecs, geometry, metadata, pipeline, transforms
-from mamkpd_jax.evaluation import coco_results, rescore
-from mamkpd_jax.models import (abstract_model, build_model, forward_with_flip,
-                               parse_model_config)
+from mamkpd_jax.data_pipelines import pipeline, transforms
+from mamkpd_jax.evaluation import decode as decode_lib
+from mamkpd_jax.evaluation import rescore
+from mamkpd_jax.models import abstract_model, build_model, parse_model_config
 
 BUCKETS = (1, 8, 32, 128)     # crop batch sizes compiled; larger batches are chunked
 # XLA:CPU at optimisation level 0: the tiny model's forward compiles in 4.5 s instead of
@@ -222,8 +220,7 @@ class Estimator:
   def _make_crop_steps(self):
     height, width = self.input_size
     return (transforms.BoxToCenterScale(width / height, clip_to_image=False),
-            transforms.TopdownAffine(self.input_size,
-                                     use_udp=isinstance(self.codec, codecs.UDPHeatmap)))
+            transforms.TopdownAffine(self.input_size, use_udp=decode_lib.uses_udp(self.codec)))
 
   def crops(self, image, boxes):
     """(crops (M, H, W, 3) uint8, centers (M, 2), scales (M, 2)) of boxes (M, 4) xywh."""
@@ -239,26 +236,23 @@ class Estimator:
       crops[i], centers[i], scales[i] = element["image"], element["center"], element["scale"]
     return crops, centers, scales
 
+  def forward_heatmaps(self, crops, state=None):
+    """Traced: crops (B, H, W, 3) uint8 -> heatmaps (B, h, w, K), flip-averaged when
+    config.eval.flip_test (decode.crop_heatmaps: what evaluation and the exports run).
+    state: the model state to run; None: this estimator's (closed over, so constants
+    once exported)."""
+    model = nnx.merge(self._graphdef, self._state if state is None else state)
+    return decode_lib.crop_heatmaps(model, crops, self.flip_test, self.info.flip_indices,
+                                    self.codec.flip_shift)
+
   def _forward_impl(self, state, crops):
-    """(B, H, W, 3) uint8 -> heatmaps (B, h, w, K) and the flipped crops' (not flipped
-    back), or the heatmaps twice without flip test."""
     self.traced_buckets.append(crops.shape[0])     # runs once per traced shape
-    model = nnx.merge(self._graphdef, state)
-    if not self.flip_test:
-      heatmaps = model(crops)
-      return heatmaps, heatmaps
-    return forward_with_flip(model, crops)
+    return self.forward_heatmaps(crops, state)
 
   def _heatmaps_of_chunk(self, crops):
     """Up to BUCKETS[-1] crops, padded to their bucket -> (n, h, w, K) numpy."""
     n = len(crops)
-    heatmaps, flipped = self._forward(self._state, _pad_rows(crops, bucket_size(n)))
-    heatmaps = np.asarray(heatmaps)[:n]
-    if self.flip_test:
-      flipped = codecs.flip_heatmaps(np.asarray(flipped)[:n], self.info.flip_indices,
-                                     self.codec.flip_shift)
-      heatmaps = 0.5 * (heatmaps + flipped)
-    return heatmaps
+    return np.asarray(self._forward(self._state, _pad_rows(crops, bucket_size(n))))[:n]
 
   def crop_heatmaps(self, crops):
     """Crops (N, H, W, 3) uint8 -> heatmaps (N, h, w, K) float32, flip-averaged when
@@ -272,14 +266,9 @@ class Estimator:
                            for i in range(0, len(crops), chunk)])
 
   def decode(self, heatmaps, centers, scales):
-    """Heatmaps (N, h, w, K) of crops -> keypoints (N, K, 2) image px, scores (N, K)."""
-    if len(heatmaps) == 0:
-      k = self.info.num_keypoints
-      return np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32)
-    in_crop, scores = self.codec.decode(heatmaps)                   # (N, K, 2), (N, K)
-    in_image = geometry.crop_to_image(in_crop, centers, scales, self.input_size,
-                                      use_udp=isinstance(self.codec, codecs.UDPHeatmap))
-    return in_image, scores
+    """Heatmaps (N, h, w, K) of crops -> keypoints (N, K, 2) image px, scores (N, K)
+    (decode.to_image)."""
+    return decode_lib.to_image(heatmaps, self.codec, centers, scales)
 
   def heatmaps(self, image, boxes=None):
     """(crops (M, H, W, 3) uint8, heatmaps (M, h, w, K)) of one image, for display."""
@@ -324,16 +313,22 @@ class Estimator:
     return self.predict_batch([image], boxes_list, detector)[0]
 
 
-def load_estimator(checkpoint=None, weights=None, config=None, compiler_options=None):
+def load_estimator(checkpoint=None, weights=None, config=None, compiler_options=None,
+                   **model_changes):
   """An Estimator from shipped weights (no training stack) or a training checkpoint
-  (a workdir, its checkpoints/ folder or a step folder); exactly one of the two."""
+  (a workdir, its checkpoints/ folder or a step folder); exactly one of the two.
+  config (a checkpoint's, instead of its workdir's config.json) is unused with weights.
+  **model_changes: ModelConfig fields that do not touch the parameters (dtype,
+  scan_impl)."""
   if bool(checkpoint) == bool(weights):
     raise ValueError("give a checkpoint (a training workdir) or weights (a folder with "
                      "model.safetensors + model.json), exactly one")
   if weights:
-    return Estimator.from_pretrained(weights, compiler_options=compiler_options)
+    return Estimator.from_pretrained(weights, compiler_options=compiler_options,
+                                     **model_changes)
   _checkpointing().resolve_checkpoint(checkpoint)         # a clear error before loading
-  return Estimator.from_workdir(checkpoint, config=config, compiler_options=compiler_options)
+  return Estimator.from_workdir(checkpoint, config=config, compiler_options=compiler_options,
+                                **model_changes)
 
 
 _WARNED_WHOLE_IMAGE = []     # non-empty once the warning below was given
@@ -344,6 +339,7 @@ def _warn_whole_image_once():
     _WARNED_WHOLE_IMAGE.append(True)
     warnings.warn("predicting without boxes: the whole image is one box, which fails for "
                   "subjects that do not fill the frame; pass boxes=(M, 4) xywh or a "
-                  "detector= (mamkpd_jax.inference.detectors: StaticBackgroundDetector for one animal "
-                  "under a fixed camera, YoloxOnnxDetector, BoxFileDetector, a callable)",
+                  "detector= (mamkpd_jax.inference.detectors: StaticBackgroundDetector for "
+                  "one animal under a fixed camera, YoloxOnnxDetector, BoxFileDetector, a "
+                  "callable)",
                   UserWarning, stacklevel=3)

@@ -1,6 +1,8 @@
 """Prediction: the poses found in one image, the one results type of predict and track.
 
-A tracker fills `track_ids`; `to_json` writes COCO results (plus "bbox" and "track_id").
+`Estimator.predict` makes them; `tracking.PoseTracker` returns them with `track_ids`
+set; `to_json` writes COCO results (plus "bbox" and "track_id"), which the tracker's
+json records are.
 """
 
 import dataclasses

@@ -2,6 +2,11 @@
 
     result = track_video(estimator, "clip.mp4", "/tmp/out", detector=detector)
     # -> /tmp/out/clip.mp4 (poses and track ids drawn) and /tmp/out/clip.json
+    predictions = PoseTracker(estimator, detector).process([(index, name, frame), ...])
+    # -> one inference.Prediction per frame, its track_ids set
+
+The results type is `inference.Prediction` (the Estimator's), with `track_ids` filled in;
+the json records are its `to_json` plus the frame's index and file name.
 
 The detector runs every `det_every` frames; in between, each subject's box is carried
 from its previous frame's keypoints (the box of the keypoints scoring at least
@@ -38,7 +43,6 @@ from absl import logging
 from scipy.optimize import linear_sum_assignment
 
 from mamkpd_jax.inference import detectors, video, visualization
-from mamkpd_jax.evaluation import coco_results
 
 
 # ------------------------------------------------------------------ One-Euro filter
@@ -169,16 +173,6 @@ def center_distance(boxes, others):
 
 
 @dataclasses.dataclass
-class TrackedFrame:
-  """One frame's poses (inference.Prediction, keypoints smoothed when asked) and ids."""
-
-  index: int
-  name: str
-  prediction: object          # inference.Prediction
-  track_ids: np.ndarray       # (M,) int64
-
-
-@dataclasses.dataclass
 class TrackingConfig:
   """How PoseTracker detects, carries, matches and smooths (module docstring)."""
 
@@ -207,7 +201,8 @@ class TrackingConfig:
 
 
 class PoseTracker:
-  """Frames in order -> TrackedFrame, for one video (state: tracks, carried boxes)."""
+  """Frames in order -> inference.Prediction with track_ids (keypoints smoothed when
+  asked), for one video (state: tracks, carried boxes)."""
 
   def __init__(self, estimator, detector=None, config=None):
     self.estimator, self.detector = estimator, detector
@@ -226,13 +221,14 @@ class PoseTracker:
     return found.boxes[best]
 
   def process(self, batch):
-    """[(index, name, frame (H, W, 3) RGB uint8)] in order -> [TrackedFrame]."""
+    """[(index, name, frame (H, W, 3) RGB uint8)] in order -> [Prediction], each with
+    its track_ids set."""
     if self.config.det_every == 1:
       frames = [frame for _, _, frame in batch]
       boxes = [self._detect(*item) for item in batch]
       predictions = self.estimator.predict_batch(frames, boxes)
-      return [self._track(index, name, prediction, None)
-              for (index, name, _), prediction in zip(batch, predictions)]
+      return [self._track(index, prediction, None)
+              for (index, _, _), prediction in zip(batch, predictions)]
     return [self._process_frame(*item) for item in batch]
 
   def _process_frame(self, index, name, frame):
@@ -242,10 +238,11 @@ class PoseTracker:
       ids = np.array(list(self.carried), np.int64)
       boxes = np.stack(list(self.carried.values()))
     prediction = self.estimator.predict_batch([frame], [boxes])[0]
-    return self._track(index, name, prediction, ids)
+    return self._track(index, prediction, ids)
 
-  def _track(self, index, name, prediction, ids):
-    """Ids (assigned when not carried), next frame's boxes, smoothing."""
+  def _track(self, index, prediction, ids):
+    """prediction with its track ids (assigned when not carried) and smoothed keypoints;
+    the next frame's boxes."""
     detected = ids is None
     if detected:
       ids = self.tracker.assign(prediction.boxes, index)
@@ -255,7 +252,7 @@ class PoseTracker:
         self.tracker.observe(track_id, prediction.boxes[i], index)
       if self.config.smoothing:
         prediction.keypoints[i] = self._smooth(int(track_id), prediction.keypoints[i], index)
-    return TrackedFrame(index, name, prediction, np.asarray(ids, np.int64))
+    return dataclasses.replace(prediction, track_ids=np.asarray(ids, np.int64))  # checked
 
   def _carry(self, ids, prediction):
     """The next frame's boxes: each pose's keypoint box; of boxes overlapping more than
@@ -282,23 +279,20 @@ class PoseTracker:
 # ------------------------------------------------------------------ outputs
 
 
-def frame_records(tracked, category_id=1):
-  """COCO results of one TrackedFrame (image_id = frame index) with track_id, bbox,
-  frame_index and file_name."""
-  prediction, num = tracked.prediction, len(tracked.track_ids)
-  records = coco_results(np.full(num, tracked.index), np.full(num, category_id),
-                         prediction.keypoints, prediction.keypoint_scores, prediction.scores)
-  for record, track_id, box in zip(records, tracked.track_ids, prediction.boxes):
-    record.update(frame_index=tracked.index, track_id=int(track_id),
-                  bbox=[float(v) for v in box], file_name=tracked.name)
+def frame_records(prediction, index, name="", category_id=1):
+  """A tracked frame's Prediction.to_json (image_id = frame index: COCO results with
+  bbox and track_id) with frame_index and file_name added."""
+  records = prediction.to_json(image_id=index, category_id=category_id)
+  for record in records:
+    record.update(frame_index=index, file_name=name)
   return records
 
 
-def draw_tracked(frame, tracked, info, threshold):
+def draw_tracked(frame, prediction, info, threshold):
   """The frame with poses, boxes and "id N" labels drawn (visualization's drawing)."""
-  drawn = visualization.draw_prediction(frame, tracked.prediction, info, threshold)
-  return visualization.draw_labels(drawn, tracked.prediction.boxes,
-                                   [f"id {i}" for i in tracked.track_ids])
+  drawn = visualization.draw_prediction(frame, prediction, info, threshold)
+  return visualization.draw_labels(drawn, prediction.boxes,
+                                   [f"id {i}" for i in prediction.track_ids])
 
 
 def _output_paths(source, output_dir):
@@ -345,9 +339,10 @@ def track_video(estimator, source, output_dir, detector=None, det_every=1, smoot
   progress, records, start = video.Progress(total, log_every), [], time.perf_counter()
   try:
     for batch in video.batches(video.read_frames(source, max_frames), config.batch_frames):
-      for (_, _, frame), tracked in zip(batch, tracker.process(batch)):
-        writer.write(draw_tracked(frame, tracked, estimator.info, config.keypoint_threshold))
-        records += frame_records(tracked)
+      for (index, name, frame), prediction in zip(batch, tracker.process(batch)):
+        writer.write(draw_tracked(frame, prediction, estimator.info,
+                                  config.keypoint_threshold))
+        records += frame_records(prediction, index, name)
       progress.add(len(batch))
   except KeyboardInterrupt:
     logging.info("interrupted: writing the %d frames done", writer.frames)

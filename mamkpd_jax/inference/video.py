@@ -1,19 +1,19 @@
 """Images and frames in: one image reader (`load_image`), video files, image folders (a
-video as an image sequence) and webcams;
-a progress line (frames/s, ETA) for long runs.
+video as an image sequence) and webcams; `Progress` (mamkpd_jax/progress.py) gives
+long runs a progress line (frames/s, ETA).
 
     for index, name, frame in read_frames("clip.mp4"):    # frame (H, W, 3) RGB uint8
     for index, name, frame in read_frames(0):              # webcam 0 (cv2.VideoCapture(0))
 """
 
 import os
-import time
 
 import cv2
 import numpy as np
 from absl import logging
 
 from mamkpd_jax.data_pipelines import transforms
+from mamkpd_jax.progress import Progress  # pylint: disable=unused-import  (video.Progress)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -110,24 +110,6 @@ def sample_frames(source, num_frames):
       frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
   capture.release()
   return frames
-
-
-class Progress:
-  """Logs (and prints) frames done, frames/s and the time left every `every` frames."""
-
-  def __init__(self, total, every):
-    self.total, self.every, self.done = total, every, 0
-    self.start = time.perf_counter()
-
-  def add(self, count):
-    before, self.done = self.done, self.done + count
-    if self.done // self.every > before // self.every or self.done == self.total:
-      rate = self.done / max(time.perf_counter() - self.start, 1e-9)
-      line = f"{self.done}/{self.total or '?'} frames, {rate:.1f} frames/s"
-      if self.total:
-        line += f", ETA {max(self.total - self.done, 0) / max(rate, 1e-9):.0f} s"
-      logging.info("%s", line)
-      print(line, flush=True)
 
 
 def batches(items, size):

@@ -1,7 +1,7 @@
 """Pieces shared by both model families: input normalisation, initialisers, norms,
 depth-wise convs, the MLP and DropPath.
 
-Initialisation follows VMamba's `_init_weights` (../shared/SPEC.md §1): Dense kernels
+Initialisation follows VMamba's `_init_weights` (docs/scan.md, Initialisation): Dense kernels
 truncated-normal std 0.02 with zero bias, LayerNorm (1, 0), convolutions PyTorch's
 default kaiming-uniform(a=sqrt(5)) i.e. U(+-1/sqrt(fan_in)) (biases zero here).
 """
@@ -18,6 +18,9 @@ BN_MOMENTUM = 0.9      # PyTorch momentum 0.1
 BN_EPS = 1e-5          # PyTorch's nn.BatchNorm2d default
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# Both families' heatmaps are at 1/4 of the input (MamKPD: two stride-2 deconvolutions on
+# the /16 encoder output; HRVMamba: its /4 branch); the data pipeline draws targets there.
+HEATMAP_STRIDE = 4
 
 # ImageNet statistics, RGB on the 0-255 scale (mmpose's data_preprocessor; both families).
 PIXEL_MEAN = (123.675, 116.28, 103.53)

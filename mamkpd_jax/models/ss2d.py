@@ -1,4 +1,4 @@
-"""SS2D, VMamba's 2D selective-scan operator (../shared/SPEC.md §1).
+"""SS2D, VMamba's 2D selective-scan operator (docs/scan.md).
 
     x (N, H, W, d)
       -> in_proj            Dense d -> d_inner (x2 with the z gate), no bias

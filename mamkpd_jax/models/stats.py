@@ -7,7 +7,7 @@ MamKPD.
 FLOPs come from XLA's cost analysis of the lowered forward pass, except for the
 selective scan: XLA counts a loop body once, not once per iteration, and cannot see
 inside a Pallas kernel. So the scan's own XLA count is subtracted and VMamba's hand
-count put in its place (../shared/SPEC.md §1):
+count put in its place (docs/scan.md, Counting FLOPs):
 
     scan multiply-adds per SS2D = 9 * B * L * (K * d_inner) * N  +  B * L * K * d_inner
 
@@ -49,7 +49,7 @@ HRVMAMBA_COMPONENTS = (("stem", ("conv1", "bn1", "conv2", "bn2")), ("layer1", ("
 
 
 def _hrvmamba_param_counts(model):
-  """As the authors' SPEC §2 table: stem, layer1, transitions, stages, head."""
+  """As the table of docs/hrvmamba.md §2: stem, layer1, transitions, stages, head."""
   params = nnx.state(model, nnx.Param)
   counts = {name: _size(jax.tree.leaves([params[a] for a in attrs if a in params]))
             for name, attrs in HRVMAMBA_COMPONENTS}
@@ -151,7 +151,7 @@ def forward_flops(model, height, width, batch=1):
 
 # ------------------------------------------------------------------ HRVMamba, by hand
 
-# fvcore's costs as the HRVMamba authors count (../shared/hrvmamba/SPEC.md §3): convs and
+# fvcore's costs as the HRVMamba authors count (docs/hrvmamba.md §3): convs and
 # Linears their multiply-adds (no bias), LayerNorm 5 and eval BatchNorm 2 per element,
 # bilinear upsampling 4 per output element, DCNv4 36 per output element (9 points x 4
 # corners), the scan 9 L D N + L D over the 4 directions; activations, adds and the
@@ -169,7 +169,7 @@ def _conv_bn(tokens, in_dim, out_dim, kernel=1, groups=1):
 
 
 def dvss_block_macs(cfg, width, tokens):
-  """One DVSS block at `tokens` = H * W pixels (SPEC §3 per-block terms)."""
+  """One DVSS block at `tokens` = H * W pixels (docs/hrvmamba.md §3 per-block terms)."""
   from mamkpd_jax.models.hrvmamba import dcn, dvss_block   # pylint: disable=g-import-not-at-top
   d_inner, rank, n = cfg.d_inner(width), cfg.dt_rank(width), cfg.d_state
   sizes = dvss_block.esinb_split_sizes(width)

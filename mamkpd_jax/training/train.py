@@ -13,7 +13,6 @@ interrupted run ends where an uninterrupted one would.
 """
 
 import dataclasses
-import time
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +25,7 @@ from mamkpd_jax.evaluation import evaluate
 from mamkpd_jax.training import checkpointing, optim, parallel, workdir_lib
 from mamkpd_jax.data_pipelines import pipeline
 from mamkpd_jax.models import build_model, parse_model_config
+from mamkpd_jax.progress import Progress, format_eta
 
 
 class NonFiniteError(FloatingPointError):
@@ -72,8 +72,14 @@ def make_train_step(model_graphdef, opt_graphdef):
 def create_trainer(config, steps_per_epoch, mesh):
   """(Trainer, replicated initial state, lr schedule) for config."""
   model = build_model(parse_model_config(config.model), seed=config.seed)
+  return trainer_for_model(model, config.train, steps_per_epoch, mesh)
+
+
+def trainer_for_model(model, train_config, steps_per_epoch, mesh):
+  """(Trainer, replicated initial state, lr schedule) training `model` (its arrays are
+  the state's: the step donates them) with `train_config`'s optimiser."""
   model.train()
-  optimizer, schedule = optim.make_nnx_optimizer(model, config.train, steps_per_epoch)
+  optimizer, schedule = optim.make_nnx_optimizer(model, train_config, steps_per_epoch)
   model_graphdef, model_state = nnx.split(model)
   opt_graphdef, opt_state = nnx.split(optimizer)
   state = parallel.replicate({"model": model_state, "opt": opt_state}, mesh)
@@ -116,14 +122,15 @@ def eval_steps(config, steps_per_epoch, total_steps):
   return steps | {total_steps}
 
 
-class Progress:
-  """Progress lines: step, loss, lr, images/s, ETA; scalars to TensorBoard and jsonl."""
+class StepLog:
+  """Training's progress lines (step, loss, lr, images/s, ETA) and its scalars to
+  TensorBoard and jsonl; the rate and ETA come from `progress.Progress`."""
 
   def __init__(self, writer, schedule, global_batch, start_step, total_steps):
     self.writer, self.schedule = writer, schedule
-    self.global_batch, self.total_steps = global_batch, total_steps
     self.pending = []                       # [(step, {name: device scalar})]
-    self.mark_step, self.mark_time = start_step, time.perf_counter()
+    self.progress = Progress(total_steps, unit="steps", rate_unit="images",
+                             per_unit=global_batch, start=start_step)
 
   def add(self, step, metrics):
     self.pending.append((step, metrics))
@@ -136,28 +143,19 @@ class Progress:
                jax.device_get(self.pending)]
     self.pending = []
     check_finite(history)
-    now = time.perf_counter()
-    steps_done = max(step - self.mark_step, 1)
-    images_per_s = steps_done * self.global_batch / max(now - self.mark_time, 1e-9)
-    eta = (self.total_steps - step) * self.global_batch / max(images_per_s, 1e-9)
-    self.mark_step, self.mark_time = step, now
+    reading = self.progress.read(step)
     means = {k: float(np.mean([m[k] for _, m in history])) for k in history[0][1]}
     scalars = {"train/" + k: v for k, v in means.items()}
     scalars["train/learning_rate"] = float(self.schedule(step - 1))
-    scalars["train/images_per_s"] = images_per_s
+    scalars["train/images_per_s"] = reading.rate
     self.writer.write_scalars(step, scalars)
     logging.info("step %d/%d  loss %.6f  grad_norm %.4f  lr %.3g  %.1f img/s  ETA %s",
-                 step, self.total_steps, means["loss"], means["grad_norm"],
-                 scalars["train/learning_rate"], images_per_s, _format_eta(eta))
+                 step, reading.total, means["loss"], means["grad_norm"],
+                 scalars["train/learning_rate"], reading.rate, format_eta(reading.eta_s))
 
   def restart_clock(self, step):
     """After evaluation or a checkpoint wait: time only training in images/s."""
-    self.mark_step, self.mark_time = step, time.perf_counter()
-
-
-def _format_eta(seconds):
-  seconds = int(seconds)
-  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    self.progress.restart_clock(step)
 
 
 def best_metric(config, metrics):
@@ -223,7 +221,7 @@ def _train_in_workdir(run, config, evaluate_during_training):
                "over %d devices, from step %d", config.model.variant, config.data.dataset,
                total_steps, total_steps / steps_per_epoch, steps_per_epoch, global_batch,
                jax.device_count(), step)
-  progress = Progress(run.writer, schedule, global_batch, step, total_steps)
+  progress = StepLog(run.writer, schedule, global_batch, step, total_steps)
   metrics = {}
   while step < total_steps:
     batch = parallel.global_batch(next(train_iterator), mesh)

@@ -69,7 +69,7 @@ PREFIXES = {"backbone.": "", "head.": "head."}
 OLD_TINY_HINT = (
     "this looks like the older HRVMamba-tiny (backbone HRVmamba_se_lpu, before the "
     "authors' commit 7222bc4: SE module in SS2D and 'cpe' depth-wise convs, "
-    "../shared/hrvmamba/SPEC.md §9); only the current tiny (hrvmamba_tinynew_best.pth, "
+    "docs/hrvmamba.md §9); only the current tiny (hrvmamba_tinynew_best.pth, "
     "plain HRVmamba) is supported")
 
 
@@ -184,7 +184,7 @@ def load_state_dict(model, state_dict):
 def model_from_state_dict(state_dict, config_model, seed=0):
   """The authors' {name: array} (or {"state_dict": ...}) and a config.model -> HRVMamba.
 
-  For notebooks and tests; `scripts/convert_checkpoint.py` writes it as a checkpoint.
+  For notebooks and tests; `mamkpd convert` writes it as a checkpoint.
   """
   from mamkpd_jax import models   # pylint: disable=g-import-not-at-top (models imports us)
   model_config = models.parse_model_config(config_model)

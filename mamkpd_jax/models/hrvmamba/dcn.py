@@ -1,4 +1,4 @@
-"""DCNv4 as HRVMamba's SS2D local mixer (SPEC §1, §4): the module around the op.
+"""DCNv4 as HRVMamba's SS2D local mixer (docs/hrvmamba.md §1, §4): the module around the op.
 
     v (N, H, W, 2C)
       -> t = v, or a 3x3 depth-wise conv of v (offset_mask_dw; widths C % 80 == 0, Base)
@@ -7,7 +7,7 @@
       -> (N, H, W, 2C)
 
 No value or output projection: the module the authors ran was built with
-without_pointwise=True (SPEC §1). With zero offset_mask weights the output is 0 until
+without_pointwise=True (docs/hrvmamba.md §1). With zero offset_mask weights the output is 0 until
 training moves them, as upstream.
 """
 

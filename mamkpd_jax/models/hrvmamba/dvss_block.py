@@ -1,4 +1,4 @@
-"""DVSS block (HRVMamba's `HRVmambaBlock`, SPEC §5), channels-last (N, H, W, C).
+"""DVSS block (HRVMamba's `HRVmambaBlock`, docs/hrvmamba.md §5), channels-last (N, H, W, C).
 
     ESInB  y = LN(x; norm0); split channels [C//4 + C%4, C//4, C//4, C//4];
            depth-wise convs 3x3, 5x5, 7x7, 9x9 (padding 1..4); concat; shuffle(4)

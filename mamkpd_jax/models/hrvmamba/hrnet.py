@@ -1,4 +1,4 @@
-"""HRNet skeleton of HRVMamba (SPEC §6): stem, layer1 Bottlenecks, transitions, HR modules.
+"""HRNet skeleton of HRVMamba (docs/hrvmamba.md §6): stem, layer1 Bottlenecks, transitions, HR modules.
 
 Containers are nnx.Lists indexed like the authors' nn.Sequential / nn.ModuleList, so a
 checkpoint tensor's module path is ours unchanged (`transition1.1.0.0`, `fuse_layers.

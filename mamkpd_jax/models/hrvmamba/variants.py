@@ -2,7 +2,7 @@
 
 `VARIANTS` is the one table of named sizes; `model_config(name)` turns a row into the
 `config.model` ConfigDict (name "hrvmamba") that config files start from, and
-`HRVMambaConfig.from_config` validates it. Facts: ../shared/hrvmamba/SPEC.md §2, §6.
+`HRVMambaConfig.from_config` validates it. Facts: docs/hrvmamba.md §2, §6.
 
 Authors' README (input 256x192, K=17; COCO val2017 AP with person detections):
 
@@ -26,14 +26,14 @@ VARIANTS = {
     "base": dict(widths=(80, 160, 320, 640), layer1_width=64),
 }
 
-# Exact parameter counts at K=17 (SPEC §2) and GFLOPs at 256x192 (SPEC §3, multiply-adds).
+# Exact parameter counts at K=17 (docs/hrvmamba.md §2) and GFLOPs at 256x192 (docs/hrvmamba.md §3, multiply-adds).
 PAPER_SIZES = {
     "tiny": (2_151_297, 1.0989),
     "small": (8_034_401, 3.3109),
     "base": (47_100_993, 14.2440),
 }
 
-# Per-variant regularisation of the authors' configs (SPEC §6).
+# Per-variant regularisation of the authors' configs (docs/hrvmamba.md §6).
 RECIPE = {
     "tiny": dict(drop_path_rate=0.0, drop_rate=0.0),
     "small": dict(drop_path_rate=0.1, drop_rate=0.1),
@@ -41,15 +41,15 @@ RECIPE = {
 }
 
 # Input height and width must be multiples of this: branch 3 runs at 1/32 and every
-# fuse upsamples by exactly 2^k (SPEC §6).
+# fuse upsamples by exactly 2^k (docs/hrvmamba.md §6).
 INPUT_STRIDE = 32
-HEATMAP_STRIDE = 4
+HEATMAP_STRIDE = common.HEATMAP_STRIDE   # the head reads branch 1, at 1/4
 NUM_STAGES = 3            # stages 2, 3, 4 (stage 1 is layer1)
 
 
 @dataclasses.dataclass(frozen=True)
 class HRVMambaConfig(common.TypedConfig):
-  """Every architectural choice of HRVMamba, typed (SPEC §5, §6)."""
+  """Every architectural choice of HRVMamba, typed (docs/hrvmamba.md §5, §6)."""
 
   name = "hrvmamba"                 # the family, config.model.name (not a field)
   variant: str                      # label only ("tiny", ...); the fields below decide
@@ -99,14 +99,14 @@ class HRVMambaConfig(common.TypedConfig):
 
   @staticmethod
   def dt_rank(width):
-    """R = ceil(width / 16): dt rank and number of DCNv4 groups (SPEC §4)."""
+    """R = ceil(width / 16): dt rank and number of DCNv4 groups (docs/hrvmamba.md §4)."""
     return math.ceil(width / 16)
 
   def block_drop_path_rates(self):
     """[stage][module] -> (rate of block 0, rate of block 1, ...), same on every branch.
 
     linspace(0, rate, total block depth) is cut into consecutive pieces along the
-    module sequence (SPEC §6): stage 2 gets rates[0:2], stage 3 rates[2:10], ...
+    module sequence (docs/hrvmamba.md §6): stage 2 gets rates[0:2], stage 3 rates[2:10], ...
     """
     depth = sum(self.num_modules) * self.num_blocks
     rates = [self.drop_path_rate * i / (depth - 1) if depth > 1 else 0.0
