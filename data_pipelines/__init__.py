@@ -1,5 +1,8 @@
 """Grain top-down input pipelines, installed as `mamkpd_jax.data_pipelines`.
 
-Empty until the data-pipeline issue (#4) lands: dataset sources, transforms, heatmap
-codecs and `create_datasets(config)` will live here.
+One module per concept: `sources` (annotation files and boxes files -> instance dicts),
+`transforms` (mmpose 1.x train/val transforms), `geometry` (box -> crop -> image),
+`codecs` (MSRA, UDP, DARK heatmaps and the flip-test helpers), `metadata` (keypoint
+layouts), `pipeline` (`create_datasets(config)`) and `tfds_builder` (ArrayRecord
+datasets).
 """

@@ -22,7 +22,7 @@ from typing import Optional, Sequence, Union
 from absl import logging
 import numpy as np
 
-# OKS sigma of every keypoint of a custom layout that names none (SOURCES.md: no official
+# OKS sigma of every keypoint of a custom layout that names none (data/samples/NOTICE.md: no official
 # sigmas exist for the DeepLabCut / Lightning Pose skeletons; 0.05 is what its checks use).
 DEFAULT_CUSTOM_SIGMA = 0.05
 
@@ -213,7 +213,7 @@ AP10K = DatasetInfo(
 DATASETS = {info.name: info for info in (COCO, MPII, AP10K)}
 
 # dlc-openfield (data/samples/dlc-openfield/openfield_coco.json, a custom COCO-format layout):
-# the flip pair SOURCES.md gives. Use with `from_coco_category`.
+# the flip pair data/samples/NOTICE.md gives. Use with `from_coco_category`.
 OPENFIELD_FLIP_PAIRS = (("leftear", "rightear"),)
 
 

@@ -751,7 +751,7 @@ def split_contiguous_frames(instances: list[dict], train_fraction: float = 0.8
   """(train, held_out): the first `train_fraction` of frames, sorted by image path, and the rest.
 
   For one-video sets (dlc-openfield): a held-out block of unseen frames, not random
-  frames that leak near-duplicates (SOURCES.md). All instances of a frame go to the
+  frames that leak near-duplicates of the training frames. All instances of a frame go to the
   same side; the train side gets floor(train_fraction x frames) frames.
   """
   if not 0 < train_fraction < 1:

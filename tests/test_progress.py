@@ -1,9 +1,12 @@
 """mamkpd_jax.progress: the one progress reporter of training (steps, images/s) and of
 video and image runs (frames/s), timed with a fake clock."""
 
+import ast
+import pathlib
+
 from mamkpd_jax import progress
-from mamkpd_jax.inference import video
-from mamkpd_jax.training import train
+
+PACKAGE = pathlib.Path(progress.__file__).parent
 
 
 class FakeClock:
@@ -58,6 +61,9 @@ def test_eta_format():
   assert progress.format_eta(-3) == "0:00:00"
 
 
-def test_training_and_video_use_the_one_reporter():
-  assert video.Progress is progress.Progress
-  assert train.Progress is progress.Progress
+def test_progress_is_defined_once():
+  """No other module of the package defines its own Progress class."""
+  defined = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.ClassDef) and node.name == "Progress"]
+  assert defined == ["progress.py"]

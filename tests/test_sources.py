@@ -1,4 +1,4 @@
-"""Annotation sources on the bundled data (counts from data/NOTICE.md / SOURCES.md) and
+"""Annotation sources on the bundled data (counts from data/samples/NOTICE.md) and
 on small malformed files: each bad input raises naming its file and annotation, or is
 skipped and counted."""
 
@@ -20,7 +20,7 @@ MINI = DATA / "coco-mini"
 OPENFIELD_JSON = DATA / "dlc-openfield/openfield_coco.json"
 MPII_JSON = DATA / "mpii/test_mpii.json"
 
-# (annotation file, image folder, instances, filtered), the counts SOURCES.md states:
+# (annotation file, image folder, instances, filtered), the counts data/samples/NOTICE.md states:
 # coco: 14 person anns, 12 with keypoints; coco-mini val 118 anns (68 with keypoints,
 # 1 crowd), train 172 (86 with keypoints, 5 crowd); ap10k 2; openfield 116.
 BUNDLED_COCO = [

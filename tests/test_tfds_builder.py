@@ -22,7 +22,7 @@ from mamkpd_jax.data_pipelines import tfds_builder  # noqa: E402
 
 COCO = pathlib.Path(__file__).resolve().parents[1] / "data" / "samples" / "coco"
 COCO_JSON = COCO / "test_coco.json"
-NUM_INSTANCES = 12          # SOURCES.md: 14 person annotations, 12 with keypoints
+NUM_INSTANCES = 12          # data/samples/NOTICE.md: 14 person annotations, 12 with keypoints
 ARRAY_FIELDS = ("bbox", "bbox_score", "keypoints", "keypoints_visible", "area")
 INT_FIELDS = ("image_id", "instance_id", "category_id")
 

@@ -16,14 +16,15 @@ either.
 
 --format=safetensors writes OUTPUT/model.safetensors (parameters and batch statistics
 by '/'-joined state path, no optimiser) and OUTPUT/model.json (family, variant, input
-size, keypoints, skeleton, flip pairs, codec, normalisation, the model/data/eval config):
+size, keypoints, skeleton, flip pairs, codec, normalisation, the model/data/eval config;
+export.metadata's schema, artefact kind "weights"):
 `inference.Estimator.from_pretrained(OUTPUT)` loads them without Orbax or the training
 code (mamkpd_jax.export.pretrained). With --check the reloaded estimator's heatmaps are
 compared with the checkpoint's on random crops.
 
 --format=jax writes OUTPUT/model.jax_exported (`Exported.serialize()`, StableHLO with the parameters
-as constants) and OUTPUT/model.json (input size, keypoint names, flip indices, skeleton,
-codec, outputs). The exported function takes crops (B, H, W, 3) uint8 RGB, warped from
+as constants) and OUTPUT/model.json (export.metadata's schema, artefact kind "jax_export":
+input size, keypoint names, flip indices, skeleton, codec, outputs). The exported function takes crops (B, H, W, 3) uint8 RGB, warped from
 their boxes as the estimator does (mamkpd_jax.inference), and returns a dict:
 "heatmaps" (B, h, w, K) float32 (flip-averaged when the config's eval.flip_test),
 "keypoints" (B, K, 2) input pixels at each heatmap's argmax cell (no sub-cell
@@ -31,7 +32,7 @@ refinement: run the codec's decode on the heatmaps for that) and "scores" (B, K)
 
 Batch: --batch_size=0 (default) exports a symbolic batch dimension: one artefact for
 every batch size (the runtime compiles each size it sees). It needs a pure-JAX scan
-("reference" or "chunked"; "auto" and "cpu_ffi", the CPU kernel, export as "chunked");
+(kernels.PURE_JAX_IMPLS; "auto" and "cpu_ffi", the CPU kernel, export as "chunked");
 with --scan_impl=pallas give a fixed --batch_size. The function is traced on this
 machine's backend, which picks some implementations (on a CPU, depthwise convolutions
 are written as shifted sums and a Pallas scan is interpreted): --platforms=cpu,cuda

@@ -39,6 +39,7 @@ import time
 from absl import app, flags, logging
 
 from mamkpd_jax import inference
+from mamkpd_jax import progress as progress_lib
 from mamkpd_jax.commands import model_flags
 from mamkpd_jax.inference import detectors, video
 from mamkpd_jax.inference.detectors import boxes_for
@@ -142,7 +143,7 @@ def _chunks(items, size):
 
 def predict_images(estimator, images, all_boxes, output, detector=None, drawing=Drawing()):
   """Annotated PNGs and COCO results of [(image_id, path)]."""
-  results, progress = [], video.Progress(len(images), drawing.log_every)
+  results, progress = [], progress_lib.Progress(len(images), drawing.log_every)
   for chunk in _chunks(images, drawing.batch_images):
     pixels = [inference.load_image(path) for _, path in chunk]
     boxes = [boxes_for(all_boxes, image_id, path) for image_id, path in chunk]
@@ -161,7 +162,7 @@ def predict_video(estimator, path, all_boxes, output, detector=None, drawing=Dra
   total, fps = video.frame_count_and_fps(path)
   writer = video.VideoWriter(
       os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".mp4"), fps)
-  results, progress = [], video.Progress(total, drawing.log_every)
+  results, progress = [], progress_lib.Progress(total, drawing.log_every)
   for batch in video.batches(video.read_frames(path), drawing.batch_images):
     frames = [frame for _, _, frame in batch]
     boxes = [boxes_for(all_boxes, index, name) for index, name, _ in batch]

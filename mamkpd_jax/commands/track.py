@@ -11,11 +11,13 @@ with track ids.
 
 --detector: "background" (one animal under a fixed camera: the median frame is the
 background), "yolox:PATH" (an official YOLOX ONNX export; pip install 'mamkpd-jax[onnx]';
---classes picks person, animal or COCO class names), "boxes:PATH" (a COCO detections
-json keyed by frame index or file name), or "" (the whole first frame, then boxes carried
-from the keypoints). Writes OUTPUT/<input stem>.mp4 (poses, boxes, "id N") and
-OUTPUT/<input stem>.json: per pose frame_index, track_id, bbox [x, y, w, h], keypoints
-[x, y, score] * K, score (COCO results fields). The library function is
+--classes picks person, animal or COCO class names), "boxes:PATH" (a boxes file read by
+data_pipelines.sources.read_boxes_file, looked up by frame index or file name), or ""
+(the whole first frame, then boxes carried from the keypoints). Writes
+OUTPUT/<input stem>.mp4 (poses, boxes, "id N") and OUTPUT/<input stem>.json: per pose
+the frame's Prediction.to_json record (COCO results: image_id = frame index,
+category_id, keypoints [x, y, score] * K, score; plus bbox [x, y, w, h] and track_id)
+with frame_index and file_name (tracking.frame_records). The library function is
 mamkpd_jax.inference.tracking.track_video; `run` is the command from plain values.
 """
 

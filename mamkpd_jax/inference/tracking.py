@@ -42,6 +42,7 @@ import numpy as np
 from absl import logging
 from scipy.optimize import linear_sum_assignment
 
+from mamkpd_jax import progress as progress_lib
 from mamkpd_jax.inference import detectors, video, visualization
 
 
@@ -336,7 +337,7 @@ def track_video(estimator, source, output_dir, detector=None, det_every=1, smoot
   os.makedirs(output_dir, exist_ok=True)
   writer = video.VideoWriter(mp4_path, config.fps)
   total = min(total, max_frames) if max_frames and total else (max_frames or total)
-  progress, records, start = video.Progress(total, log_every), [], time.perf_counter()
+  progress, records, start = progress_lib.Progress(total, log_every), [], time.perf_counter()
   try:
     for batch in video.batches(video.read_frames(source, max_frames), config.batch_frames):
       for (index, name, frame), prediction in zip(batch, tracker.process(batch)):

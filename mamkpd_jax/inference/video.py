@@ -1,6 +1,5 @@
-"""Images and frames in: one image reader (`load_image`), video files, image folders (a
-video as an image sequence) and webcams; `Progress` (mamkpd_jax/progress.py) gives
-long runs a progress line (frames/s, ETA).
+"""Images and frames in, video out: one image reader (`load_image`), frames of video
+files, image folders (a video as an image sequence) and webcams, and `VideoWriter`.
 
     for index, name, frame in read_frames("clip.mp4"):    # frame (H, W, 3) RGB uint8
     for index, name, frame in read_frames(0):              # webcam 0 (cv2.VideoCapture(0))
@@ -13,7 +12,6 @@ import numpy as np
 from absl import logging
 
 from mamkpd_jax.data_pipelines import transforms
-from mamkpd_jax.progress import Progress  # pylint: disable=unused-import  (video.Progress)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
