@@ -44,8 +44,7 @@ PAPER_THROUGHPUT = {"small": 2564, "base": 2439, "large": 1492, "hrnet_w32": 916
 
 @functools.cache
 def define_flags():
-  """The command's flags (mamkpd_jax.cli defines them before parsing; importing this
-  module defines none, so it mixes with the other commands in one program)."""
+  """Defines `mamkpd benchmark`'s flags; the cli calls it before parsing (see cli.py)."""
   flags.DEFINE_list("variants", ["small", "base", "large"], "MamKPD variants (tiny, "
                     "small, base, large) and HRVMamba ones (hrvmamba-tiny, hrvmamba-small, "
                     "hrvmamba-base).")

@@ -38,8 +38,7 @@ FLAGS = flags.FLAGS
 
 @functools.cache
 def define_flags():
-  """The command's flags (mamkpd_jax.cli defines them before parsing; importing this
-  module defines none, so it mixes with the other commands in one program)."""
+  """Defines `mamkpd convert`'s flags; the cli calls it before parsing (see cli.py)."""
   flags.DEFINE_string("input", None, "The authors' checkpoint: .pth, .safetensors or .npz.")
   config_flags.DEFINE_config_file("config", None, "A configs/*.py file of an HRVMamba "
                                   "model.", lock_config=True)

@@ -76,8 +76,7 @@ FORMATS = ("jax", "safetensors", "onnx")
 
 @functools.cache
 def define_flags():
-  """The command's flags (mamkpd_jax.cli defines them before parsing; importing this
-  module defines none, so it mixes with the other commands in one program)."""
+  """Defines `mamkpd export`'s flags; the cli calls it before parsing (see cli.py)."""
   model_flags.define_flags()
   flags.adopt_module_key_flags(model_flags)     # --checkpoint | --weights, --config
   flags.DEFINE_string("output", None, "Folder for model.jax_exported (or "

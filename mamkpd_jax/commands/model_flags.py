@@ -21,6 +21,14 @@ def define_flags():
   flags.mark_flags_as_mutual_exclusive(["checkpoint", "weights"], required=True)
 
 
+def define_input_output(input_help, output_help):
+  """The model flags above plus the required --input and --output of predict and track."""
+  define_flags()
+  flags.DEFINE_string("input", None, input_help)
+  flags.DEFINE_string("output", None, output_help)
+  flags.mark_flags_as_required(["input", "output"])
+
+
 class ModelSource(NamedTuple):
   """inference.load_estimator's first three arguments: exactly one of checkpoint and
   weights; config only with a checkpoint."""

@@ -50,13 +50,10 @@ FLAGS = flags.FLAGS
 
 @functools.cache
 def define_flags():
-  """The command's flags (mamkpd_jax.cli defines them before parsing; importing this
-  module defines none, so it mixes with the other commands in one program)."""
-  model_flags.define_flags()
-  flags.adopt_module_key_flags(model_flags)     # --checkpoint | --weights, --config
-  flags.DEFINE_string("input", None, "An image, a folder of images or a video.")
-  flags.DEFINE_string("output", None, "Folder for annotated images/video and "
-                      "predictions.json.")
+  """Defines `mamkpd predict`'s flags; the cli calls it before parsing (see cli.py)."""
+  model_flags.define_input_output("An image, a folder of images or a video.",
+                                  "Folder for annotated images/video and predictions.json.")
+  flags.adopt_module_key_flags(model_flags)     # --checkpoint | --weights, --config, ...
   flags.DEFINE_string("boxes", "", "Optional boxes json (see the docstring).")
   flags.DEFINE_string("detector", "", "Optional detector instead of --boxes: background "
                       "(static camera, one animal; fitted on the input's frames), "
@@ -67,7 +64,6 @@ def define_flags():
   flags.DEFINE_integer("category_id", 1, "category_id of the results.")
   flags.DEFINE_bool("fast_compile", False, "XLA:CPU optimisation level 0: compiles ~3x "
                     "faster, runs ~1.7x slower (a few images on a CPU).")
-  flags.mark_flags_as_required(["input", "output"])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,12 +36,10 @@ FLAGS = flags.FLAGS
 
 @functools.cache
 def define_flags():
-  """The command's flags (mamkpd_jax.cli defines them before parsing; importing this
-  module defines none, so it mixes with the other commands in one program)."""
-  model_flags.define_flags()
-  flags.adopt_module_key_flags(model_flags)     # --checkpoint | --weights, --config
-  flags.DEFINE_string("input", None, "A video, a folder of frames or a webcam index.")
-  flags.DEFINE_string("output", None, "Folder for the mp4 and the json.")
+  """Defines `mamkpd track`'s flags; the cli calls it before parsing (see cli.py)."""
+  model_flags.define_input_output("A video, a folder of frames or a webcam index.",
+                                  "Folder for the mp4 and the json.")
+  flags.adopt_module_key_flags(model_flags)     # --checkpoint | --weights, --config, ...
   flags.DEFINE_string("detector", "", "background, yolox:PATH, boxes:PATH or ''.")
   flags.DEFINE_list("classes", ["person"], "YOLOX classes: person, animal or COCO class "
                     "names.")
@@ -60,7 +58,6 @@ def define_flags():
   flags.DEFINE_integer("log_every", 50, "Progress line every N frames.")
   flags.DEFINE_bool("fast_compile", False, "XLA:CPU optimisation level 0: compiles ~3x "
                     "faster, runs ~1.7x slower.")
-  flags.mark_flags_as_required(["input", "output"])
 
 
 def make_detector(spec, source, classes=("person",), score_threshold=0.3):

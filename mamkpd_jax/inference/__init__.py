@@ -6,7 +6,7 @@ detectors, tracking over video, frame readers and drawing.
     prediction = estimator.predict("frame.png", boxes)     # -> Prediction
 """
 
-from mamkpd_jax.inference.estimator import (BUCKETS, FAST_COMPILE_CPU, REPO_ROOT, Estimator,
+from mamkpd_jax.inference.estimator import (FAST_COMPILE_CPU, REPO_ROOT, Estimator,
                                             as_boxes, bucket_size, load_config_json,
                                             load_estimator, load_trained_model,
                                             with_data_root, with_model_changes)
