@@ -1,8 +1,9 @@
 """Top-down heatmap codecs (MSRA, UDP, DARK) and the flip-test helpers, as in mmpose 1.x.
 
 A codec turns one instance's keypoints (in input-crop pixels) into training targets and
-turns predicted heatmaps back into keypoints (docs/conventions.md, Heatmap codecs). Everything is
-numpy; cv2 only for the Gaussian blur of the DARK/UDP refinement, as in mmpose.
+turns predicted heatmaps back into keypoints (docs/conventions.md, Heatmap codecs).
+Everything is numpy (cv2 only for the Gaussian blur of the DARK/UDP refinement, as in
+mmpose), except `flip_heatmaps`, which also runs on traced arrays inside exports.
 Heatmaps are channels-last like the model: (h, w, K) per instance, (N, h, w, K) batched.
 Sizes are (height, width); keypoints are (x, y).
 
