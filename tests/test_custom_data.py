@@ -1,4 +1,4 @@
-"""Custom COCO-format data in three flags (issue #14): synthetic jsons of several shapes.
+"""Custom COCO-format data in three flags: synthetic jsons of several shapes.
 
 Each set is written to tmp_path: small black JPEGs of the stated size (1280x720 for the
 12-keypoint animal set) and a json whose category says what configs/custom_coco.py must

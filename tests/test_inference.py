@@ -148,9 +148,11 @@ def test_same_bucket_does_not_recompile(estimator):
 
 
 def test_more_crops_than_the_largest_bucket_run_in_chunks(estimator, monkeypatch):
-  monkeypatch.setattr(inference, "BUCKETS", (1, 8))
+  monkeypatch.setattr("mamkpd_jax.inference.estimator.BUCKETS", (1, 8))
   crops = np.random.default_rng(0).integers(0, 256, (10, 64, 64, 3), np.uint8)
+  traced_before = len(estimator.traced_buckets)
   chunked = estimator.crop_heatmaps(crops)             # 8 + 2 (padded to 8)
+  assert set(estimator.traced_buckets[traced_before:]) <= {1, 8}
   assert chunked.shape == (10, 16, 16, K)
   np.testing.assert_allclose(chunked[8:], estimator.crop_heatmaps(crops[8:]), atol=1e-6)
 

@@ -1,4 +1,4 @@
-"""Training, checkpoints and evaluation end to end (issue #5), on the tiny model at 64x64.
+"""Training, checkpoints and evaluation end to end, on the tiny model at 64x64.
 
 One 4-step run (checkpoints at steps 2 and 4, evaluation at the end) is shared by most
 tests; the subprocess tests run main.py itself (two simulated devices, two processes).

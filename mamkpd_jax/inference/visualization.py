@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from mamkpd_jax.data_pipelines import metadata
+from mamkpd_jax.inference import video
 
 LEFT_COLOR = (0, 255, 0)          # RGB
 RIGHT_COLOR = (255, 128, 0)
@@ -115,11 +116,8 @@ def prediction_sheet(image_paths, keypoints, scores, info, threshold=0.3, tile_w
   """
   tiles = []
   for path, frame_keypoints, frame_scores in zip(image_paths, keypoints, scores):
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-      raise ValueError(f"could not read image {path}")
-    drawn = draw_keypoints(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), frame_keypoints,
-                           frame_scores, info.keypoint_names, info.skeleton, threshold)
+    drawn = draw_keypoints(video.load_image(path), frame_keypoints, frame_scores,
+                           info.keypoint_names, info.skeleton, threshold)
     height = round(drawn.shape[0] * tile_width / drawn.shape[1])
     tiles.append(cv2.resize(drawn, (tile_width, height), interpolation=cv2.INTER_AREA))
   height = max(tile.shape[0] for tile in tiles)
