@@ -26,6 +26,10 @@ call these functions. Conventions (docs/conventions.md, Box → crop):
 import cv2
 import numpy as np
 
+# Input pixels per heatmap cell. Both model families predict at 1/4 of the input
+# (MamKPD: two stride-2 deconvolutions on the /16 encoder output; HRVMamba: its /4
+# branch), and the pipeline draws targets there.
+HEATMAP_STRIDE = 4
 DEFAULT_PADDING = 1.25
 
 

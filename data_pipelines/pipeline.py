@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 
 from mamkpd_jax.data_pipelines import codecs, metadata, sources, transforms
-from mamkpd_jax.models.common import HEATMAP_STRIDE   # where the model's heatmaps are
+from mamkpd_jax.data_pipelines.geometry import HEATMAP_STRIDE
 
 TRAIN_KEYS = ("image", "heatmaps", "keypoint_weights")
 EVAL_KEYS = ("image", "center", "scale", "bbox_score", "image_id", "instance_id",
@@ -115,10 +115,18 @@ def train_fraction(data):
   return 0.0
 
 
+def split_fields(data, split):
+  """The config.data fields (annotation json, image folder) that `split` reads: the
+  train ones for "train" and for a held-out split of train_ann (train_fraction > 0)."""
+  if split == "train" or train_fraction(data):
+    return "train_ann", "train_images"
+  return "val_ann", "val_images"
+
+
 def image_folder(data, split):
   """The image folder of `split`: data.<split>_images, else the folder of its json."""
-  folder, ann = ((data.train_images, data.train_ann) if split == "train" or train_fraction(data)
-                 else (data.val_images, data.val_ann))
+  ann_field, images_field = split_fields(data, split)
+  folder, ann = data[images_field], data[ann_field]
   return resolve_path(data, folder) if folder else os.path.dirname(resolve_path(data, ann))
 
 
@@ -179,10 +187,7 @@ def dataset_info(config):
 
 def _data_fields(data, split):
   """[(config.data field, its value, its resolved path)] that `split` reads."""
-  if train_fraction(data) > 0 or split == "train":
-    ann_field, images_field = "train_ann", "train_images"
-  else:
-    ann_field, images_field = "val_ann", "val_images"
+  ann_field, images_field = split_fields(data, split)
   rows = [(ann_field, data[ann_field], resolve_path(data, data[ann_field]))]
   if data[images_field]:
     rows.append((images_field, data[images_field], image_folder(data, split)))
@@ -225,7 +230,7 @@ def load_instances(config, info, split):
         resolve_path(data, data.train_ann), image_folder(data, "train"), **kwargs)
     train, held_out = sources.split_contiguous_frames(instances, fraction)
     return train if split == "train" else held_out
-  ann = resolve_path(data, data.train_ann if split == "train" else data.val_ann)
+  ann = resolve_path(data, data[split_fields(data, split)[0]])
   images = image_folder(data, split)
   if data.dataset == "mpii":        # head boxes (mpii_gt_val.mat) match the val json only
     headboxes = resolve_path(data, data.headbox_file) if data.headbox_file else ""

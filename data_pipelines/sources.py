@@ -446,12 +446,6 @@ class BoxEntry:
   category_id: Optional[int]
 
 
-def _raise_bad(source_file):
-  def bad(reason, where, message):
-    raise AnnotationError(f"{source_file}: {where}: {message} [{reason}]")
-  return bad
-
-
 def _image_id(value):
   """An int image id (a string of digits counts), else None."""
   if isinstance(value, str) and value.isdigit():
@@ -522,7 +516,7 @@ def read_boxes_file(path: str, bad=None, required=()) -> list[BoxEntry]:
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"boxes file not found: {path}")
-  bad = bad or _raise_bad(path)
+  bad = bad or _BadInput(path, "error")
   entries, file_names = _box_file_entries(load_json(path), path)
   boxes = []
   for index, entry in enumerate(entries):

@@ -17,7 +17,7 @@ from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, LowRankDelta, as_delt
 from mamkpd_jax.kernels.dcnv4 import dcnv4
 from mamkpd_jax.kernels.selective_scan import (AUTO, CPU_ONLY_IMPLS, LOW_RANK_DELTA_IMPLS,
                                                PURE_JAX_IMPLS, SCAN_IMPLS, SCAN_REGISTRY,
-                                               ScanImpl, auto_impl, cross_selective_scan,
+                                               ScanImpl, cross_selective_scan,
                                                portable_impl, resolve_impl, runs_on,
                                                scan_impls, selective_scan)
 from mamkpd_jax.kernels.selective_scan_cpu import cross_selective_scan_cpu

@@ -99,10 +99,8 @@ def load_command(name):
   return module
 
 
-def command_help(name, module):
-  """The command's documentation (its examples line by line) and its flags (absl's
-  listing of that module)."""
-  del name
+def command_help(module):
+  """The command's module docstring and its flags (absl's listing of that module)."""
   listing = flags.FLAGS.module_help(module.__name__)
   return f"{(module.__doc__ or '').strip()}\n\nflags:\n{listing}"
 
@@ -120,7 +118,7 @@ def main(argv=None):
   quiet_backend_probing()
   module = load_command(name)
   if any(arg in ("-h", "--help", "-help") for arg in rest):
-    print(command_help(name, module))
+    print(command_help(module))
     return 0
   app.run(module.main, argv=[f"mamkpd {name}", *COMMANDS[name].preset, *rest])
   return 0

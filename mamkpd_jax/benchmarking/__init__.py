@@ -15,6 +15,4 @@ Only the light modules are imported here; `from mamkpd_jax.benchmarking import m
 and the others bring in what they need.
 """
 
-from mamkpd_jax.benchmarking.roofline import peak_gbps
-from mamkpd_jax.benchmarking.timing import (Timing, random_crops, time_calls, time_in_turns,
-                                            timing_row)
+from mamkpd_jax.benchmarking.timing import Timing, time_in_turns, timing_row

@@ -5,7 +5,6 @@ random crops, ONNX Runtime beside JAX, and the scan's share of a model's time.
 time through `model_call`, so a row means the same in either.
 """
 
-import dataclasses
 import time
 
 import jax
@@ -15,7 +14,7 @@ from flax import nnx
 
 from mamkpd_jax import config_lib, inference, kernels
 from mamkpd_jax.benchmarking import timing as timing_lib
-from mamkpd_jax.models import abstract_model, build_model, model_config, model_title, stats
+from mamkpd_jax.models import build_model, common, model_config, model_title, stats
 from mamkpd_jax.models.hrvmamba import variants as hrvmamba_variants
 from mamkpd_jax.training import parallel, train
 
@@ -57,17 +56,9 @@ def with_scan(model, dtype, impl):
   validation leaves it out on purpose, so that no configured model can train with it.
   """
   entry = kernels.SCAN_REGISTRY.get(impl)
-  if entry is None or not entry.benchmark_only:
-    return inference.with_model_changes(model, dtype=dtype, scan_impl=impl)
-  config = dataclasses.replace(model.config, dtype=dtype, scan_impl=impl)
-  return nnx.merge(nnx.split(abstract_model(config))[0], nnx.state(model))
-
-
-def heatmap_shape(model, crops):
-  """(N, h, w, K): the shape of eval-mode `model`'s heatmaps of `crops`, from the model
-  itself (its stride and keypoints), without running it."""
-  graphdef, state = nnx.split(model)
-  return jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, crops).shape
+  benchmark_only = entry is not None and entry.benchmark_only
+  return inference.with_model_changes(model, validate=not benchmark_only, dtype=dtype,
+                                      scan_impl=impl)
 
 
 def inference_call(model, crops):
@@ -89,7 +80,9 @@ def train_call(model, crops):
   """() -> metrics: one step of training.train's step (the paper's Adam, data-parallel)
   on `crops` and random targets of the model's heatmap shape; the state is carried
   from call to call. `model` itself is left as it was (the step donates a copy)."""
-  targets_shape = heatmap_shape(model, crops)                        # (N, h, w, K)
+  n, height, width = crops.shape[:3]
+  targets_shape = (n, height // common.HEATMAP_STRIDE, width // common.HEATMAP_STRIDE,
+                   model.config.num_keypoints)                       # (N, h, w, K)
   graphdef, state = nnx.split(model)
   copy = nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
   mesh = _mesh(len(crops))

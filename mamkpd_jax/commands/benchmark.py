@@ -42,29 +42,6 @@ PAPER_THROUGHPUT = {"small": 2564, "base": 2439, "large": 1492, "hrnet_w32": 916
                     "vit_b16": 944}
 
 
-@functools.cache
-def define_flags():
-  """Defines `mamkpd benchmark`'s flags; the cli calls it before parsing (see cli.py)."""
-  flags.DEFINE_list("variants", ["small", "base", "large"], "MamKPD variants (tiny, "
-                    "small, base, large) and HRVMamba ones (hrvmamba-tiny, hrvmamba-small, "
-                    "hrvmamba-base).")
-  flags.DEFINE_list("batch_sizes", ["1", "32", "128"], "Batch sizes.")
-  flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Computation dtypes.")
-  flags.DEFINE_list("scan_impls", ["reference", "pallas"], "Selective-scan "
-                    "implementations, auto, identity (timing only) or onnxruntime (the "
-                    "ONNX export).")
-  flags.DEFINE_list("modes", ["inference"], "inference (forward) and/or train (one "
-                    "training step).")
-  flags.DEFINE_integer("input_height", 256, "Input crop height.")
-  flags.DEFINE_integer("input_width", 192, "Input crop width.")
-  flags.DEFINE_integer("num_keypoints", 17, "Heatmaps (COCO: 17).")
-  flags.DEFINE_integer("repeats", 20, "Timed calls (median reported).")
-  flags.DEFINE_integer("warmup", 3, "Untimed calls after compilation.")
-  flags.DEFINE_list("peers", ["hrnet_w32", "vit_b16"], "PyTorch/timm peers; empty: none.")
-  flags.DEFINE_string("output_dir", "", "Writes benchmark.{json,md,png} here.")
-  flags.DEFINE_bool("json", False, "End stdout with one JSON object.")
-
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """What to time; the flags' values as plain ones."""
@@ -93,6 +70,33 @@ class Settings:
         ("inference" not in self.modes or "float32" not in self.dtypes)):
       raise ValueError("--scan_impls=onnxruntime times the exported float32 forward pass: "
                        "it needs 'inference' in --modes and 'float32' in --dtypes")
+
+
+
+_DEFAULT = Settings()     # the flags' defaults
+
+
+@functools.cache
+def define_flags():
+  """Defines `mamkpd benchmark`'s flags; the cli calls it before parsing (see cli.py)."""
+  flags.DEFINE_list("variants", list(_DEFAULT.variants), "MamKPD variants (tiny, "
+                    "small, base, large) and HRVMamba ones (hrvmamba-tiny, hrvmamba-small, "
+                    "hrvmamba-base).")
+  flags.DEFINE_list("batch_sizes", [str(b) for b in _DEFAULT.batch_sizes], "Batch sizes.")
+  flags.DEFINE_list("dtypes", list(_DEFAULT.dtypes), "Computation dtypes.")
+  flags.DEFINE_list("scan_impls", list(_DEFAULT.scan_impls), "Selective-scan "
+                    "implementations, auto, identity (timing only) or onnxruntime (the "
+                    "ONNX export).")
+  flags.DEFINE_list("modes", list(_DEFAULT.modes), "inference (forward) and/or train (one "
+                    "training step).")
+  flags.DEFINE_integer("input_height", _DEFAULT.input_size[0], "Input crop height.")
+  flags.DEFINE_integer("input_width", _DEFAULT.input_size[1], "Input crop width.")
+  flags.DEFINE_integer("num_keypoints", _DEFAULT.num_keypoints, "Heatmaps (COCO: 17).")
+  flags.DEFINE_integer("repeats", _DEFAULT.timing.repeats, "Timed calls (median reported).")
+  flags.DEFINE_integer("warmup", _DEFAULT.timing.warmup, "Untimed calls after compilation.")
+  flags.DEFINE_list("peers", list(_DEFAULT.peers), "PyTorch/timm peers; empty: none.")
+  flags.DEFINE_string("output_dir", "", "Writes benchmark.{json,md,png} here.")
+  flags.DEFINE_bool("json", False, "End stdout with one JSON object.")
 
 
 # ------------------------------------------------------------------ MamKPD, HRVMamba

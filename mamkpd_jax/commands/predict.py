@@ -132,15 +132,10 @@ def results_of(prediction, box_scores, image_id, file_name, category_id=1):
   return results
 
 
-def _chunks(items, size):
-  for start in range(0, len(items), size):
-    yield items[start:start + size]
-
-
 def predict_images(estimator, images, all_boxes, output, detector=None, drawing=Drawing()):
   """Annotated PNGs and COCO results of [(image_id, path)]."""
   results, progress = [], progress_lib.Progress(len(images), drawing.log_every)
-  for chunk in _chunks(images, drawing.batch_images):
+  for chunk in video.batches(images, drawing.batch_images):
     pixels = [inference.load_image(path) for _, path in chunk]
     boxes = [boxes_for(all_boxes, image_id, path) for image_id, path in chunk]
     predictions = _predict(estimator, pixels, [b for b, _ in boxes], detector)
@@ -159,16 +154,18 @@ def predict_video(estimator, path, all_boxes, output, detector=None, drawing=Dra
   writer = video.VideoWriter(
       os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".mp4"), fps)
   results, progress = [], progress_lib.Progress(total, drawing.log_every)
-  for batch in video.batches(video.read_frames(path), drawing.batch_images):
-    frames = [frame for _, _, frame in batch]
-    boxes = [boxes_for(all_boxes, index, name) for index, name, _ in batch]
-    predictions = _predict(estimator, frames, [b for b, _ in boxes], detector)
-    for (index, _, _), prediction, (_, box_scores) in zip(batch, predictions, boxes):
-      writer.write(prediction.plot(threshold=drawing.threshold))
-      results += results_of(prediction, box_scores, index, os.path.basename(path),
-                            drawing.category_id)
-    progress.add(len(batch))
-  writer.close()
+  try:
+    for batch in video.batches(video.read_frames(path), drawing.batch_images):
+      frames = [frame for _, _, frame in batch]
+      boxes = [boxes_for(all_boxes, index, name) for index, name, _ in batch]
+      predictions = _predict(estimator, frames, [b for b, _ in boxes], detector)
+      for (index, _, _), prediction, (_, box_scores) in zip(batch, predictions, boxes):
+        writer.write(prediction.plot(threshold=drawing.threshold))
+        results += results_of(prediction, box_scores, index, os.path.basename(path),
+                              drawing.category_id)
+      progress.add(len(batch))
+  finally:
+    writer.close()              # a finished mp4 of what was done, even after an error
   return results
 
 
@@ -224,8 +221,8 @@ def run(input_path, output_dir, model, boxes_path="", detector_spec="",
         fast_compile=False, drawing=Drawing()):
   """The command's work from plain values: model = (checkpoint, weights, config)."""
   check_inputs(input_path, boxes_path or None, detector_spec or None)
-  all_boxes = detectors.load_boxes(boxes_path) if boxes_path else None
-  detector = detectors.make_detector(detector_spec, input_path) if detector_spec else None
+  all_boxes = read_boxes(boxes_path or None)        # errors before the model loads
+  detector = make_detector(detector_spec or None, input_path)
   options = inference.FAST_COMPILE_CPU if fast_compile else None
   estimator = inference.load_estimator(*model, compiler_options=options)
   results = predict(estimator, input_path, output_dir, all_boxes, detector, drawing)
@@ -242,6 +239,7 @@ def main(argv):
   try:
     run(FLAGS.input, FLAGS.output, model_flags.model_source(FLAGS), FLAGS.boxes,
         FLAGS.detector, FLAGS.fast_compile, drawing)
-  except (ValueError, FileNotFoundError, checkpointing.CheckpointMismatchError) as error:
+  except (ValueError, FileNotFoundError, ImportError,
+          checkpointing.CheckpointMismatchError) as error:
     logging.error("%s", error)
     sys.exit(f"predict: {error}")

@@ -40,6 +40,8 @@ FORMAT = "mamkpd-jax-model"
 FORMAT_VERSION = 2
 PRETRAINED_V1 = "mamkpd-jax-pretrained"      # format_version 1: weights folders only
 FILE = "model.json"                          # beside a weights or jax.export artefact
+WEIGHTS_FILE = "model.safetensors"           # a weights folder's parameters
+JAX_EXPORT_FILE = "model.jax_exported"       # a jax.export folder's artefact
 KINDS = ("weights", "jax_export", "onnx")
 CONFIG_SECTIONS = ("model", "data", "eval")  # the config subtrees the Estimator reads
 OUTPUTS = {"heatmaps": "(B, h, w, K) float32",
@@ -201,7 +203,7 @@ def _from_pretrained_v1(meta):
   new = {key: value for key, value in meta.items() if key != "format_version"}
   config = meta.get("config")
   new.update(format=FORMAT, format_version=FORMAT_VERSION,
-             artefact={"kind": "weights", "file": "model.safetensors"})
+             artefact={"kind": "weights", "file": WEIGHTS_FILE})
   if isinstance(config, dict) and isinstance(config.get("eval"), dict):
     new.setdefault("flip_test", bool(config["eval"].get("flip_test", False)))
   codec = meta.get("codec")
@@ -218,7 +220,7 @@ def _from_serving_v0(meta):
   extras = ("batch_size", "input", "outputs", "jax_version") + (
       ("onnx_opset", "jax2onnx_version") if onnx else ("platforms",))
   artefact = {"kind": "onnx" if onnx else "jax_export",
-              "file": "model.onnx" if onnx else "model.jax_exported",
+              "file": "model.onnx" if onnx else JAX_EXPORT_FILE,
               **{key: meta[key] for key in extras if key in meta}}
   model = meta["model"]
   new = {"format": FORMAT, "format_version": FORMAT_VERSION, "artefact": artefact,

@@ -30,7 +30,7 @@ from mamkpd_jax.export import metadata
 from mamkpd_jax.models import abstract_model, parse_model_config
 
 KIND = "weights"                             # model.json's artefact.kind
-WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_FILE = metadata.WEIGHTS_FILE
 METADATA_FILE = metadata.FILE
 SAVED_TYPES = (nnx.Param, nnx.BatchStat)     # what a shipped model needs to run
 

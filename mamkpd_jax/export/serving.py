@@ -16,7 +16,7 @@ from mamkpd_jax.export import metadata
 from mamkpd_jax.inference.estimator import Estimator, with_model_changes
 
 KIND = "jax_export"                    # model.json's artefact.kind
-ARTEFACT_FILE = "model.jax_exported"
+ARTEFACT_FILE = metadata.JAX_EXPORT_FILE
 
 
 def serving_fn(estimator):

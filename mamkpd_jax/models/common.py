@@ -13,14 +13,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mamkpd_jax.data_pipelines import geometry
+
 LAYER_NORM_EPS = 1e-5  # PyTorch's nn.LayerNorm default, as in VMamba
 BN_MOMENTUM = 0.9      # PyTorch momentum 0.1
 BN_EPS = 1e-5          # PyTorch's nn.BatchNorm2d default
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
-# Both families' heatmaps are at 1/4 of the input (MamKPD: two stride-2 deconvolutions on
-# the /16 encoder output; HRVMamba: its /4 branch); the data pipeline draws targets there.
-HEATMAP_STRIDE = 4
+HEATMAP_STRIDE = geometry.HEATMAP_STRIDE     # both families' heatmaps: 1/4 of the input
 
 # ImageNet statistics, RGB on the 0-255 scale (mmpose's data_preprocessor; both families).
 PIXEL_MEAN = (123.675, 116.28, 103.53)

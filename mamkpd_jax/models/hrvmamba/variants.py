@@ -43,7 +43,6 @@ RECIPE = {
 # Input height and width must be multiples of this: branch 3 runs at 1/32 and every
 # fuse upsamples by exactly 2^k (docs/hrvmamba.md §6).
 INPUT_STRIDE = 32
-HEATMAP_STRIDE = common.HEATMAP_STRIDE   # the head reads branch 1, at 1/4
 NUM_STAGES = 3            # stages 2, 3, 4 (stage 1 is layer1)
 
 

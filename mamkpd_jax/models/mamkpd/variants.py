@@ -40,7 +40,6 @@ PAPER_SIZES = {
 COMPUTE_DTYPES = common.COMPUTE_DTYPES
 # Encoder output stride: stem or first CMM /4, then /2 per later stage.
 ENCODER_STRIDE = 16
-HEATMAP_STRIDE = common.HEATMAP_STRIDE   # two stride-2 deconvolutions on the encoder output
 
 
 @dataclasses.dataclass(frozen=True)
