@@ -147,6 +147,23 @@ def test_same_bucket_does_not_recompile(estimator):
   assert inference.bucket_size(33) == 128 and inference.bucket_size(129) == 128
 
 
+def test_pad_to_runs_a_short_batch_in_the_full_batch_s_program(estimator, monkeypatch):
+  image = inference.load_image(str(FRAME))
+  estimator.predict(image, boxes(2))                              # bucket 8 traced
+  alone = estimator.predict(image, boxes(1))                      # bucket 1
+  traced, forward, ran = len(estimator.traced_buckets), estimator._forward, []
+  monkeypatch.setattr(estimator, "_forward",
+                      lambda state, crops: ran.append(len(crops)) or forward(state, crops))
+  padded = estimator.predict_batch([image], [boxes(1)], pad_to=8)[0]
+  assert ran == [8] and len(estimator.traced_buckets) == traced   # bucket 8, no new trace
+  np.testing.assert_allclose(padded.keypoints, alone.keypoints, atol=1e-3)
+  np.testing.assert_allclose(padded.keypoint_scores, alone.keypoint_scores, atol=1e-5)
+  crop = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), np.uint8)
+  np.testing.assert_allclose(estimator.crop_heatmaps(crop, pad_to=8),      # bucket 8
+                             estimator.crop_heatmaps(crop), atol=1e-6)     # bucket 1
+  assert ran[1:] == [8, 1]
+
+
 def test_more_crops_than_the_largest_bucket_run_in_chunks(estimator, monkeypatch):
   monkeypatch.setattr("mamkpd_jax.inference.estimator.BUCKETS", (1, 8))
   crops = np.random.default_rng(0).integers(0, 256, (10, 64, 64, 3), np.uint8)

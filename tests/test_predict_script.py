@@ -23,6 +23,22 @@ def workdir(trained_workdir):
   return trained_workdir
 
 
+@pytest.fixture(scope="module")
+def estimator(workdir):
+  from mamkpd_jax import inference   # pylint: disable=g-import-not-at-top
+  return inference.Estimator.from_workdir(str(workdir),
+                                          compiler_options=inference.FAST_COMPILE_CPU)
+
+
+def write_clip(path, frames):
+  """An mp4 of the frames (paths), 10 frames/s."""
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+  for frame in frames:
+    writer.write(cv2.imread(str(frame)))
+  writer.release()
+  return path
+
+
 def run_predict(*args):
   """`mamkpd predict`, compiled fast; runs with one crop (bucket 1) or up to 8 share
   their compiled programs through the persistent compilation cache."""
@@ -89,10 +105,9 @@ def test_missing_files_are_named(workdir, tmp_path):
   assert result.returncode != 0 and "boxes file not found" in result.stderr
 
 
-def test_the_predict_function_gives_the_command_s_results(workdir, tmp_path):
+def test_the_predict_function_gives_the_command_s_results(workdir, estimator, tmp_path):
   """predict.predict from Python, with an Estimator in hand, writes what `mamkpd
   predict` writes for the same image and boxes file."""
-  from mamkpd_jax import inference
   from mamkpd_jax.commands import predict
   boxes = tmp_path / "boxes.json"
   boxes.write_text(json.dumps([{"file_name": "img0100.png", "bbox": [61.5, 384.2, 128.5, 44.3],
@@ -100,8 +115,6 @@ def test_the_predict_function_gives_the_command_s_results(workdir, tmp_path):
   result = run_predict(f"--checkpoint={workdir}", f"--input={FRAMES[0]}", f"--boxes={boxes}",
                        f"--output={tmp_path / 'cli'}")
   assert result.returncode == 0, result.stderr[-3000:]
-  estimator = inference.Estimator.from_workdir(str(workdir),
-                                               compiler_options=inference.FAST_COMPILE_CPU)
   results = predict.predict(estimator, str(FRAMES[0]), str(tmp_path / "lib"), boxes=str(boxes))
   (expected,) = json.loads((tmp_path / "cli/predictions.json").read_text())
   (got,) = results
@@ -112,3 +125,42 @@ def test_the_predict_function_gives_the_command_s_results(workdir, tmp_path):
   with pytest.raises(ValueError, match="not both"):
     predict.predict(estimator, str(FRAMES[0]), str(tmp_path), boxes=str(boxes),
                     detector="background")
+
+
+def test_a_video_through_the_frame_loop_gives_the_frame_by_frame_poses(estimator, tmp_path):
+  """predict_video (the tracker's loop: frames read and boxes found ahead, drawn and
+  encoded behind, batches of 3 padded to bucket 8) gives, with threads or without, what
+  Estimator.predict gives frame by frame; a boxes detector is looked up by frame index."""
+  from mamkpd_jax.commands import predict
+  from mamkpd_jax.inference import detectors, video
+  clip = write_clip(tmp_path / "clip.mp4", FRAMES + FRAMES[::-1])
+  boxes = tmp_path / "boxes.json"
+  boxes.write_text(json.dumps([{"image_id": i, "bbox": [60.0 + 5 * i, 380.0, 130.0, 50.0]}
+                               for i in range(4)]))
+  detector = detectors.BoxFileDetector(str(boxes))
+  drawing = predict.Drawing(batch_images=3)
+  runs = [predict.predict_video(estimator, str(clip), None, str(tmp_path / f"o{overlap}"),
+                                detector, drawing, overlap=overlap) for overlap in (True, False)]
+  assert runs[0] == runs[1] and [r["image_id"] for r in runs[0]] == [0, 1, 2, 3]
+  for result, (index, _, frame) in zip(runs[0], video.read_frames(str(clip))):
+    alone = estimator.predict(frame, [[60.0 + 5 * index, 380.0, 130.0, 50.0]])
+    assert result["bbox"] == [60.0 + 5 * index, 380.0, 130.0, 50.0]
+    np.testing.assert_allclose(np.reshape(result["keypoints"], (-1, 3))[:, :2],
+                               alone.keypoints[0], atol=1e-3)
+  capture = cv2.VideoCapture(str(tmp_path / "oTrue/clip.mp4"))
+  assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+
+
+def test_overwriting_an_input_is_refused_before_the_model_loads(tmp_path):
+  from mamkpd_jax.commands import predict
+  clip = write_clip(tmp_path / "clip.mp4", FRAMES)
+  no_model = (None, None, None)            # never read: the error comes first
+  with pytest.raises(ValueError, match=f"output {clip} would overwrite the input"):
+    predict.run(str(clip), str(tmp_path), no_model)
+  folder = tmp_path / "frames"
+  folder.mkdir()
+  shutil.copy(FRAMES[0], folder)
+  with pytest.raises(ValueError, match="img0100.png would overwrite the input"):
+    predict.run(str(folder), str(folder), no_model)
+  predict.check_outputs(str(clip), str(tmp_path / "elsewhere"))        # fine
+  predict.check_outputs(str(FRAMES[0]), str(folder))                   # a copy: fine

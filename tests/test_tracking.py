@@ -6,6 +6,7 @@ with the static-background detector on bundled open-field frames."""
 import json
 import math
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -81,9 +82,11 @@ class FakeEstimator:
 
   def __init__(self):
     self.calls = []                       # images per predict_batch call
+    self.pad_to = []                      # predict_batch's pad_to per call
 
-  def predict_batch(self, images, boxes_list):
+  def predict_batch(self, images, boxes_list, pad_to=1):
     self.calls.append(len(images))
+    self.pad_to.append(pad_to)
     return [self._predict(image, boxes) for image, boxes in zip(images, boxes_list)]
 
   def _predict(self, image, boxes):
@@ -137,8 +140,9 @@ def test_ids_survive_swapping_sides_leaving_and_returning(det_every):
   # B is away at t = 25..29 and seen again from t = 30
   assert {r["frame_index"] for r in records if r["track_id"] in ids["B"] and r["score"] > 0} \
       == set(range(25)) | set(range(30, NUM_FRAMES))
-  # det_every = 1: 4 frames per model call; else frame by frame
+  # det_every = 1: 4 frames per model call, padded to a full batch; else frame by frame
   assert estimator.calls == ([4] * 10 if det_every == 1 else [1] * NUM_FRAMES)
+  assert set(estimator.pad_to) == ({4} if det_every == 1 else {1})
 
 
 @pytest.mark.parametrize("det_every", [1, 3])
@@ -223,6 +227,99 @@ def test_track_video_writes_an_mp4_and_a_json(tmp_path):
     tracking.track_video(FakeEstimator(), str(tmp_path / "missing.mp4"), str(tmp_path))
   with pytest.raises(ValueError, match="det_every"):
     tracking.track_video(FakeEstimator(), source, str(tmp_path / "o"), det_every=0)
+
+
+@pytest.mark.parametrize("det_every", [1, 3])
+def test_the_overlapped_loop_gives_the_one_thread_loop_s_records(tmp_path, det_every):
+  """track_video's reader and writer threads (detections found ahead, drawing behind)
+  change nothing: the same records, in order, and the same drawn frames as one thread."""
+  source = synthetic_video(tmp_path / "clip.mp4")
+  runs = {}
+  for overlap in (True, False):
+    drawn = []
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setattr(video.VideoWriter, "write", lambda self, frame: drawn.append(frame))
+      result = tracking.track_video(FakeEstimator(), source, str(tmp_path / f"o{overlap}"),
+                                    detector=fake_detector(), det_every=det_every,
+                                    batch_frames=3, smoothing=True, overlap=overlap)
+    runs[overlap] = (json.loads(pathlib.Path(result["json"]).read_text()), drawn)
+  (records, drawn), (one_thread, one_thread_drawn) = runs[True], runs[False]
+  assert records == one_thread and len(drawn) == NUM_FRAMES
+  assert [r["frame_index"] for r in records] == sorted(r["frame_index"] for r in records)
+  for frame, expected in zip(drawn, one_thread_drawn):
+    np.testing.assert_array_equal(frame, expected)
+
+
+def test_the_loop_s_speed_counts_the_first_batch_apart():
+  throughput = video.Throughput(frames=10, seconds=3.0, first_frames=2, first_seconds=1.0)
+  assert throughput.steady_frames_per_second == pytest.approx(4.0)     # 8 frames in 2 s
+  assert throughput.frames_per_second == pytest.approx(10 / 3)
+  assert throughput.line("tracked") == ("tracked 10 frames in 3.0 s: 4.0 frames/s steady "
+                                        "state (first batch, compilation, 1.0 s)")
+  one = video.Throughput(frames=2, seconds=1.0, first_frames=2, first_seconds=1.0)
+  assert one.steady_frames_per_second is None and "no steady state" in one.line()
+  clock = iter(range(100))             # clock reads: start 0, first batch 1, end 2
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(video.time, "perf_counter", lambda: float(next(clock)))
+    timed = video.run_frames([[1, 2], [3, 4], [5]], lambda b: b, lambda i, o: None,
+                             overlap=False)
+  assert (timed.frames, timed.first_frames, timed.first_seconds, timed.seconds) == \
+      (5, 2, 1.0, 2.0)
+  assert timed.steady_frames_per_second == 3.0
+
+
+def test_the_loop_s_threads_raise_errors_and_stop():
+  consumed = []
+
+  def fail_at(n):
+    def check(item, *_):
+      if item == n:
+        raise RuntimeError(f"item {n}")
+      consumed.append(item)
+    return check
+
+  def items():
+    yield from ([i, i + 1] for i in range(0, 1000, 2))
+
+  batches = items()
+  with pytest.raises(RuntimeError, match="item 5"):       # the writer thread's error
+    video.run_frames(batches, lambda b: b, fail_at(5))
+  assert consumed == [0, 1, 2, 3, 4]
+  assert batches.gi_frame is None                      # the reader was stopped, closed
+  with pytest.raises(RuntimeError, match="item 3"):       # this thread's error
+    video.run_frames(items(), lambda b: [fail_at(3)(i) for i in b], lambda i, o: None)
+
+  def broken():
+    yield [0, 1]
+    raise OSError("cannot decode")
+  with pytest.raises(OSError, match="cannot decode"):     # the reader thread's error
+    video.run_frames(broken(), lambda b: b, lambda i, o: None)
+  with pytest.raises(ValueError, match="zip"):            # one output per item
+    video.run_frames([[0, 1]], lambda b: b[:1], lambda i, o: None)
+
+
+def test_the_overlapped_loop_gives_the_frame_by_frame_poses(estimator, tmp_path):
+  """The tiny model through track_video (batches of 3 frames padded to bucket 8,
+  detections ahead, drawing behind) finds what Estimator.predict finds frame by frame."""
+  clip = tmp_path / "frames"
+  clip.mkdir()
+  for i in range(100, 105):
+    shutil.copy(FRAMES / f"img{i:04d}.png", clip)
+  detector = detectors.make_detector("background", source=str(FRAMES))
+  traced = len(estimator.traced_buckets)
+  result = tracking.track_video(estimator, str(clip), str(tmp_path / "out"),
+                                detector=detector, batch_frames=3, write_video=False)
+  assert result["video"] is None and not (tmp_path / "out/frames.mp4").exists()
+  assert set(estimator.traced_buckets[traced:]) <= {8}      # 3 and 2 frames: bucket 8
+  records = json.loads(pathlib.Path(result["json"]).read_text())
+  assert [r["frame_index"] for r in records] == list(range(5))
+  for record, (_, _, frame) in zip(records, video.read_frames(str(clip))):
+    alone = estimator.predict(frame, detectors.detect(detector, frame).boxes)   # bucket 1
+    np.testing.assert_allclose(record["bbox"], alone.boxes[0])
+    np.testing.assert_allclose(np.reshape(record["keypoints"], (-1, 3))[:, :2],
+                               alone.keypoints[0], atol=1e-3)
+    np.testing.assert_allclose(np.reshape(record["keypoints"], (-1, 3))[:, 2],
+                               alone.keypoint_scores[0], atol=1e-5)
 
 
 def test_keypoint_box_by_hand():
@@ -330,9 +427,12 @@ def test_track_script_on_the_bundled_frames_and_its_errors(workdir, tmp_path):
   out = tmp_path / "track"
   result = run_track(f"--checkpoint={workdir}", f"--input={FRAMES}", f"--output={out}",
                      "--detector=background", "--max_frames=4", "--smooth",
-                     "--max_tracks=1")
+                     "--max_tracks=1", "--batch_frames=2")
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "frames/s" in result.stdout and "track ids [0]" in result.stdout
+  assert "track ids [0]" in result.stdout
+  assert re.search(r"^tracked 4 frames in [\d.]+ s: [\d.]+ frames/s steady state \(first "
+                   r"batch, compilation, [\d.]+ s\)$", result.stdout, re.MULTILINE), \
+      result.stdout
   records = json.loads((out / "m4s1.json").read_text())
   assert [r["frame_index"] for r in records] == [0, 1, 2, 3]
   assert (out / "m4s1.mp4").is_file()
@@ -343,12 +443,16 @@ def test_track_script_on_the_bundled_frames_and_its_errors(workdir, tmp_path):
   result = run_track(f"--checkpoint={workdir}", f"--input={FRAMES}", f"--output={out}",
                      f"--detector=yolox:{tmp_path / 'yolox.onnx'}")
   assert result.returncode != 0 and "YOLOX ONNX file not found" in result.stderr
+  result = run_track(f"--checkpoint={workdir}", f"--input={out / 'm4s1.mp4'}",
+                     f"--output={out}")
+  assert result.returncode != 0 and "would overwrite the input" in result.stderr
+  assert "m4s1.mp4" in result.stderr
 
 
 def test_webcam_sources_without_a_webcam(tmp_path):
   assert video.webcam_index("0") == 0 and video.webcam_index(2) == 2
   assert video.webcam_index("clip.mp4") is None
-  mp4_path, _ = tracking._output_paths("1", str(tmp_path))  # pylint: disable=protected-access
+  mp4_path, _ = tracking.output_paths("1", str(tmp_path))
   assert mp4_path.endswith("webcam1.mp4")
   with pytest.raises(ValueError, match="cannot open webcam 99"):
     next(video.read_frames(99))

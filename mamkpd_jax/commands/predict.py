@@ -23,7 +23,10 @@ order; a video frame's id is its index.
 Writes to --output: an annotated PNG per image (or OUTPUT/<video stem>.mp4) and
 predictions.json in COCO results format (image_id, category_id, keypoints [x, y, s] * K,
 score, plus bbox and file_name). The instance score is the estimator's rescoring times
-the box's score when the boxes file gives one.
+the box's score when the boxes file gives one. An output folder where a drawing would
+overwrite its input (the video's own folder, a folder of PNGs) is refused before the
+model loads. A video runs through the tracker's frame loop (video.run_frames: decoding
+and boxes ahead of the model, drawing and encoding behind it).
 
 From Python, `predict(estimator, input_path, output_dir, boxes=..., detector=...)` does
 the same with an Estimator in hand; `main` only reads the flags.
@@ -132,48 +135,91 @@ def results_of(prediction, box_scores, image_id, file_name, category_id=1):
   return results
 
 
+def drawn_image_path(path, output):
+  """OUTPUT/<stem>.png: where an image's drawing goes."""
+  return os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".png")
+
+
+def check_outputs(input_path, output_dir):
+  """An error when a drawing would overwrite an input (an mp4 video or a PNG image drawn
+  into its own folder), before any model loads."""
+  if is_video(input_path):
+    targets = [(video_output_path(input_path, output_dir), input_path)]
+  elif os.path.exists(input_path):
+    targets = [(drawn_image_path(path, output_dir), path)
+               for _, path in list_images(input_path)]
+  else:
+    return
+  for target, source in targets:
+    if os.path.abspath(target) == os.path.abspath(source):
+      raise ValueError(f"the output {target} would overwrite the input {source}: choose "
+                       "another output folder")
+
+
 def predict_images(estimator, images, all_boxes, output, detector=None, drawing=Drawing()):
   """Annotated PNGs and COCO results of [(image_id, path)]."""
   results, progress = [], progress_lib.Progress(len(images), drawing.log_every)
   for chunk in video.batches(images, drawing.batch_images):
     pixels = [inference.load_image(path) for _, path in chunk]
-    boxes = [boxes_for(all_boxes, image_id, path) for image_id, path in chunk]
-    predictions = _predict(estimator, pixels, [b for b, _ in boxes], detector)
+    boxes = [boxes_of(all_boxes, detector, image, image_id, path)
+             for image, (image_id, path) in zip(pixels, chunk)]
+    predictions = estimator.predict_batch(pixels, [b for b, _ in boxes])
     for (image_id, path), prediction, (_, box_scores) in zip(chunk, predictions, boxes):
-      name = os.path.splitext(os.path.basename(path))[0] + ".png"
-      prediction.save(os.path.join(output, name), threshold=drawing.threshold)
+      prediction.save(drawn_image_path(path, output), threshold=drawing.threshold)
       results += results_of(prediction, box_scores, image_id, os.path.basename(path),
                             drawing.category_id)
     progress.add(len(chunk))
   return results
 
 
-def predict_video(estimator, path, all_boxes, output, detector=None, drawing=Drawing()):
-  """OUTPUT/<stem>.mp4 with the poses drawn, and COCO results (image_id = frame)."""
+def video_output_path(path, output):
+  """OUTPUT/<stem>.mp4: where a video's drawing goes."""
+  return os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".mp4")
+
+
+def predict_video(estimator, path, all_boxes, output, detector=None, drawing=Drawing(),
+                  overlap=True):
+  """OUTPUT/<stem>.mp4 with the poses drawn, and COCO results (image_id = frame), through
+  the tracker's frame loop (video.run_frames: frames decoded and boxes found on a
+  reader thread, drawing and encoding on a writer thread; overlap=False: one thread)."""
+  check_outputs(path, output)
+  mp4_path = video_output_path(path, output)
   total, fps = video.frame_count_and_fps(path)
-  writer = video.VideoWriter(
-      os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".mp4"), fps)
-  results, progress = [], progress_lib.Progress(total, drawing.log_every)
+  writer, results = video.VideoWriter(mp4_path, fps), []
+
+  def find_boxes(batch):                       # reader thread: items + (boxes, scores)
+    return [(index, name, frame, boxes_of(all_boxes, detector, frame, index, name))
+            for index, name, frame in batch]
+
+  def process(batch):                          # this thread: the model
+    return estimator.predict_batch([frame for _, _, frame, _ in batch],
+                                   [boxes for _, _, _, (boxes, _) in batch],
+                                   pad_to=drawing.batch_images)
+
+  def consume(item, prediction):               # writer thread: draw, encode, results
+    index, _, _, (_, box_scores) = item
+    writer.write(prediction.plot(threshold=drawing.threshold))
+    results.extend(results_of(prediction, box_scores, index, os.path.basename(path),
+                              drawing.category_id))
+
+  frames = video.batches(video.read_frames(path), drawing.batch_images)
   try:
-    for batch in video.batches(video.read_frames(path), drawing.batch_images):
-      frames = [frame for _, _, frame in batch]
-      boxes = [boxes_for(all_boxes, index, name) for index, name, _ in batch]
-      predictions = _predict(estimator, frames, [b for b, _ in boxes], detector)
-      for (index, _, _), prediction, (_, box_scores) in zip(batch, predictions, boxes):
-        writer.write(prediction.plot(threshold=drawing.threshold))
-        results += results_of(prediction, box_scores, index, os.path.basename(path),
-                              drawing.category_id)
-      progress.add(len(batch))
+    throughput = video.run_frames(map(find_boxes, frames), process, consume,
+                                  progress_lib.Progress(total, drawing.log_every), overlap)
   finally:
+    frames.close()
     writer.close()              # a finished mp4 of what was done, even after an error
+  logging.info("%s", throughput.line("predicted"))
   return results
 
 
-def _predict(estimator, images, boxes_list, detector):
-  """predict_batch with the boxes file's boxes, or the detector's when there is one."""
+def boxes_of(all_boxes, detector, image, image_id, name):
+  """(boxes (M, 4) or None for the whole image, box scores or None) of one image: the
+  detector's (looked up by (image_id, name) when it reads a boxes file), else the
+  boxes file's."""
   if detector is not None:
-    return estimator.predict_batch(images, detector=detector)
-  return estimator.predict_batch(images, boxes_list)
+    return detectors.detect(detector, image, key=(image_id, name)).boxes, None
+  return boxes_for(all_boxes, image_id, name)
 
 
 def write_results(results, output_dir):
@@ -200,6 +246,7 @@ def predict(estimator, input_path, output_dir, boxes=None, detector=None,
     drawing: threshold, batch size, progress and category id (Drawing).
   """
   check_inputs(input_path, boxes, detector)
+  check_outputs(input_path, output_dir)
   all_boxes, detector = read_boxes(boxes), make_detector(detector, input_path)
   os.makedirs(output_dir, exist_ok=True)
   start = time.perf_counter()
@@ -221,6 +268,7 @@ def run(input_path, output_dir, model, boxes_path="", detector_spec="",
         fast_compile=False, drawing=Drawing()):
   """The command's work from plain values: model = (checkpoint, weights, config)."""
   check_inputs(input_path, boxes_path or None, detector_spec or None)
+  check_outputs(input_path, output_dir)
   all_boxes = read_boxes(boxes_path or None)        # errors before the model loads
   detector = make_detector(detector_spec or None, input_path)
   options = inference.FAST_COMPILE_CPU if fast_compile else None

@@ -14,11 +14,14 @@ background), "yolox:PATH" (an official YOLOX ONNX export; pip install 'mamkpd-ja
 --classes picks person, animal or COCO class names), "boxes:PATH" (a boxes file read by
 data_pipelines.sources.read_boxes_file, looked up by frame index or file name), or ""
 (the whole first frame, then boxes carried from the keypoints). Writes
-OUTPUT/<input stem>.mp4 (poses, boxes, "id N") and OUTPUT/<input stem>.json: per pose
+OUTPUT/<input stem>.mp4 (poses, boxes, "id N"; not with --novideo) and
+OUTPUT/<input stem>.json: per pose
 the frame's Prediction.to_json record (COCO results: image_id = frame index,
 category_id, keypoints [x, y, score] * K, score; plus bbox [x, y, w, h] and track_id)
-with frame_index and file_name (tracking.frame_records). The library function is
-mamkpd_jax.inference.tracking.track_video; `run` is the command from plain values.
+with frame_index and file_name (tracking.frame_records). The last line printed is the
+speed: "tracked N frames in T s: X frames/s steady state (first batch, compilation,
+Y s)". The library function is mamkpd_jax.inference.tracking.track_video; `run` is the
+command from plain values.
 """
 
 import functools
@@ -56,6 +59,8 @@ def define_flags():
   flags.DEFINE_float("threshold", 0.3, "Keypoints below this score are not drawn nor "
                      "carried into the next box.")
   flags.DEFINE_integer("log_every", 50, "Progress line every N frames.")
+  flags.DEFINE_bool("video", True, "Write the mp4 with the poses drawn; --novideo: the "
+                    "json only (no drawing nor encoding).")
   flags.DEFINE_bool("fast_compile", False, "XLA:CPU optimisation level 0: compiles ~3x "
                     "faster, runs ~1.7x slower.")
 
@@ -77,13 +82,15 @@ def run(source, output_dir, model, detector_spec="", classes=("person",),
   (det_every, smoothing, batch_frames, max_frames, log_every, max_tracks, ...)."""
   webcam = video.webcam_index(source)
   source = source if webcam is None else webcam
+  tracking.output_paths(source, output_dir)      # would overwrite the input: before loading
   detector = make_detector(detector_spec, source, classes, score_threshold)
   options = inference.FAST_COMPILE_CPU if fast_compile else None
   estimator = inference.load_estimator(*model, compiler_options=options)
   result = tracking.track_video(estimator, source, output_dir, detector=detector,
                                 **tracking_options)
-  print(f"wrote {result['video']} and {result['json']}: {result['frames']} frames, "
-        f"track ids {result['track_ids']}, {result['frames_per_second']:.1f} frames/s")
+  written = f"{result['video']} and {result['json']}" if result["video"] else result["json"]
+  print(f"wrote {written}: {result['frames']} frames, track ids {result['track_ids']}")
+  print(result["summary"], flush=True)
   return result
 
 
@@ -93,7 +100,8 @@ def main(argv):
   tracking_options = dict(
       det_every=FLAGS.det_every, smoothing=FLAGS.smooth, batch_frames=FLAGS.batch_frames,
       max_frames=FLAGS.max_frames, log_every=FLAGS.log_every, max_tracks=FLAGS.max_tracks,
-      keypoint_threshold=FLAGS.threshold, min_cutoff=FLAGS.min_cutoff, beta=FLAGS.beta)
+      keypoint_threshold=FLAGS.threshold, min_cutoff=FLAGS.min_cutoff, beta=FLAGS.beta,
+      write_video=FLAGS.video)
   try:
     run(FLAGS.input, FLAGS.output, model_flags.model_source(FLAGS), FLAGS.detector,
         tuple(FLAGS.classes), FLAGS.score_threshold, FLAGS.fast_compile, **tracking_options)

@@ -19,7 +19,8 @@ codec, crop -> image), the path evaluation and the exports take. The instance sc
 
 The forward pass is compiled once per batch bucket: the crops of a call are padded to the
 smallest of BUCKETS that holds them (more than BUCKETS[-1] run in chunks of that size),
-so calls with 2 and 5 boxes share one compiled program.
+so calls with 2 and 5 boxes share one compiled program; `pad_to` pads a call to a
+larger bucket, so that a video's short last batch reuses its full batches' program.
 
 `export.serving.export_forward` serialises crops -> heatmaps (and argmax keypoints) with
 `jax.export`, parameters baked in; `export.serving.load_exported` reads it back without
@@ -251,20 +252,23 @@ class Estimator:
     self.traced_buckets.append(crops.shape[0])     # runs once per traced shape
     return self.forward_heatmaps(crops, state)
 
-  def _heatmaps_of_chunk(self, crops):
-    """Up to BUCKETS[-1] crops, padded to their bucket -> (n, h, w, K) numpy."""
+  def _heatmaps_of_chunk(self, crops, pad_to=1):
+    """Up to BUCKETS[-1] crops, padded to the bucket of max(n, pad_to) -> (n, h, w, K)
+    numpy."""
     n = len(crops)
-    return np.asarray(self._forward(self._state, _pad_rows(crops, bucket_size(n))))[:n]
+    rows = bucket_size(max(n, pad_to))
+    return np.asarray(self._forward(self._state, _pad_rows(crops, rows)))[:n]
 
-  def crop_heatmaps(self, crops):
+  def crop_heatmaps(self, crops, pad_to=1):
     """Crops (N, H, W, 3) uint8 -> heatmaps (N, h, w, K) float32, flip-averaged when
-    config.eval.flip_test; run in bucket-sized chunks."""
+    config.eval.flip_test; run in bucket-sized chunks, each padded to at least the
+    bucket of pad_to crops (a short last batch of a video: no new compilation)."""
     crops = np.asarray(crops, np.uint8)
     if len(crops) == 0:
       h, w = self.codec.heatmap_size
       return np.zeros((0, h, w, self.info.num_keypoints), np.float32)
     chunk = BUCKETS[-1]
-    return np.concatenate([self._heatmaps_of_chunk(crops[i:i + chunk])
+    return np.concatenate([self._heatmaps_of_chunk(crops[i:i + chunk], pad_to)
                            for i in range(0, len(crops), chunk)])
 
   def decode(self, heatmaps, centers, scales):
@@ -278,7 +282,7 @@ class Estimator:
     crops, _, _ = self.crops(image, as_boxes(boxes, image))
     return crops, self.crop_heatmaps(crops)
 
-  def predict_batch(self, images, boxes_list=None, detector=None):
+  def predict_batch(self, images, boxes_list=None, detector=None, pad_to=1):
     """Poses in several images; their crops run together. -> [Prediction] per image.
 
     Args:
@@ -286,6 +290,8 @@ class Estimator:
       boxes_list: per image (M_i, 4) xywh boxes or None (the whole image); None: all
         whole images (warned once: pass boxes or a detector).
       detector: instead of boxes, a detector (mamkpd_jax.inference.detectors) run on each image.
+      pad_to: the crops run padded to at least the bucket of this many (crop_heatmaps):
+        a video's batches, full or short, share one compiled program.
     """
     images = [load_image(image) for image in images]
     if detector is not None:
@@ -300,7 +306,8 @@ class Estimator:
     boxes_list = [as_boxes(b, image) for b, image in zip(boxes_list, images)]
     parts = [self.crops(image, boxes) for image, boxes in zip(images, boxes_list)]
     crops, centers, scales = (np.concatenate(p) for p in zip(*parts))
-    keypoints, keypoint_scores = self.decode(self.crop_heatmaps(crops), centers, scales)
+    keypoints, keypoint_scores = self.decode(self.crop_heatmaps(crops, pad_to), centers,
+                                             scales)
     instance_scores = rescore(keypoint_scores, np.ones(len(keypoint_scores)),
                               self.config.eval.keypoint_score_threshold)
     bounds = np.cumsum([0] + [len(b) for b in boxes_list])

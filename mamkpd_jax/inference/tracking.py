@@ -14,7 +14,11 @@ from its previous frame's keypoints (the box of the keypoints scoring at least
 detector's cost is paid once per `det_every` frames (two carried boxes overlapping by
 more than `carry_nms_iou`, two tracks on one subject, are merged). Carrying makes frame
 t depend on frame t-1, so frames go through the model together (`batch_frames` of them)
-only when every frame is detected (det_every=1).
+only when every frame is detected (det_every=1); then a frame's boxes depend on the frame
+alone, and `track_video` finds them on its reader thread, ahead of the model
+(`PoseTracker.detections`, then `process(batch, detected)`). Batches are padded to the
+crops of a full batch (`Estimator.predict_batch(pad_to=)`): a short last batch compiles
+nothing new.
 
 Track ids (`Tracker`): a detection takes the id of the track whose last box overlaps it
 most (IoU >= iou_threshold, Hungarian assignment), else of the nearest remaining track
@@ -36,7 +40,6 @@ import dataclasses
 import json
 import math
 import os
-import time
 
 import numpy as np
 from absl import logging
@@ -221,13 +224,23 @@ class PoseTracker:
     best = np.argsort(-found.scores, kind="stable")[:self.config.max_tracks or None]
     return found.boxes[best]
 
-  def process(self, batch):
+  def detections(self, batch):
+    """The detector's boxes (M_i, 4) of each (index, name, frame) of batch (None: the
+    whole frame) when every frame is detected (det_every == 1), else None: the boxes
+    of frames in between come from the previous frame's poses."""
+    if self.config.det_every != 1:
+      return None
+    return [self._detect(*item) for item in batch]
+
+  def process(self, batch, detected=None):
     """[(index, name, frame (H, W, 3) RGB uint8)] in order -> [Prediction], each with
-    its track_ids set."""
+    its track_ids set. detected: `detections(batch)` when found beforehand (det_every
+    == 1; another thread may find them), else None (the detector runs here)."""
     if self.config.det_every == 1:
       frames = [frame for _, _, frame in batch]
-      boxes = [self._detect(*item) for item in batch]
-      predictions = self.estimator.predict_batch(frames, boxes)
+      boxes = self.detections(batch) if detected is None else detected
+      predictions = self.estimator.predict_batch(frames, boxes,
+                                                 pad_to=self.config.batch_frames)
       return [self._track(index, prediction, None)
               for (index, _, _), prediction in zip(batch, predictions)]
     return [self._process_frame(*item) for item in batch]
@@ -296,7 +309,7 @@ def draw_tracked(frame, prediction, info, threshold):
                                    [f"id {i}" for i in prediction.track_ids])
 
 
-def _output_paths(source, output_dir):
+def output_paths(source, output_dir):
   """(mp4, json) paths in output_dir, named after the source ("webcam0" for a webcam)."""
   index = video.webcam_index(source)
   stem = f"webcam{index}" if index is not None else \
@@ -309,9 +322,10 @@ def _output_paths(source, output_dir):
 
 
 def track_video(estimator, source, output_dir, detector=None, det_every=1, smoothing=False,
-                batch_frames=8, max_frames=None, log_every=50, **options):
+                batch_frames=8, max_frames=None, log_every=50, write_video=True,
+                overlap=True, **options):
   """Tracked poses of a video file, an image folder (frames sorted by name) or a webcam
-  index; writes OUTPUT_DIR/<stem>.mp4 and OUTPUT_DIR/<stem>.json.
+  index; writes OUTPUT_DIR/<stem>.json and (write_video) OUTPUT_DIR/<stem>.mp4.
 
   Args:
     estimator: an inference.Estimator.
@@ -322,38 +336,59 @@ def track_video(estimator, source, output_dir, detector=None, det_every=1, smoot
     det_every, smoothing, batch_frames: as TrackingConfig.
     max_frames: stop after this many frames (a webcam runs until it fails or Ctrl-C).
     log_every: a progress line (frames/s, ETA) every this many frames.
+    write_video: draw the poses and ids into an mp4; False: the json only (faster).
+    overlap: decode and detect on a reader thread, draw and encode on a writer thread,
+      beside the model (video.run_frames); False: one thread, the same results.
     **options: other TrackingConfig fields (keypoint_threshold, min_cutoff, beta,
       max_age, ...); fps defaults to the source's.
 
   Returns:
-    {"video": mp4 path, "json": json path, "frames": count, "track_ids": sorted ids,
-     "seconds": wall time, "frames_per_second": frames / seconds}.
+    {"video": mp4 path (None without write_video), "json": json path, "frames": count,
+     "track_ids": sorted ids, "seconds": wall time, "frames_per_second": frames /
+     seconds, "steady_frames_per_second": frames/s after the first batch (None when
+     there is one batch), "first_batch_seconds": the first batch's time (compilation),
+     "summary": the line `mamkpd track` prints}.
   """
   total, fps = video.frame_count_and_fps(source)
   config = TrackingConfig(**{"fps": fps, **options, "det_every": det_every,
                              "smoothing": smoothing, "batch_frames": batch_frames})
   tracker = PoseTracker(estimator, detector, config)
-  mp4_path, json_path = _output_paths(source, output_dir)
+  mp4_path, json_path = output_paths(source, output_dir)
   os.makedirs(output_dir, exist_ok=True)
-  writer = video.VideoWriter(mp4_path, config.fps)
+  writer = video.VideoWriter(mp4_path, config.fps) if write_video else None
   total = min(total, max_frames) if max_frames and total else (max_frames or total)
-  progress, records, start = progress_lib.Progress(total, log_every), [], time.perf_counter()
+  records = []
+
+  def detect_ahead(batch):                     # reader thread: items + their boxes
+    found = tracker.detections(batch) or [None] * len(batch)
+    return [(*item, boxes) for item, boxes in zip(batch, found)]
+
+  def process(batch):                          # this thread: the model and the ids
+    detected = [item[3] for item in batch] if config.det_every == 1 else None
+    return tracker.process([item[:3] for item in batch], detected)
+
+  def consume(item, prediction):               # writer thread: draw, encode, json
+    index, name, frame, _ = item
+    if writer is not None:
+      writer.write(draw_tracked(frame, prediction, estimator.info,
+                                config.keypoint_threshold))
+    records.extend(frame_records(prediction, index, name))
+
+  frames = video.batches(video.read_frames(source, max_frames), config.batch_frames)
   try:
-    for batch in video.batches(video.read_frames(source, max_frames), config.batch_frames):
-      for (index, name, frame), prediction in zip(batch, tracker.process(batch)):
-        writer.write(draw_tracked(frame, prediction, estimator.info,
-                                  config.keypoint_threshold))
-        records += frame_records(prediction, index, name)
-      progress.add(len(batch))
-  except KeyboardInterrupt:
-    logging.info("interrupted: writing the %d frames done", writer.frames)
+    throughput = video.run_frames(map(detect_ahead, frames), process, consume,
+                                  progress_lib.Progress(total, log_every), overlap,
+                                  interruptible=True)
   finally:
-    writer.close()
-  seconds = time.perf_counter() - start
+    frames.close()                             # the video file, also after an error
+    if writer is not None:
+      writer.close()
   with open(json_path, "w", encoding="utf-8") as f:
     json.dump(records, f)
-  logging.info("%d frames, %d poses in %.1f s -> %s", writer.frames, len(records), seconds,
-               json_path)
-  return {"video": mp4_path, "json": json_path, "frames": writer.frames,
-          "track_ids": sorted({r["track_id"] for r in records}), "seconds": seconds,
-          "frames_per_second": writer.frames / max(seconds, 1e-9)}
+  summary = throughput.line("tracked")
+  logging.info("%s; %d poses -> %s", summary, len(records), json_path)
+  return {"video": mp4_path if write_video else None, "json": json_path,
+          "frames": throughput.frames, "track_ids": sorted({r["track_id"] for r in records}),
+          "seconds": throughput.seconds, "frames_per_second": throughput.frames_per_second,
+          "steady_frames_per_second": throughput.steady_frames_per_second,
+          "first_batch_seconds": throughput.first_seconds, "summary": summary}
