@@ -7,7 +7,9 @@ SS2D's scan as one compiled CPU kernel (XLA FFI); the Pallas kernels "pallas_tri
 "pallas_mosaic" (Mosaic GPU), "pallas" (the default GPU backend); and the benchmark-only
 "identity". "auto" picks by backend (`resolve_impl`). Each fused kernel keeps a readable
 reference beside it; `tolerances` says how close to it a kernel must come.
-`dcnv4` is DCNv4's deformable sampling (HRVMamba's local mixer), pure JAX.
+`dcnv4` is DCNv4's deformable sampling (HRVMamba's local mixer). `depthwise_conv` is a
+depth-wise conv, pure JAX beside a compiled CPU kernel; `cpu_kernels` builds, caches and
+registers the compiled CPU kernels (C++, XLA FFI).
 """
 
 from mamkpd_jax.kernels.cross_scan import (NUM_DIRECTIONS, LowRankDelta, as_delta,

@@ -2,7 +2,8 @@
 kernel on its own images. Checked for the compiled CPU kernel and the Pallas kernel
 (interpreted here, the same wrapper as on a GPU): no all-gather in the compiled forward
 or gradient program, the output stays sharded, values and gradients equal the reference
-on one device. Without the wrapper XLA gathered x, delta, B and C onto every device."""
+on one device. Without the wrapper XLA gathered x, delta, B and C onto every device.
+The compiled depth-wise conv likewise convolves each device's own images."""
 
 import os
 import pathlib
@@ -70,3 +71,34 @@ def test_flags_must_cover_the_arrays_and_start_per_image(batched):
   arrays = (jnp.zeros((2, 3)), jnp.zeros((2, 3)))
   with pytest.raises(ValueError, match="batched must flag each of the 2 arrays"):
     batch_parallel.batch_parallel(lambda a, b: a + b, arrays, batched)
+
+
+DEPTHWISE_PROBE = """
+import jax, jax.numpy as jnp
+from mamkpd_jax.kernels import depthwise_conv
+from mamkpd_jax.training import parallel
+
+x = jax.random.normal(jax.random.key(0), (4, 9, 7, 5))    # batch 4: two images per device
+kernel, bias = jax.random.normal(jax.random.key(1), (3, 3, 1, 5)), jnp.ones(5)
+mesh = parallel.make_mesh()
+sharded = jax.device_put(x, parallel.data_sharded(mesh))
+conv = jax.jit(lambda x: depthwise_conv.depthwise_conv_cpu(x, kernel, bias, (2, 2), (1, 1)))
+want = depthwise_conv.shifted_sum(x, kernel, bias, (2, 2), (1, 1))
+y = conv(sharded)
+print("RESULT", jax.device_count(), "/".join(map(str, y.sharding.spec)),
+      "all-gather" in conv.lower(sharded).compile().as_text(),
+      float(jnp.max(jnp.abs(y - want))))
+"""
+
+
+def test_each_device_convolves_its_own_images():
+  if not selective_scan_cpu.available():
+    pytest.skip("no C++ compiler for the CPU kernels")
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  result = subprocess.run([sys.executable, "-c", DEPTHWISE_PROBE], env=env, cwd=TESTS,
+                          capture_output=True, text=True, timeout=900, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  (row,) = [line.split()[1:] for line in result.stdout.splitlines()
+            if line.startswith("RESULT")]
+  assert row[:3] == ["2", "data", "False"]
+  assert float(row[3]) < 1e-5

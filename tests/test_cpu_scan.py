@@ -17,7 +17,7 @@ import pytest
 
 import numpy_refs
 from mamkpd_jax import kernels
-from mamkpd_jax.kernels import selective_scan_cpu
+from mamkpd_jax.kernels import cpu_kernels, selective_scan_cpu
 from scan_inputs import cross_inputs
 from test_chunked_scan import compare, compare_low_rank
 from test_pallas_scan import CROSS_CASES, RTOL
@@ -26,8 +26,8 @@ from test_pallas_scan import CROSS_CASES, RTOL
 @pytest.fixture(scope="module", autouse=True)
 def kernel_built():
   try:
-    selective_scan_cpu.load()
-  except selective_scan_cpu.KernelBuildError as error:
+    cpu_kernels.load()
+  except cpu_kernels.KernelBuildError as error:
     if "needs a C++17 compiler" in str(error):
       pytest.skip(str(error))
     raise
@@ -97,12 +97,12 @@ def test_exports_use_the_chunked_scan():
 
 def test_build_is_cached_per_machine(tmp_path, monkeypatch):
   """A second build finds the library; another cache dir builds its own."""
-  path = selective_scan_cpu.build()
+  path = cpu_kernels.build()
   assert path.exists() and path.suffix == ".so"
   built_at = path.stat().st_mtime_ns
-  assert selective_scan_cpu.build() == path and path.stat().st_mtime_ns == built_at
+  assert cpu_kernels.build() == path and path.stat().st_mtime_ns == built_at
   monkeypatch.setenv("MAMKPD_JAX_CACHE", str(tmp_path))
-  other = selective_scan_cpu.build()
+  other = cpu_kernels.build()
   assert other.parent == tmp_path and other.exists()
   assert [p.name for p in tmp_path.iterdir()] == [other.name]     # no scratch left
 
@@ -110,30 +110,30 @@ def test_build_is_cached_per_machine(tmp_path, monkeypatch):
 def test_missing_compiler_is_an_error_naming_it(tmp_path, monkeypatch):
   monkeypatch.setenv("MAMKPD_JAX_CACHE", str(tmp_path))
   monkeypatch.setenv("CXX", "/nonexistent/c++")
-  with pytest.raises(selective_scan_cpu.KernelBuildError,
+  with pytest.raises(cpu_kernels.KernelBuildError,
                      match=r"\$CXX=/nonexistent/c\+\+ was not found"):
-    selective_scan_cpu.build()
+    cpu_kernels.build()
   monkeypatch.delenv("CXX")
-  monkeypatch.setattr(selective_scan_cpu, "COMPILERS", ("no-such-compiler++",))
-  with pytest.raises(selective_scan_cpu.KernelBuildError, match="needs a C\\+\\+17 compiler"):
-    selective_scan_cpu.build()
+  monkeypatch.setattr(cpu_kernels, "COMPILERS", ("no-such-compiler++",))
+  with pytest.raises(cpu_kernels.KernelBuildError, match="needs a C\\+\\+17 compiler"):
+    cpu_kernels.build()
 
 
 def test_unwritable_cache_is_an_error_naming_it(tmp_path, monkeypatch):
   not_a_folder = tmp_path / "file"
   not_a_folder.write_text("")
   monkeypatch.setenv("MAMKPD_JAX_CACHE", str(not_a_folder))
-  with pytest.raises(selective_scan_cpu.KernelBuildError,
-                     match=f"cannot write the CPU scan kernel to {not_a_folder}.*"
+  with pytest.raises(cpu_kernels.KernelBuildError,
+                     match=f"cannot write the CPU kernels to {not_a_folder}.*"
                            "MAMKPD_JAX_CACHE"):
-    selective_scan_cpu.build()
+    cpu_kernels.build()
 
 
 def test_compile_error_quotes_the_compiler(tmp_path, monkeypatch):
   broken = tmp_path / "broken.cc"
   broken.write_text("this is not C++\n")
   monkeypatch.setenv("MAMKPD_JAX_CACHE", str(tmp_path / "cache"))
-  monkeypatch.setattr(selective_scan_cpu, "SOURCE", broken)
-  with pytest.raises(selective_scan_cpu.KernelBuildError, match="building broken.cc failed"):
-    selective_scan_cpu.build()
+  monkeypatch.setattr(cpu_kernels, "SOURCES", (broken,))
+  with pytest.raises(cpu_kernels.KernelBuildError, match="building broken.cc failed"):
+    cpu_kernels.build()
   assert list((tmp_path / "cache").iterdir()) == []               # nothing half-written

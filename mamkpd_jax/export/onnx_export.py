@@ -19,7 +19,7 @@ config) is stored as JSON in the model's metadata_props under "mamkpd".
 It is converted by jax2onnx with two changes that leave the parameters alone:
 `scan_impl="onnx"` (`kernels/selective_scan_onnx.py`: the scan with no Loop), and the
 depth-wise convolutions traced as grouped convolutions
-(`models.common.grouped_depthwise_convs`: one ONNX Conv node each). Export is
+(`models.common.depthwise_conv_mode("grouped")`: one ONNX Conv node each). Export is
 inference only. jax2onnx is installed without its dependencies (it pins an older
 orbax-checkpoint than ours but never imports it): see `INSTALL`. `model_to_onnx`
 converts a bare model's forward pass (no flip test, no metadata) for benchmarks
@@ -129,7 +129,7 @@ def to_onnx(fn, spec, output_names, opset=OPSET):
   """jax2onnx's ModelProto of fn(crops) -> tuple, depth-wise convs as ONNX Convs."""
   jax2onnx = _require("jax2onnx")
   logging.getLogger("jax2onnx").setLevel(logging.ERROR)   # its optional plugins' noise
-  with common.grouped_depthwise_convs(), _newest_nodes_first():
+  with common.depthwise_conv_mode("grouped"), _newest_nodes_first():
     model = jax2onnx.to_onnx(fn, [spec], opset=opset, input_names=[INPUT_NAME],
                              # one LayerNormalization node, not jax2onnx's
                              # decomposition, which runs in float64 in ORT

@@ -14,6 +14,7 @@ from mamkpd_jax import kernels
 from mamkpd_jax.evaluation import decode
 from mamkpd_jax.export import metadata
 from mamkpd_jax.inference.estimator import Estimator, with_model_changes
+from mamkpd_jax.models import common
 
 KIND = "jax_export"                    # model.json's artefact.kind
 ARTEFACT_FILE = metadata.JAX_EXPORT_FILE
@@ -39,14 +40,14 @@ def export_forward(estimator, batch_size=None, platforms=None):
 
   batch_size None: a symbolic batch dimension "b" (any batch, recompiled per size by
   the caller's JAX; needs a pure-JAX scan, kernels.PURE_JAX_IMPLS); an int: that batch only.
-  The CPU kernel ("cpu_ffi", what "auto" picks on a CPU) is exported as the chunked scan.
+  The CPU kernels are custom calls of this process: the artefact gets the same math in
+  pure JAX, the chunked scan for "cpu_ffi" (what "auto" picks on a CPU) and the shifted-sum
+  depth-wise convs (models.common.depthwise_conv_mode).
   platforms: e.g. ("cpu", "cuda"); default the current backend.
   """
   height, width = estimator.input_size
   scan_impl = estimator.model.config.scan_impl
   if kernels.portable_impl(scan_impl) != kernels.resolve_impl(scan_impl):
-    # the CPU kernel is a custom call of this process: the artefact gets the same math
-    # in pure JAX (kernels.portable_impl)
     portable = with_model_changes(estimator.model, scan_impl=kernels.portable_impl(scan_impl))
     estimator = Estimator(estimator.config, portable, estimator.info)
   if batch_size is None:
@@ -54,7 +55,8 @@ def export_forward(estimator, batch_size=None, platforms=None):
   else:
     batch = int(batch_size)
   spec = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8)
-  return jax.export.export(jax.jit(serving_fn(estimator)), platforms=platforms)(spec)
+  with common.depthwise_conv_mode("shifted"):
+    return jax.export.export(jax.jit(serving_fn(estimator)), platforms=platforms)(spec)
 
 
 def export_metadata(estimator, batch_size=None):

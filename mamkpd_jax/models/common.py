@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mamkpd_jax.data_pipelines import geometry
+from mamkpd_jax.kernels import depthwise_conv as depthwise_kernels
 
 LAYER_NORM_EPS = 1e-5  # PyTorch's nn.LayerNorm default, as in VMamba
 BN_MOMENTUM = 0.9      # PyTorch momentum 0.1
@@ -78,25 +79,40 @@ def dense(in_features, out_features, dtype, rngs, use_bias=True):
                     kernel_init=dense_init, rngs=rngs)
 
 
-class DepthwiseConv(nnx.Conv):
-  """nnx.Conv with feature_group_count == channels; on CPU computed as shifted adds.
+DEPTHWISE_MODES = ("auto", "grouped", "shifted")
 
-  XLA:CPU runs grouped convolutions ~7x slower than the same sum written as k*k shifted
-  multiply-adds (forward and backward; measured at (16, 64, 48, 64), 3x3), which made
-  CPU training of the small test models conv-bound. Same parameters (`kernel`
-  (k, k, 1, C), `bias`), same results; GPUs keep the cuDNN convolution, and so does
-  code traced under `grouped_depthwise_convs()` (ONNX export: one ONNX Conv, group=C).
+
+class DepthwiseConv(nnx.Conv):
+  """nnx.Conv with feature_group_count == channels, computed by the fastest form here.
+
+  Same parameters (`kernel` (k, k, 1, C), `bias`) and results in every form
+  (kernels/depthwise_conv.py):
+
+    auto      on a CPU the compiled kernel (float32; its backward the shifted sum's), or
+              the pure-JAX shifted sum where it cannot run (bfloat16, no compiler); on a
+              GPU or TPU the grouped lax.conv (cuDNN's)
+    grouped   the grouped lax.conv everywhere (ONNX export: one Conv node, group=C)
+    shifted   the pure-JAX shifted sum everywhere (jax.export artefacts: no custom call)
+
+  `depthwise_conv_mode(mode)` sets the form for code traced within it.
   """
 
-  force_grouped_conv = False     # set by grouped_depthwise_convs() while tracing
+  mode = "auto"     # set by depthwise_conv_mode() while tracing
 
   def __call__(self, inputs):
-    if jax.default_backend() != "cpu" or DepthwiseConv.force_grouped_conv:
+    mode = DepthwiseConv.mode
+    if mode == "grouped" or (mode == "auto" and jax.default_backend() != "cpu"):
       return super().__call__(inputs)
-    return self.shifted_sum(inputs)
+    dtype = self.dtype or jnp.result_type(inputs, self.kernel[...])
+    x, kernel = inputs.astype(dtype), self.kernel[...].astype(dtype)
+    bias = None if self.bias is None else self.bias[...].astype(dtype)
+    strides, padding = self._strides_and_padding()
+    if mode == "auto" and depthwise_kernels.cpu_kernel_applies(x, kernel, bias):
+      return depthwise_kernels.depthwise_conv_cpu(x, kernel, bias, strides, padding)
+    return depthwise_kernels.shifted_sum(x, kernel, bias, strides, padding)
 
-  def shifted_sum(self, inputs):
-    """The convolution as k*k strided multiply-adds (symmetric padding only)."""
+  def _strides_and_padding(self):
+    """((sh, sw), (ph, pw)) of this conv; only symmetric padding is supported."""
     kernel_h, kernel_w = self.kernel_size
     if isinstance(self.padding, str):                 # 'SAME' for the 1x1 case
       if self.padding != "SAME" or kernel_h % 2 == 0 or kernel_w % 2 == 0:
@@ -106,33 +122,21 @@ class DepthwiseConv(nnx.Conv):
       (pad_h, pad_h_hi), (pad_w, pad_w_hi) = self.padding
       if (pad_h, pad_w) != (pad_h_hi, pad_w_hi):
         raise ValueError(f"DepthwiseConv: padding must be symmetric, got {self.padding}")
-    stride_h, stride_w = ((self.strides,) * 2 if isinstance(self.strides, int)
-                          else tuple(self.strides))
-    dtype = self.dtype or jnp.result_type(inputs, self.kernel[...])
-    x, kernel = inputs.astype(dtype), self.kernel[...].astype(dtype)
-    x = jnp.pad(x, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))      # (N, H', W', C)
-    out_h = (x.shape[1] - kernel_h) // stride_h + 1
-    out_w = (x.shape[2] - kernel_w) // stride_w + 1
-    out = 0
-    for i in range(kernel_h):
-      for j in range(kernel_w):
-        window = x[:, i:i + stride_h * (out_h - 1) + 1:stride_h,
-                   j:j + stride_w * (out_w - 1) + 1:stride_w, :]           # (N, oh, ow, C)
-        out = out + window * kernel[i, j, 0]
-    if self.bias is not None:
-      out = out + self.bias[...].astype(dtype)
-    return out
+    strides = ((self.strides,) * 2 if isinstance(self.strides, int)
+               else tuple(self.strides))
+    return strides, (pad_h, pad_w)
 
 
 @contextlib.contextmanager
-def grouped_depthwise_convs():
-  """Within: every DepthwiseConv traces as a grouped lax.conv, on any backend (what an
-  ONNX exporter maps to one Conv node instead of k*k slices and multiply-adds)."""
-  previous, DepthwiseConv.force_grouped_conv = DepthwiseConv.force_grouped_conv, True
+def depthwise_conv_mode(mode):
+  """Within: every DepthwiseConv traces in form `mode` (DEPTHWISE_MODES)."""
+  if mode not in DEPTHWISE_MODES:
+    raise ValueError(f"unknown depth-wise conv mode {mode!r}; known: {DEPTHWISE_MODES}")
+  previous, DepthwiseConv.mode = DepthwiseConv.mode, mode
   try:
     yield
   finally:
-    DepthwiseConv.force_grouped_conv = previous
+    DepthwiseConv.mode = previous
 
 
 def depthwise_conv(channels, kernel_size, dtype, rngs, stride=1, use_bias=True):

@@ -1,0 +1,74 @@
+"""benchmarking.profile: thunk times from JAX's profiler, summed per op class."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from mamkpd_jax.benchmarking import profile
+
+_HLO = """HloModule m
+
+%fused_dot (p0: f32[4,4], p1: f32[4,4]) -> f32[4,4] {
+  %p0 = f32[4,4]{1,0} parameter(0)
+  %p1 = f32[4,4]{1,0} parameter(1)
+  ROOT %dot.1 = f32[4,4]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%fused_norm (p0: f32[4,4]) -> f32[4] {
+  %p0 = f32[4,4]{1,0} parameter(0)
+  %c = f32[] constant(0)
+  ROOT %reduce.1 = f32[4]{0} reduce(%p0, %c), dimensions={1}, to_apply=%add
+}
+
+%fused_copy (p0: f32[4,4]) -> f32[4,4] {
+  %p0 = f32[4,4]{1,0} parameter(0)
+  ROOT %transpose.1 = f32[4,4]{0,1} transpose(%p0), dimensions={1,0}
+}
+
+%fused_windows (p0: f32[4,4]) -> f32[2,2] {
+  %p0 = f32[4,4]{1,0} parameter(0)
+  %slice.1 = f32[2,2]{1,0} slice(%p0), slice={[0:2], [0:2]}
+  ROOT %multiply.1 = f32[2,2]{1,0} multiply(%slice.1, %slice.1)
+}
+
+ENTRY %main (a: f32[4,4]) -> f32[4,4] {
+  %a = f32[4,4]{1,0} parameter(0)
+  %fusion.1 = f32[4,4]{1,0} fusion(%a, %a), kind=kCustom, calls=%fused_dot
+  %fusion.2 = f32[4]{0} fusion(%fusion.1), kind=kInput, calls=%fused_norm
+  %fusion.3 = f32[4,4]{1,0} fusion(%fusion.1), kind=kLoop, calls=%fused_copy
+  %fusion.4 = f32[2,2]{1,0} fusion(%a), kind=kLoop, calls=%fused_windows
+  %ffi_call.1 = f32[4,4]{1,0} custom-call(%a), custom_call_target="mamkpd_cross_scan_forward"
+  %ffi_call.2 = f32[4,4]{1,0} custom-call(%a), custom_call_target="mamkpd_depthwise_conv_forward"
+  ROOT %tanh.1 = f32[4,4]{1,0} tanh(%fusion.3)
+}
+"""
+
+
+def test_op_classes_of_hlo_instructions():
+  lines, computations = profile.hlo_instructions(_HLO)
+  classes = {name: profile.op_class(line, computations) for name, line in lines.items()}
+  assert classes == {"a": "layout copies", "fusion.1": "matmul",
+                     "fusion.2": "norms / reductions", "fusion.3": "layout copies",
+                     "fusion.4": "depth-wise conv", "ffi_call.1": "scan",
+                     "ffi_call.2": "depth-wise conv", "tanh.1": "other"}
+
+
+def test_summarize_sums_per_class_and_per_call():
+  events = [{"name": "fusion.1", "dur": 3000}, {"name": "fusion.1", "dur": 1000},
+            {"name": "ffi_call.1", "dur": 4000}, {"name": "unknown", "dur": 99},
+            {"name": profile._WAIT_EVENT, "dur": 10000}]
+  result = profile.summarize(events, _HLO, calls=2)
+  assert result.class_ms == {"matmul": 2.0, "scan": 2.0}
+  assert result.wall_ms == 5.0
+  assert [r["share"] for r in result.rows()] == [0.5, 0.5]
+  assert result.top[0] == ("fusion.1", "matmul", 2.0)
+  assert "| matmul | 2.0 | 50.0% |" in result.markdown()
+
+
+def test_profile_of_a_traced_call_finds_its_thunks():
+  x = jnp.ones((64, 64))
+  f = jax.jit(lambda x: jnp.tanh(x @ x).sum(axis=1))
+  result = profile.profile_call(f, x, calls=2, warmup=1)
+  assert result.calls == 2 and result.wall_ms > 0
+  assert "matmul" in result.class_ms
+  assert sum(r["share"] for r in result.rows()) == pytest.approx(1.0, abs=0.01)
