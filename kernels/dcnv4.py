@@ -30,6 +30,18 @@ d_out . V(corner), a dot over D. (Autodiff of the same forward ran 1.5-4x slower
 CPU at 64x48 maps: XLA fuses the gathers into its reductions, which it does badly there.)
 Positions, weights and the sum are float32 for float32, bfloat16 or float16 inputs
 (float64 only under x64 with a float64 input, for tests); the output has value's dtype.
+
+Implementations (`impl`, IMPLS):
+
+    jax       the pure-JAX scan above: any backend, exportable, differentiable
+    cpu_ffi   `dcnv4_cpu.cc` through XLA's FFI (built with the other CPU kernels,
+              cpu_kernels.py): per output row, each (pixel, group) sums its K points'
+              corner rows in registers; no (N, Q, G, D) intermediate is written. XLA:CPU
+              runs the gathers of the scan ~10x slower than this. Forward only: its
+              backward is the pure-JAX backward at the same inputs (`jax.custom_vjp`).
+              float32 sums as `jax` (bfloat16 / float16 inputs are cast to float32 first)
+    auto      cpu_ffi on the CPU where it applies (not float64; the kernels built), else
+              jax
 """
 
 import functools
@@ -37,6 +49,12 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from mamkpd_jax.kernels import batch_parallel, cpu_kernels
+
+IMPLS = ("auto", "jax", "cpu_ffi")
+TARGET = "mamkpd_dcnv4_forward"            # cpu_kernels.TARGETS
 
 
 def output_size(size, kernel_size, stride, padding, dilation):
@@ -217,24 +235,9 @@ def _deform_sample_bwd(height, width, residuals, d_out):
 _deform_sample.defvjp(_deform_sample_fwd, _deform_sample_bwd)
 
 
-def dcnv4(value, offset_mask, *, groups, kernel_size=3, stride=1, padding=1, dilation=1,
-          offset_scale=1.0):
-  """DCNv4's core op without value/output projections (HRVMamba's use), NHWC.
-
-  Args:
-    value: (N, H, W, G*D) the map to sample, any float dtype.
-    offset_mask: (N, H_out, W_out, P) per query pixel: offsets and raw masks in DCNv4's
-      lane layout (module docstring); P >= 3*K*G, lanes past 3*K*G are ignored.
-    groups: G, channel groups sharing one set of offsets and masks.
-    kernel_size, stride, padding, dilation: of the (square) regular grid.
-    offset_scale: scales the offsets and the grid around the kernel centre.
-
-  Returns:
-    (N, H_out, W_out, G*D) in value.dtype, accumulated in float32;
-    H_out = (H + 2*padding - (dilation*(kernel_size-1) + 1)) // stride + 1.
-  """
-  value, offset_mask = jnp.asarray(value), jnp.asarray(offset_mask)
-  _check_args(value, offset_mask, groups, kernel_size, stride, padding, dilation)
+def _dcnv4_jax(value, offset_mask, groups, kernel_size, stride, padding, dilation,
+               offset_scale):
+  """impl="jax": positions, then the scan over kernel points (_deform_sample)."""
   batch, height, width, channels = value.shape
   _, out_h, out_w, _ = offset_mask.shape
   # float32, or float64 when the caller enabled x64 and passes float64 (tests).
@@ -245,3 +248,94 @@ def dcnv4(value, offset_mask, *, groups, kernel_size=3, stride=1, padding=1, dil
   value_rows = value.reshape(batch * height * width * groups, channels // groups)
   out = _deform_sample(value_rows, x, y, masks, height, width)       # (N, Q, G, D)
   return out.reshape(batch, out_h, out_w, channels).astype(value.dtype)
+
+
+def _ffi_call(value, offset_mask, groups, kernel_size, stride, padding, dilation,
+              offset_scale):
+  """The custom call: float32 value (n, H, W, C), offset_mask (n, H_out, W_out, P) ->
+  (n, H_out, W_out, C) float32, at the caller's (per-device) batch n."""
+  out_shape = (*offset_mask.shape[:3], value.shape[-1])
+  call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(out_shape, jnp.float32),
+                          vmap_method="sequential")
+  return call(value, offset_mask, groups=groups, kernel_size=kernel_size, stride=stride,
+              padding=padding, dilation=dilation, offset_scale=np.float32(offset_scale))
+
+
+def _dcnv4_cpu_forward(value, offset_mask, params):
+  cpu_kernels.load()
+  f32 = lambda t: t.astype(jnp.float32)
+  # Each device samples its own images (batch_parallel: else XLA gathers the batch).
+  out = batch_parallel.batch_parallel(_ffi_call, (f32(value), f32(offset_mask)),
+                                      (True, True), params)
+  return out.astype(value.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _dcnv4_cpu(value, offset_mask, params):
+  return _dcnv4_cpu_forward(value, offset_mask, params)
+
+
+def _dcnv4_cpu_fwd(value, offset_mask, params):
+  return _dcnv4_cpu_forward(value, offset_mask, params), (value, offset_mask)
+
+
+def _dcnv4_cpu_bwd(params, inputs, d_out):
+  """The pure-JAX backward at the same inputs (its forward output is unused: dead code)."""
+  _, vjp = jax.vjp(lambda v, om: _dcnv4_jax(v, om, *params), *inputs)
+  return vjp(d_out)
+
+
+_dcnv4_cpu.defvjp(_dcnv4_cpu_fwd, _dcnv4_cpu_bwd)
+
+
+def cpu_kernel_applies(value, offset_mask):
+  """Whether impl="cpu_ffi" can run these arrays here: the CPU backend, no float64
+  (the kernel sums in float32), the kernels built."""
+  return (jax.default_backend() == "cpu"
+          and all(a.dtype in (jnp.float32, jnp.bfloat16, jnp.float16)
+                  for a in (value, offset_mask))
+          and cpu_kernels.available())
+
+
+def resolve_impl(impl, value, offset_mask):
+  """`impl` with "auto" replaced by what runs here; ValueError for an unknown name or a
+  "cpu_ffi" that cannot run."""
+  if impl not in IMPLS:
+    raise ValueError(f"dcnv4: unknown impl {impl!r}; known: {IMPLS}")
+  if impl == "auto":
+    return "cpu_ffi" if cpu_kernel_applies(value, offset_mask) else "jax"
+  if impl == "cpu_ffi":
+    if jax.default_backend() != "cpu":
+      raise ValueError(f"dcnv4: impl='cpu_ffi' runs on the CPU only; the default backend "
+                       f"is {jax.default_backend()!r} (use 'auto' or 'jax')")
+    if jnp.float64 in (value.dtype, offset_mask.dtype):
+      raise ValueError("dcnv4: impl='cpu_ffi' sums in float32; float64 input needs "
+                       "impl='jax'")
+    cpu_kernels.load()                 # a KernelBuildError saying why, if it cannot build
+  return impl
+
+
+def dcnv4(value, offset_mask, *, groups, kernel_size=3, stride=1, padding=1, dilation=1,
+          offset_scale=1.0, impl="auto"):
+  """DCNv4's core op without value/output projections (HRVMamba's use), NHWC.
+
+  Args:
+    value: (N, H, W, G*D) the map to sample, any float dtype.
+    offset_mask: (N, H_out, W_out, P) per query pixel: offsets and raw masks in DCNv4's
+      lane layout (module docstring); P >= 3*K*G, lanes past 3*K*G are ignored.
+    groups: G, channel groups sharing one set of offsets and masks.
+    kernel_size, stride, padding, dilation: of the (square) regular grid.
+    offset_scale: scales the offsets and the grid around the kernel centre.
+    impl: "auto", "jax" or "cpu_ffi" (IMPLS, module docstring).
+
+  Returns:
+    (N, H_out, W_out, G*D) in value.dtype, accumulated in float32;
+    H_out = (H + 2*padding - (dilation*(kernel_size-1) + 1)) // stride + 1.
+  """
+  value, offset_mask = jnp.asarray(value), jnp.asarray(offset_mask)
+  _check_args(value, offset_mask, groups, kernel_size, stride, padding, dilation)
+  params = (int(groups), int(kernel_size), int(stride), int(padding), int(dilation),
+            float(offset_scale))
+  if resolve_impl(impl, value, offset_mask) == "cpu_ffi":
+    return _dcnv4_cpu(value, offset_mask, params)
+  return _dcnv4_jax(value, offset_mask, *params)

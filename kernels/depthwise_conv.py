@@ -21,6 +21,10 @@ import jax.numpy as jnp
 from mamkpd_jax.kernels import batch_parallel, cpu_kernels
 
 TARGET = "mamkpd_depthwise_conv_forward"     # cpu_kernels.TARGETS
+# Fewer channels than one vector of the kernel's (16): its per-pixel loop is then mostly
+# overhead, and XLA's fused shifted sum is faster (HRVMamba's 4-channel split convs:
+# ~6x in CPU time), so those stay pure JAX.
+MIN_KERNEL_CHANNELS = 16
 
 
 def _check(x, kernel, padding):
@@ -105,8 +109,8 @@ def depthwise_conv_cpu(x, kernel, bias, strides, padding):
 
 
 def cpu_kernel_applies(x, kernel, bias):
-  """Whether `depthwise_conv_cpu` can run these arrays here: the CPU backend, float32,
-  the kernels built."""
-  return (jax.default_backend() == "cpu"
+  """Whether `depthwise_conv_cpu` should run these arrays here: the CPU backend, float32,
+  at least MIN_KERNEL_CHANNELS channels, the kernels built."""
+  return (jax.default_backend() == "cpu" and x.shape[-1] >= MIN_KERNEL_CHANNELS
           and all(a is None or a.dtype == jnp.float32 for a in (x, kernel, bias))
           and cpu_kernels.available())

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "xla/ffi/api/ffi.h"
 #include "cpu_parallel_for.h"
@@ -37,35 +38,62 @@ constexpr int64_t kCols = 4;    // output pixels per block: each kernel load ser
 
 // Output pixels [ow0, ow0 + cols) of row `oh` of image `n`, channels [c0, c0 + width):
 // the accumulators stay in registers across the k*k taps.
-// kWidth, kColsKnown > 0: the block is that wide / that many pixels, known to the
-// compiler (which then keeps `acc` in registers).
-template <int64_t kWidth, int64_t kColsKnown>
-void ConvBlock(const Conv& cv, int64_t n, int64_t oh, int64_t ow0, int64_t cols,
-               int64_t c0, int64_t width) {
-  if (kWidth > 0) width = kWidth;
-  if (kColsKnown > 0) cols = kColsKnown;
+// A vector of kVec floats (GCC/Clang vector extension: AVX-512 registers where the CPU
+// has them, else several narrower ones).
+typedef float Vec __attribute__((vector_size(kVec * sizeof(float))));
+
+inline Vec Load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// kCols output pixels from ow0 of row `oh` of image `n`, channels [c0, c0 + kVec): the
+// kCols sums stay in vector registers over the k*k taps.
+void ConvBlockFull(const Conv& cv, int64_t n, int64_t oh, int64_t ow0, int64_t c0) {
   const int64_t C = cv.channels;
-  float acc[kCols][kVec];
-  for (int64_t o = 0; o < kCols; ++o) {
-    for (int64_t c = 0; c < width; ++c) acc[o][c] = cv.bias ? cv.bias[c0 + c] : 0.f;
-  }
+  const Vec bias = cv.bias ? Load(cv.bias + c0) : Vec{};
+  Vec acc[kCols];
+  for (int64_t o = 0; o < kCols; ++o) acc[o] = bias;
   for (int64_t i = 0; i < cv.kernel_h; ++i) {
     const int64_t h = oh * cv.stride_h + i - cv.pad_h;
     if (h < 0 || h >= cv.height) continue;
     const float* x_row = cv.x + (n * cv.height + h) * cv.width * C + c0;
     for (int64_t j = 0; j < cv.kernel_w; ++j) {
-      const float* k = cv.kernel + (i * cv.kernel_w + j) * C + c0;
-      for (int64_t o = 0; o < cols; ++o) {
+      const Vec k = Load(cv.kernel + (i * cv.kernel_w + j) * C + c0);
+      for (int64_t o = 0; o < kCols; ++o) {
         const int64_t w = (ow0 + o) * cv.stride_w + j - cv.pad_w;
-        if (w < 0 || w >= cv.width) continue;
-        const float* x_px = x_row + w * C;
-        for (int64_t c = 0; c < width; ++c) acc[o][c] += x_px[c] * k[c];
+        if (w >= 0 && w < cv.width) acc[o] += Load(x_row + w * C) * k;
       }
     }
   }
-  for (int64_t o = 0; o < cols; ++o) {
+  for (int64_t o = 0; o < kCols; ++o) {
     float* out_px = cv.out + ((n * cv.out_height + oh) * cv.out_width + ow0 + o) * C + c0;
-    for (int64_t c = 0; c < width; ++c) out_px[c] = acc[o][c];
+    std::memcpy(out_px, &acc[o], sizeof(Vec));
+  }
+}
+
+// Any block: `cols` <= kCols pixels, `width` <= kVec channels (the row's last pixels,
+// the last channels).
+void ConvBlockPartial(const Conv& cv, int64_t n, int64_t oh, int64_t ow0, int64_t cols,
+                      int64_t c0, int64_t width) {
+  const int64_t C = cv.channels;
+  for (int64_t o = 0; o < cols; ++o) {
+    float acc[kVec];
+    for (int64_t c = 0; c < width; ++c) acc[c] = cv.bias ? cv.bias[c0 + c] : 0.f;
+    for (int64_t i = 0; i < cv.kernel_h; ++i) {
+      const int64_t h = oh * cv.stride_h + i - cv.pad_h;
+      if (h < 0 || h >= cv.height) continue;
+      for (int64_t j = 0; j < cv.kernel_w; ++j) {
+        const int64_t w = (ow0 + o) * cv.stride_w + j - cv.pad_w;
+        if (w < 0 || w >= cv.width) continue;
+        const float* x_px = cv.x + ((n * cv.height + h) * cv.width + w) * C + c0;
+        const float* k = cv.kernel + (i * cv.kernel_w + j) * C + c0;
+        for (int64_t c = 0; c < width; ++c) acc[c] += x_px[c] * k[c];
+      }
+    }
+    float* out_px = cv.out + ((n * cv.out_height + oh) * cv.out_width + ow0 + o) * C + c0;
+    std::copy(acc, acc + width, out_px);
   }
 }
 
@@ -76,9 +104,9 @@ void ConvRow(const Conv& cv, int64_t n, int64_t oh) {
     for (int64_t c0 = 0; c0 < cv.channels; c0 += kVec) {
       const int64_t width = std::min(kVec, cv.channels - c0);
       if (width == kVec && cols == kCols) {
-        ConvBlock<kVec, kCols>(cv, n, oh, ow0, cols, c0, width);
+        ConvBlockFull(cv, n, oh, ow0, c0);
       } else {
-        ConvBlock<0, 0>(cv, n, oh, ow0, cols, c0, width);
+        ConvBlockPartial(cv, n, oh, ow0, cols, c0, width);
       }
     }
   }

@@ -5,7 +5,10 @@
 - invariants with zero offsets: a 3x3 box sum, and a depth-wise convolution whose taps
   are the masks (this pins the x-major point order, which a box sum cannot see);
 - scipy's map_coordinates (order 1, zeros outside) for the bilinear sampling itself;
-- finite differences in float64 for the gradients w.r.t. value and offset_mask.
+- finite differences in float64 for the gradients w.r.t. value and offset_mask;
+- the compiled CPU kernel (impl="cpu_ffi") against the pure-JAX op (impl="jax"), forward
+  and gradient, on odd maps, every D the kernel specialises, boundary and exactly-integer
+  positions, groups.
 """
 
 import functools
@@ -19,10 +22,15 @@ from scipy import ndimage
 
 import numpy_refs
 from conftest import largest_intermediate
-from mamkpd_jax.kernels import dcnv4
+from mamkpd_jax.kernels import cpu_kernels, dcnv4
+from mamkpd_jax.kernels.dcnv4 import resolve_impl
 
-dcnv4_jit = jax.jit(dcnv4, static_argnames=("groups", "kernel_size", "stride", "padding",
-                                            "dilation", "offset_scale"))
+STATIC = ("groups", "kernel_size", "stride", "padding", "dilation", "offset_scale", "impl")
+dcnv4_jit = jax.jit(dcnv4, static_argnames=STATIC)
+needs_cpu_kernel = pytest.mark.skipif(
+    jax.default_backend() != "cpu" or not cpu_kernels.available(),
+    reason="the compiled CPU kernels need the CPU backend and a C++ compiler")
+IMPLS = ["jax", pytest.param("cpu_ffi", marks=needs_cpu_kernel)]
 
 
 def padded_lanes(groups, kernel_size):
@@ -63,14 +71,16 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", CASES)
-def test_matches_numpy_loop(case):
+def test_matches_numpy_loop(case, impl):
   batch, height, width, groups, dim, ks, stride, pad, dil, scale, spread = case
   value, offset_mask = random_inputs(0, batch, height, width, groups, dim, ks, stride, pad,
                                      dil, spread)
   params = dict(groups=groups, kernel_size=ks, stride=stride, padding=pad, dilation=dil,
-                offset_scale=scale)
+                offset_scale=scale, impl=impl)
   got = dcnv4_jit(value, offset_mask, **params)
+  params.pop("impl")
   want = numpy_refs.dcnv4(value, offset_mask, **params)
   assert got.shape == want.shape and got.dtype == jnp.float32
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -281,3 +291,115 @@ def test_integer_input_is_refused_by_name():
     dcnv4(np.zeros((1, 5, 5, 4), np.int32), np.zeros((1, 5, 5, 32), np.float32), groups=1)
   with pytest.raises(ValueError, match="offset_mask must be a float array"):
     dcnv4(np.zeros((1, 5, 5, 4), np.float32), np.zeros((1, 5, 5, 32), np.int32), groups=1)
+
+
+# The compiled CPU kernel against the pure-JAX op.
+# (batch, H, W, G, D, kernel_size, stride, padding, dilation, offset_scale, offset_range)
+KERNEL_CASES = [
+    (2, 7, 5, 1, 32, 3, 1, 1, 1, 1.0, 2.0),   # D = 32 (every HRVMamba width), odd map
+    (1, 5, 9, 2, 16, 3, 1, 1, 1, 1.0, 3.0),   # D = 16, offsets far off the map
+    (1, 6, 3, 1, 64, 3, 2, 1, 1, 1.0, 1.5),   # D = 64, stride 2, odd output
+    (3, 4, 6, 8, 5, 3, 1, 1, 1, 1.0, 4.0),    # generic D = 5, eight groups
+    (1, 10, 11, 3, 7, 5, 2, 0, 2, 0.5, 2.0),  # kernel 5, dilation 2, scale 0.5
+    (1, 1, 1, 1, 3, 3, 1, 1, 1, 1.0, 1.0),    # a 1x1 map: every corner but one off it
+]
+
+
+def kernel_vs_jax(value, offset_mask, **params):
+  """(cpu_ffi output, jax output) of the same inputs."""
+  return (dcnv4_jit(value, offset_mask, impl="cpu_ffi", **params),
+          dcnv4_jit(value, offset_mask, impl="jax", **params))
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("case", KERNEL_CASES)
+def test_cpu_kernel_equals_the_jax_op(case):
+  batch, height, width, groups, dim, ks, stride, pad, dil, scale, spread = case
+  value, offset_mask = random_inputs(20, batch, height, width, groups, dim, ks, stride, pad,
+                                     dil, spread, extra_lanes=5)
+  got, want = kernel_vs_jax(value, offset_mask, groups=groups, kernel_size=ks,
+                            stride=stride, padding=pad, dilation=dil, offset_scale=scale)
+  assert got.shape == want.shape and got.dtype == want.dtype == jnp.float32
+  assert np.abs(want).max() > 0.1                              # not a trivial zero map
+  np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+
+
+@needs_cpu_kernel
+def test_cpu_kernel_on_integer_and_border_positions():
+  """Points exactly on pixels, on the last row/column, at exactly -1 and at W or H
+  (not sampled), and just inside the open interval (-1, W): as the jax op, and the
+  one-point case by hand."""
+  height, width = 4, 5
+  value = np.random.default_rng(21).normal(size=(1, height, width, 32)).astype(np.float32)
+  # kernel_size 1, padding 0: the point of pixel (h, w) samples (w + dx, h + dy).
+  rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+  targets = [(0.0, 0.0), (4.0, 3.0), (-1.0, 1.0), (2.0, -1.0), (5.0, 0.0), (0.0, 4.0),
+             (-0.999, 0.5), (4.999, 2.999), (-1.001, 0.0), (2.5, 3.5)]
+  offset_mask = np.zeros((1, height, width, 8), np.float32)
+  for index, (tx, ty) in enumerate(targets * 2):
+    h, w = divmod(index, width)
+    offset_mask[0, h, w, :3] = (tx - cols[h, w], ty - rows[h, w], 1.0 + index)
+  params = dict(groups=1, kernel_size=1, padding=0)
+  got, want = kernel_vs_jax(value, offset_mask, **params)
+  np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+  np.testing.assert_allclose(got[0, 0, 0], 1.0 * value[0, 0, 0], rtol=1e-6)     # (0, 0)
+  np.testing.assert_allclose(got[0, 0, 1], 2.0 * value[0, 3, 4], rtol=1e-6)     # last pixel
+  for h, w in ((0, 2), (0, 3), (0, 4), (0, 8 - width)):   # x or y at -1, W, H: not sampled
+    assert np.all(np.asarray(got)[0, h, w] == 0.0), (h, w)
+  # With the 3x3 grid and zero offsets, the border pixels' points sit at exactly -1.
+  value3, offset_mask3 = random_inputs(22, 2, 5, 6, 2, 32, offset_range=0.0)
+  got, want = kernel_vs_jax(value3, offset_mask3, groups=2)
+  np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+
+
+@needs_cpu_kernel
+def test_cpu_kernel_bfloat16_and_gradients_equal_the_jax_op():
+  """bfloat16 in and out as the jax op; the gradient (the jax op's backward) is the jax
+  op's, for float32 and bfloat16."""
+  value, offset_mask = random_inputs(23, 2, 5, 7, 2, 16, offset_range=2.0)
+  for dtype, tolerance in ((jnp.float32, 2e-6), (jnp.bfloat16, 1e-2)):
+    v, om = jnp.asarray(value, dtype), jnp.asarray(offset_mask, dtype)
+    got, want = kernel_vs_jax(v, om, groups=2)
+    assert got.dtype == want.dtype == dtype
+    np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=tolerance,
+                               atol=tolerance * np.abs(np.float32(want)).max())
+    cotangent = np.random.default_rng(24).normal(size=got.shape)
+    grads = {impl: jax.jit(jax.grad(
+        lambda v, om, impl=impl: jnp.sum(dcnv4(v, om, groups=2, impl=impl).astype(
+            jnp.float32) * cotangent), argnums=(0, 1)))(v, om) for impl in ("cpu_ffi", "jax")}
+    for got_grad, want_grad in zip(grads["cpu_ffi"], grads["jax"]):
+      assert got_grad.dtype == dtype
+      np.testing.assert_allclose(np.float32(got_grad), np.float32(want_grad),
+                                 rtol=tolerance, atol=tolerance *
+                                 np.abs(np.float32(want_grad)).max())
+
+
+@needs_cpu_kernel
+def test_auto_runs_the_cpu_kernel_on_the_cpu_and_jax_for_float64():
+  value, offset_mask = random_inputs(25, 1, 4, 4, 1, 4)
+  assert resolve_impl("auto", jnp.asarray(value), jnp.asarray(offset_mask)) == "cpu_ffi"
+  traced = str(jax.make_jaxpr(lambda v, om: dcnv4(v, om, groups=1))(value, offset_mask))
+  assert "mamkpd_dcnv4_forward" in traced
+  traced = str(jax.make_jaxpr(lambda v, om: dcnv4(v, om, groups=1, impl="jax"))(
+      value, offset_mask))
+  assert "mamkpd_dcnv4_forward" not in traced and "gather" in traced
+  with jax.enable_x64(True):
+    value64 = jnp.asarray(value, jnp.float64)
+    assert resolve_impl("auto", value64, jnp.asarray(offset_mask)) == "jax"
+    with pytest.raises(ValueError, match="float64 input needs impl='jax'"):
+      dcnv4(value64, offset_mask, groups=1, impl="cpu_ffi")
+
+
+@needs_cpu_kernel
+def test_cpu_kernel_under_vmap_equals_the_jax_op():
+  value, offset_mask = random_inputs(26, 3, 5, 4, 1, 8, offset_range=2.0)
+  op = lambda impl: jax.jit(jax.vmap(lambda v, om: dcnv4(v[None], om[None], groups=1,
+                                                         impl=impl)[0]))
+  np.testing.assert_allclose(op("cpu_ffi")(value, offset_mask), op("jax")(value, offset_mask),
+                             rtol=2e-6, atol=1e-5)
+
+
+def test_unknown_impl_is_refused_by_name():
+  with pytest.raises(ValueError, match="unknown impl 'fast'; known: .*cpu_ffi"):
+    dcnv4(np.zeros((1, 5, 5, 4), np.float32), np.zeros((1, 5, 5, 32), np.float32), groups=1,
+          impl="fast")

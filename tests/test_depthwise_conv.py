@@ -49,8 +49,8 @@ def test_forms_match_grouped_conv(mode, kernel_size, stride, bias):
 
 @needs_kernels
 def test_auto_on_a_cpu_is_the_compiled_kernel():
-  conv = _conv(8, 3, 1)
-  x = jnp.ones((1, 6, 5, 8))
+  conv = _conv(16, 3, 1)
+  x = jnp.ones((1, 6, 5, 16))
   # a new function per trace: jax.jit's cache does not know the mode
   with common.depthwise_conv_mode("auto"):
     assert depthwise_conv.TARGET in jax.jit(lambda x: conv(x)).lower(x).as_text()
@@ -73,6 +73,14 @@ def test_kernel_parameter_gradients_match():
   want = jax.grad(loss, argnums=(0, 1))(conv.kernel[...], conv.bias[...], "shifted")
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernels
+def test_few_channels_take_the_shifted_sum():
+  few = depthwise_conv.MIN_KERNEL_CHANNELS - 1
+  conv = _conv(few, 3, 1)
+  x = jnp.ones((1, 6, 5, few))
+  assert depthwise_conv.TARGET not in jax.jit(lambda x: conv(x)).lower(x).as_text()
 
 
 def test_bfloat16_takes_the_shifted_sum():

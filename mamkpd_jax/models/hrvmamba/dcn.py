@@ -9,13 +9,22 @@
 No value or output projection: the module the authors ran was built with
 without_pointwise=True (docs/hrvmamba.md §1). With zero offset_mask weights the output is 0 until
 training moves them, as upstream.
+
+The sampling runs as `kernels.dcnv4`'s impl "auto" (the compiled CPU kernel on a CPU, pure
+JAX elsewhere), except where code is traced for export: under any
+`common.depthwise_conv_mode` other than "auto" (jax.export artefacts, ONNX) it is pure
+JAX, so no custom call lands in an artefact. `dcnv4_impl(impl)` sets it explicitly while
+tracing (benchmarks and tests compare the two). Both are read when a function is traced:
+a function already traced under one setting keeps it (jit's cache does not see them).
 """
 
+import contextlib
 import math
 
 from flax import nnx
 
 from mamkpd_jax import kernels
+from mamkpd_jax.kernels.dcnv4 import IMPLS as DCNV4_IMPLS
 from mamkpd_jax.models import common
 
 KERNEL_POINTS = 9        # 3x3
@@ -35,6 +44,8 @@ def has_offset_dw_conv(width):
 class DCNv4Mixer(nnx.Module):
   """Offsets and masks from the input itself, then DCNv4 sampling of the input."""
 
+  impl = "auto"      # kernels.dcnv4's impl; set by dcnv4_impl() while tracing
+
   def __init__(self, channels, *, groups, dw_conv, dtype, rngs):
     self.groups = groups
     self.offset_mask_dw = (common.depthwise_conv(channels, 3, dtype, rngs) if dw_conv
@@ -46,7 +57,27 @@ class DCNv4Mixer(nnx.Module):
   def __call__(self, value):
     """(N, H, W, channels) -> (N, H, W, channels) in the compute dtype."""
     offset_mask = self.offset_mask(common.apply(self.offset_mask_dw, value))   # (N, H, W, P)
-    return kernels.dcnv4(value, offset_mask, groups=self.groups)
+    return kernels.dcnv4(value, offset_mask, groups=self.groups, impl=sampling_impl())
+
+
+def sampling_impl():
+  """kernels.dcnv4's impl for code traced now: the one set by dcnv4_impl(), else "auto",
+  or "jax" while exporting (module docstring)."""
+  if DCNv4Mixer.impl != "auto":
+    return DCNv4Mixer.impl
+  return "auto" if common.DepthwiseConv.mode == "auto" else "jax"
+
+
+@contextlib.contextmanager
+def dcnv4_impl(impl):
+  """Within: every DCNv4Mixer traces with kernels.dcnv4 impl `impl` (kernels.dcnv4.IMPLS)."""
+  if impl not in DCNV4_IMPLS:
+    raise ValueError(f"unknown DCNv4 impl {impl!r}; known: {DCNV4_IMPLS}")
+  previous, DCNv4Mixer.impl = DCNv4Mixer.impl, impl
+  try:
+    yield
+  finally:
+    DCNv4Mixer.impl = previous
 
 
 def mixer(width, model_config):
