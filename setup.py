@@ -93,13 +93,15 @@ setuptools.setup(
         "mamkpd_jax.kernels": "kernels",
         "mamkpd_jax.data_pipelines": "data_pipelines",
     },
-    # The CPU scan kernel's C++ source: compiled on the user's machine on first use
-    # (kernels/selective_scan_cpu.py).
-    package_data={"mamkpd_jax.kernels": ["*.cc"]},
+    # The CPU kernels' C++ sources: compiled on the user's machine on first use
+    # (kernels/cpu_kernels.py).
+    package_data={"mamkpd_jax.kernels": ["*.cc", "*.h"]},
     install_requires=INSTALL_REQUIRES,
     # `mamkpd train|eval|predict|track|export|benchmark|convert` (mamkpd_jax/cli.py).
     entry_points={"console_scripts": ["mamkpd=mamkpd_jax.cli:main"]},
+    # peers: the PyTorch models `mamkpd benchmark` times beside ours, in PyTorch and in
+    # ONNX Runtime (mamkpd_jax/benchmarking/peers.py).
     extras_require={"dev": DEV_REQUIRES, "tfds": TFDS_REQUIRES,
                     "convert": CONVERT_REQUIRES, "torch": TORCH_REQUIRES,
-                    "onnx": ONNX_REQUIRES},
+                    "onnx": ONNX_REQUIRES, "peers": [*TORCH_REQUIRES, *ONNX_REQUIRES]},
 )

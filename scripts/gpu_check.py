@@ -15,7 +15,7 @@ killed half-way still leaves its files):
   inference     MamKPD-S/B/L (then HRVMamba-T/S/B, first to be skipped when the budget
                 is short) images/s and latency, bfloat16 and float32, batch 1/64/256,
                 each scan implementation
-  peers         HRNet-W32 and ViT-B/16 (PyTorch + timm, when importable), same batches
+  peers         HRNet-W32, ViTPose-B, RTMPose-m (PyTorch, when importable), same batches
   train_speed   images/s of MamKPD-B train steps (mamkpd_jax/training/train.py), global batch 64,
                 synthetic data, bfloat16 and float32
   train_real    about 2 minutes of training MamKPD-tiny on the bundled open-field video
@@ -343,12 +343,12 @@ def inference_speed(plan, budget, recorder):
 
 
 def peers(plan, budget, recorder):
-  """HRNet-W32 and ViT-B/16 in PyTorch at the same input and batches."""
+  """HRNet-W32, ViTPose-B and RTMPose-m in PyTorch at the same input and batches."""
   height, width = plan.input_size
   try:
     torch, modules = peers_lib.torch_peers(plan.num_keypoints, height, width)
   except ImportError as error:
-    recorder.add("peers", "skipped", reason=f"torch/timm not importable: {error}")
+    recorder.add("peers", "skipped", reason=f"torch not importable: {error}")
     return
   items = []
   built = {}

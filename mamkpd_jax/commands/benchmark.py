@@ -1,22 +1,35 @@
-"""`mamkpd benchmark`: throughput and latency of MamKPD and HRVMamba (and, when PyTorch
-and timm are installed, of HRNet-W32 and ViT-B/16 beside them).
+"""`mamkpd benchmark`: throughput and latency of MamKPD and HRVMamba, beside the peers a
+user would pick (HRNet-W32, ViTPose-B, RTMPose-m in PyTorch and ONNX Runtime, when torch
+is installed) and the machine's matmul rate, all in one process.
 
     mamkpd benchmark --variants=tiny --batch_sizes=1,4 --dtypes=float32 \\
         --scan_impls=auto,identity --input_height=64 --input_width=64 --repeats=2 --peers=
+    mamkpd benchmark --variants=base,large --batch_sizes=1,8 --dtypes=float32 \\
+        --scan_impls=auto --peers=hrnet_w32,vitpose_b,rtmpose_m --repeats=5   # a CPU
     mamkpd benchmark --variants=small,base,large --output_dir=benchmarks/DEVICE   # a GPU
 
-For each variant, dtype, mode (the forward pass, or one training step) and batch size,
-the scan implementations are timed in turns on random uint8 crops: compilation apart,
-`--warmup` calls, then the median of `--repeats` calls; images/s = batch / latency.
-`--scan_impls` takes "auto", the configurable scans (kernels.SCAN_IMPLS), the
-benchmark-only "identity" (the scan taken out: each row then gets its `scan_share`) and
-"onnxruntime" (the model exported to ONNX, float32 inference in ONNX Runtime, with
-`max_rel_diff_to_jax`). On a CPU the Pallas scans run interpreted: their times there say
-nothing about a GPU. `run(settings)` is the command from plain values.
+For each dtype, mode (the forward pass, or one training step) and batch size, every
+variant's scan implementations, the peers (on the float32 inference group; see
+benchmarking/peers.py) and a float32 JAX matmul are timed in turns on the same random
+uint8 crops: compilation apart, `--warmup` calls, then the median of `--repeats` rounds
+of one call each; images/s = batch / latency. `--scan_impls` takes "auto", the
+configurable scans (kernels.SCAN_IMPLS), the benchmark-only "identity" (the scan taken
+out: each row then gets its `scan_share`) and "onnxruntime" (the model exported to ONNX,
+float32 inference in ONNX Runtime, with `max_rel_diff_to_jax`). On a CPU the Pallas scans
+run interpreted: their times there say nothing about a GPU. `run(settings)` is the
+command from plain values.
+
+Every inference row (ours and the peers') carries ms_per_crop, gmacs (multiply-adds per
+crop), gmacs_per_s (= gmacs x images/s) and pct_of_matmul: gmacs_per_s as a percentage
+of matmul_gmacs_per_s, the rate of a `--matmul_size`^2 float32 matmul in JAX timed in
+the same turns. The roofline rows (that matmul in float32 and bfloat16, in JAX and in
+PyTorch when installed) are timed in turns among themselves first.
 
 Outputs: a table on stdout; with --json a last line holding one JSON object (device,
-settings, models {variant: params, gflops}, results, peers, peers_skipped); with
---output_dir, benchmark.json, benchmark.md and benchmark.png (images/s against batch).
+settings, models {variant: params, gmacs, gflops}, roofline, results, peers,
+peers_skipped; `gflops` is the same multiply-add count as `gmacs`, the name kept for
+readers of older reports); with --output_dir, benchmark.json, benchmark.md and
+benchmark.png (images/s and GMAC/s against batch).
 """
 
 import dataclasses
@@ -30,7 +43,7 @@ import jax
 from absl import app, flags, logging
 
 from mamkpd_jax import kernels
-from mamkpd_jax.benchmarking import models, plot
+from mamkpd_jax.benchmarking import models, plot, roofline
 from mamkpd_jax.benchmarking import peers as peers_lib
 from mamkpd_jax.benchmarking import scan as scan_lib
 from mamkpd_jax.benchmarking import timing as timing_lib
@@ -39,7 +52,7 @@ FLAGS = flags.FLAGS
 
 # The paper's figures (images/s, one RTX 4090, its batch not stated), for the table.
 PAPER_THROUGHPUT = {"small": 2564, "base": 2439, "large": 1492, "hrnet_w32": 916,
-                    "vit_b16": 944}
+                    "vitpose_b": 944}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +67,9 @@ class Settings:
   input_size: tuple[int, int] = (256, 192)            # (height, width)
   num_keypoints: int = 17
   timing: timing_lib.Timing = timing_lib.Timing()
-  peers: tuple[str, ...] = ("hrnet_w32", "vit_b16")
+  peers: tuple[str, ...] = tuple(peers_lib.PEER_NAMES)
+  peer_runtimes: tuple[str, ...] = peers_lib.RUNTIMES
+  matmul_size: int = roofline.MATMUL_SIZE            # 0: no roofline rows, no percentages
 
   def check(self):
     """Raises ValueError naming the flag whose value cannot be run."""
@@ -70,6 +85,18 @@ class Settings:
         ("inference" not in self.modes or "float32" not in self.dtypes)):
       raise ValueError("--scan_impls=onnxruntime times the exported float32 forward pass: "
                        "it needs 'inference' in --modes and 'float32' in --dtypes")
+    peers = peers_lib.canonical_names(self.peers)
+    peers_lib.check_runtimes(self.peer_runtimes)
+    height, width = self.input_size
+    if peers and self.peer_runtimes and (height % 32 or width % 32):
+      raise ValueError(f"--peers: the peers need --input_height and --input_width that are "
+                       f"multiples of 32 (got {height}x{width}); or pass --peers=")
+    if self.matmul_size < 0:
+      raise ValueError(f"--matmul_size must be >= 0, got {self.matmul_size}")
+
+  def peer_dtype(self):
+    """The dtype group the peers are timed in: float32 where asked for, else the first."""
+    return "float32" if "float32" in self.dtypes else self.dtypes[0]
 
 
 
@@ -94,7 +121,13 @@ def define_flags():
   flags.DEFINE_integer("num_keypoints", _DEFAULT.num_keypoints, "Heatmaps (COCO: 17).")
   flags.DEFINE_integer("repeats", _DEFAULT.timing.repeats, "Timed calls (median reported).")
   flags.DEFINE_integer("warmup", _DEFAULT.timing.warmup, "Untimed calls after compilation.")
-  flags.DEFINE_list("peers", list(_DEFAULT.peers), "PyTorch/timm peers; empty: none.")
+  flags.DEFINE_list("peers", list(_DEFAULT.peers), "Peers timed beside ours "
+                    f"({', '.join(peers_lib.PEER_NAMES)}); empty: none. Needs torch: "
+                    f"{peers_lib.INSTALL}.")
+  flags.DEFINE_list("peer_runtimes", list(_DEFAULT.peer_runtimes), "Runtimes of the peers: "
+                    "torch (PyTorch) and/or onnxruntime (their ONNX export, CPU).")
+  flags.DEFINE_integer("matmul_size", _DEFAULT.matmul_size, "n of the n x n float32 and "
+                       "bfloat16 matmuls timed as the roofline; 0: none.")
   flags.DEFINE_string("output_dir", "", "Writes benchmark.{json,md,png} here.")
   flags.DEFINE_bool("json", False, "End stdout with one JSON object.")
 
@@ -102,55 +135,100 @@ def define_flags():
 # ------------------------------------------------------------------ MamKPD, HRVMamba
 
 
-def benchmark_variant(variant, settings):
-  """(sizes, rows) of one variant over dtypes x modes x batches x scan implementations;
-  the implementations of one (dtype, mode, batch) are timed in turns, so their ratios
-  hold on a noisy machine."""
-  height, width = settings.input_size
-  model = models.build_eval_model(variant, settings.num_keypoints)
-  sizes = models.model_sizes(model, height, width)
-  title = models.variant_title(variant)
-  rows, onnxruntime = [], {}        # the ONNX Runtime session, converted once per variant
-  for dtype in settings.dtypes:
-    for mode in settings.modes:
-      impls = [impl for impl in settings.scan_impls if impl != models.ONNXRUNTIME
-               or (mode, dtype) == ("inference", "float32")]   # ORT: float32 forward only
-      for batch in settings.batch_sizes:
-        calls = {impl: impl_call(model, impl, dtype, mode, batch, settings, onnxruntime)
-                 for impl in impls}
-        timed = timing_lib.time_in_turns(calls, settings.timing)
-        for impl in impls:
-          row = dict(model=title, variant=variant, dtype=dtype, scan_impl=impl,
-                     interpret=scan_lib.interpreted(impl),
-                     **timing_lib.timing_row(batch, *timed[impl], mode=mode), **sizes)
-          if impl == models.ONNXRUNTIME:
-            row.update(onnxruntime_fields(model, onnxruntime, batch, settings))
-          print(f"{title:<14} {dtype:<9} {mode:<9} {impl:<11} batch {batch:>4} "
-                f"{row['latency_ms']:10.3f} ms {row['images_per_s']:10.1f} images/s "
-                f"(compile {row['compile_s']:.1f} s)", flush=True)
-          rows.append(row)
-  models.add_scan_shares(rows)
-  return sizes, rows
+@dataclasses.dataclass
+class Variant:
+  """One of our models, built once: its sizes, and its ONNX Runtime session once made."""
+
+  name: str
+  model: object
+  sizes: dict
+  onnxruntime: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def title(self):
+    return models.variant_title(self.name)
 
 
-def impl_call(model, impl, dtype, mode, batch, settings, onnxruntime):
-  """(call, sync) of one row: `model` with scan `impl` in `dtype`, or its ONNX export in
-  ONNX Runtime (`onnxruntime` caches the session)."""
+def build_variant(name, settings):
+  model = models.build_eval_model(name, settings.num_keypoints)
+  sizes = models.model_sizes(model, *settings.input_size)
+  return Variant(name, model, dict(sizes, gmacs=sizes["gflops"]))   # gflops: MACs, by name
+
+
+def variant_impls(settings, mode, dtype):
+  """The scan implementations timed in one (mode, dtype) group: ONNX Runtime only on the
+  float32 forward pass."""
+  return [impl for impl in settings.scan_impls if impl != models.ONNXRUNTIME
+          or (mode, dtype) == ("inference", "float32")]
+
+
+def impl_call(variant, impl, dtype, mode, batch, settings):
+  """(call, sync) of one row: the variant with scan `impl` in `dtype`, or its ONNX export
+  in ONNX Runtime (converted once per variant)."""
   height, width = settings.input_size
   if impl == models.ONNXRUNTIME:
-    if "session" not in onnxruntime:
-      onnxruntime["session"], onnxruntime["export_s"] = models.onnxruntime_session(
-          model, height, width)
-    return models.onnxruntime_call(onnxruntime["session"], batch, height, width)
-  return models.model_call(models.with_scan(model, dtype, impl), batch, height, width, mode)
+    cache = variant.onnxruntime
+    if "session" not in cache:
+      cache["session"], cache["export_s"] = models.onnxruntime_session(variant.model, height,
+                                                                       width)
+    return models.onnxruntime_call(cache["session"], batch, height, width)
+  return models.model_call(models.with_scan(variant.model, dtype, impl), batch, height,
+                           width, mode)
 
 
-def onnxruntime_fields(model, onnxruntime, batch, settings):
+def onnxruntime_fields(variant, batch, settings):
   """An ONNX Runtime row's export seconds and its heatmaps' largest relative difference
   to JAX's."""
-  return dict(export_s=round(onnxruntime["export_s"], 1),
+  session = variant.onnxruntime["session"]
+  return dict(export_s=round(variant.onnxruntime["export_s"], 1),
               max_rel_diff_to_jax=models.onnxruntime_rel_diff(
-                  onnxruntime["session"], model, batch, *settings.input_size))
+                  session, variant.model, batch, *settings.input_size))
+
+
+def our_row(variant, impl, dtype, mode, batch, timed, settings, matmul_rate):
+  row = dict(model=variant.title, variant=variant.name,
+             runtime="onnxruntime" if impl == models.ONNXRUNTIME else "jax", dtype=dtype,
+             scan_impl=impl, interpret=scan_lib.interpreted(impl),
+             **timing_lib.timing_row(batch, *timed, mode=mode), **variant.sizes)
+  if impl == models.ONNXRUNTIME:
+    row.update(onnxruntime_fields(variant, batch, settings))
+  if mode == "inference":
+    row.update(roofline.rate_fields(row, variant.sizes["gmacs"], matmul_rate))
+  print(f"{variant.title:<14} {dtype:<9} {mode:<9} {impl:<11} batch {batch:>4} "
+        f"{row['latency_ms']:10.3f} ms {row['images_per_s']:10.1f} images/s "
+        f"(compile {row['compile_s']:.1f} s)", flush=True)
+  return row
+
+
+def time_group(variants, peer_set, dtype, mode, batch, settings):
+  """Our rows of one (dtype, mode, batch), the peers' added to peer_set: every variant's
+  implementations, the peers (in their dtype group) and the reference matmul (inference)
+  timed in turns, so their ratios hold on a noisy machine."""
+  calls = {(v.name, impl): impl_call(v, impl, dtype, mode, batch, settings)
+           for v in variants for impl in variant_impls(settings, mode, dtype)}
+  if mode == "inference" and dtype == settings.peer_dtype():
+    calls.update(peer_set.calls(batch))
+  if mode == "inference" and settings.matmul_size:
+    calls[roofline.REFERENCE] = roofline.jax_matmul_call(settings.matmul_size, "float32")
+  timed = timing_lib.time_in_turns(calls, settings.timing)
+  matmul_rate = (roofline.matmul_rate(settings.matmul_size, timed[roofline.REFERENCE][1])
+                 if roofline.REFERENCE in timed else None)
+  peer_set.add_rows(timed, batch, matmul_rate)
+  return [our_row(v, impl, dtype, mode, batch, timed[(v.name, impl)], settings, matmul_rate)
+          for v in variants for impl in variant_impls(settings, mode, dtype)]
+
+
+def time_roofline(settings, torch):
+  """The roofline rows: float32 and bfloat16 matmuls in JAX (and torch), in turns."""
+  if not settings.matmul_size:
+    return []
+  calls = roofline.matmul_calls(settings.matmul_size, torch)
+  timed = timing_lib.time_in_turns(calls, settings.timing)
+  rows = [roofline.matmul_row(key, settings.matmul_size, *timed[key]) for key in calls]
+  for row in rows:
+    print(f"{row['model']:<14} {row['runtime']:<11} {row['dtype']:<9} "
+          f"{row['latency_ms']:10.3f} ms {row['gmacs_per_s']:10.1f} GMAC/s", flush=True)
+  return rows
 
 
 # ------------------------------------------------------------------ report
@@ -161,59 +239,121 @@ def run(settings, command=None):
   (default: this process's command line)."""
   settings.check()
   device = jax.devices()[0]
-  model_sizes, results = {}, []
-  for variant in settings.variants:
-    model_sizes[variant], rows = benchmark_variant(variant, settings)
-    results += rows
-  peers = peers_lib.run_peers(settings.peers, settings.batch_sizes, settings.num_keypoints,
-                              *settings.input_size, settings.timing)
-  peers_lib.add_ratios(results, peers.timed())
+  height, width = settings.input_size
+  peer_set = peers_lib.build_peers(settings.peers, settings.peer_runtimes,
+                                   settings.num_keypoints, height, width)
+  roofline_rows = time_roofline(settings, peer_set.torch)
+  variants = [build_variant(name, settings) for name in settings.variants]
+  results = []
+  for dtype in settings.dtypes:
+    for mode in settings.modes:
+      for batch in settings.batch_sizes:
+        results += time_group(variants, peer_set, dtype, mode, batch, settings)
+  models.add_scan_shares(results)
+  peers_lib.add_ratios(results, peer_set.runs.timed())
   return dict(
       device=device.device_kind, platform=device.platform, jax_version=jax.__version__,
+      torch_version=getattr(peer_set.torch, "__version__", None),
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       command=command or " ".join(["python"] + sys.argv),
       settings=dict(input_size=list(settings.input_size),
                     num_keypoints=settings.num_keypoints, repeats=settings.timing.repeats,
                     warmup=settings.timing.warmup, modes=list(settings.modes),
-                    input="uint8 RGB crops, normalised inside the model"),
-      paper_images_per_s=PAPER_THROUGHPUT, models=model_sizes, results=results,
-      peers=peers.rows, peers_skipped=peers.skipped)
+                    peer_runtimes=list(settings.peer_runtimes),
+                    matmul_size=settings.matmul_size,
+                    input="uint8 RGB crops, normalised inside the model (peers: the same "
+                          "crops normalised, float32 NCHW)"),
+      paper_images_per_s=PAPER_THROUGHPUT,
+      models={v.name: v.sizes for v in variants}, roofline=roofline_rows, results=results,
+      peers=peer_set.runs.rows, peers_skipped=peer_set.runs.skipped)
 
 
-def markdown(report):
-  """The report as a markdown table with its header facts."""
+def _num(value, spec):
+  """`value` formatted, or "-" where a row has no such field."""
+  return "-" if value is None else format(value, spec)
+
+
+def _row_cells(row, scan):
+  return (f"| {row['model']} | {row.get('runtime', '-')} | {row['dtype']} | "
+          f"{row.get('mode', 'inference')} | {scan} | {row['batch']} | "
+          f"{_num(row.get('ms_per_crop'), '.2f')} | {row['images_per_s']:.1f} | "
+          f"{_num(row.get('gmacs'), '.2f')} | {_num(row.get('gmacs_per_s'), '.1f')} | "
+          f"{_num(row.get('pct_of_matmul'), '.1f')} |")
+
+
+def _header_lines(report, peers):
   settings = report["settings"]
   height, width = settings["input_size"]
-  peers = peers_lib.PeerRuns(report["peers"], report["peers_skipped"])
-  peer_names = sorted({p["peer"] for p in peers.timed()})
+  torch_version = report.get("torch_version")
   lines = [f"# MamKPD inference throughput, {report['device']}", "",
-           f"JAX {report['jax_version']}, {report['date']}, input {height}x{width}, "
-           f"K={settings['num_keypoints']}, median of {settings['repeats']} calls after "
-           f"{settings['warmup']} warm-up (compile excluded).", "",
+           f"JAX {report['jax_version']}"
+           + (f", PyTorch {torch_version}" if torch_version else "")
+           + f", {report['date']}, input {height}x{width}, K={settings['num_keypoints']}, "
+           f"median of {settings['repeats']} calls after {settings['warmup']} warm-up "
+           "(compile excluded); the rows of one (dtype, mode, batch) timed in turns in one "
+           "process, with a float32 JAX matmul whose rate `% matmul` is relative to.", "",
            f"Command: `{report['command']}`", ""]
   for variant, sizes in report["models"].items():
     paper = PAPER_THROUGHPUT.get(variant)
     lines.append(f"- {models.variant_title(variant)}: {sizes['params'] / 1e6:.2f}M "
-                 f"parameters, {sizes['gflops']:.2f} GFLOPs"
+                 f"parameters, {sizes.get('gmacs', sizes['gflops']):.2f} GMACs per crop"
                  + (f"; paper: {paper} images/s on one RTX 4090" if paper else ""))
+  seen = set()
+  for peer in peers.timed():
+    if peer["peer"] not in seen:
+      seen.add(peer["peer"])
+      lines.append(f"- {peer['model']}: {peer['params'] / 1e6:.2f}M parameters, "
+                   f"{_num(peer.get('gmacs'), '.2f')} GMACs per crop (torch's FlopCounterMode)")
   if peers.skipped:
     lines.append(f"- peers: skipped: {peers.skipped}")
-  lines += [f"- {peer['model']}: failed: {peer['error']}" for peer in peers.failed()]
-  lines += ["", "| model | dtype | mode | scan | batch | latency ms | images/s | "
-            "x identity |" + "".join(f" x {peers_lib.PEER_NAMES[p]} |" for p in peer_names),
-            "|---|---|---|---|---|---|---|---|" + "---|" * len(peer_names)]
+  lines += [f"- {peer['model']} ({peer.get('runtime', 'torch')}): failed: {peer['error']}"
+            for peer in peers.failed()]
+  return lines
+
+
+def _roofline_lines(report):
+  rows = report.get("roofline") or []
+  if not rows:
+    return []
+  lines = ["", "| roofline | runtime | dtype | ms | GMAC/s |", "|---|---|---|---:|---:|"]
+  lines += [f"| {row['model']} | {row['runtime']} | {row['dtype']} | "
+            f"{row['latency_ms']:.2f} | {row['gmacs_per_s']:.1f} |" for row in rows]
+  return lines
+
+
+def _ratio_lines(report, peers):
+  """Our inference rows' images/s over each peer's (same batch, same turns)."""
+  columns = list(dict.fromkeys((p["peer"], p.get("runtime", "torch"), p["model"])
+                               for p in peers.timed()))
+  if not columns:
+    return []
+  keys = [peers_lib.ratio_key(dict(peer=peer, runtime=runtime))
+          for peer, runtime, _ in columns]
+  lines = ["", "Our crops/s over each peer's, same batch, timed in turns:", "",
+           "| model | runtime | dtype | scan | batch |"
+           + "".join(f" x {title} ({runtime}) |" for _, runtime, title in columns),
+           "|---|---|---|---|---:|" + "---:|" * len(columns)]
   for row in report["results"]:
-    lines.append(f"| {row['model']} | {row['dtype']} | {row['mode']} | {row['scan_impl']}"
-                 f"{' (interpret)' if row['interpret'] else ''} | {row['batch']} | "
-                 f"{row['latency_ms']:.3f} | {row['images_per_s']:.1f} | "
-                 f"{row.get('x_identity', float('nan')):.2f} |"
-                 + "".join(f" {row.get(f'ratio_to_{p}', float('nan')):.2f} |"
-                           for p in peer_names))
-  for peer in peers.timed():
-    lines.append(f"| {peer['model']} | {peer['dtype']} | inference | - | {peer['batch']} | "
-                 f"{peer['latency_ms']:.3f} | {peer['images_per_s']:.1f} | |"
-                 + " |" * len(peer_names))
-  return "\n".join(lines) + "\n"
+    if row.get("mode", "inference") == "inference":
+      lines.append(f"| {row['model']} | {row.get('runtime', 'jax')} | {row['dtype']} | "
+                   f"{row['scan_impl']} | {row['batch']} |"
+                   + "".join(f" {_num(row.get(key), '.2f')} |" for key in keys))
+  return lines
+
+
+def markdown(report):
+  """The report as markdown: header facts, the roofline rows, every row (ours, then the
+  peers), and our throughput as a ratio to each peer's."""
+  peers = peers_lib.PeerRuns(report["peers"], report["peers_skipped"])
+  lines = _header_lines(report, peers) + _roofline_lines(report)
+  lines += ["", "| model | runtime | dtype | mode | scan | batch | ms/crop | crops/s | "
+            "GMACs/crop | GMAC/s | % matmul | x identity |",
+            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+  for row in report["results"]:
+    scan = row["scan_impl"] + (" (interpret)" if row["interpret"] else "")
+    lines.append(_row_cells(row, scan) + f" {_num(row.get('x_identity'), '.2f')} |")
+  lines += [_row_cells(peer, "-") + " - |" for peer in peers.timed()]
+  return "\n".join(lines + _ratio_lines(report, peers)) + "\n"
 
 
 def write_outputs(report, directory):
@@ -227,7 +367,8 @@ def write_outputs(report, directory):
   plot.plot_throughput(
       report["results"], peers_lib.PeerRuns(report["peers"]).timed(),
       os.path.join(directory, "benchmark.png"),
-      f"{report['device']}, JAX {report['jax_version']}, {height}x{width}")
+      f"{report['device']}, JAX {report['jax_version']}, {height}x{width}",
+      roofline_rows=report.get("roofline"))
   logging.info("wrote benchmark.{json,md,png} to %s", directory)
 
 
@@ -238,7 +379,8 @@ def settings_from_flags():
       modes=tuple(FLAGS.modes), input_size=(FLAGS.input_height, FLAGS.input_width),
       num_keypoints=FLAGS.num_keypoints,
       timing=timing_lib.Timing(warmup=FLAGS.warmup, repeats=FLAGS.repeats),
-      peers=tuple(FLAGS.peers))
+      peers=tuple(FLAGS.peers), peer_runtimes=tuple(FLAGS.peer_runtimes),
+      matmul_size=FLAGS.matmul_size)
 
 
 def main(argv):
