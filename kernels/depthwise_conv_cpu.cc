@@ -49,7 +49,9 @@ inline Vec Load(const float* p) {
 }
 
 // kCols output pixels from ow0 of row `oh` of image `n`, channels [c0, c0 + kVec): the
-// kCols sums stay in vector registers over the k*k taps.
+// kCols sums stay in vector registers over the k*k taps. kInterior: every tap of every
+// pixel lies inside the row (no bounds checks).
+template <bool kInterior>
 void ConvBlockFull(const Conv& cv, int64_t n, int64_t oh, int64_t ow0, int64_t c0) {
   const int64_t C = cv.channels;
   const Vec bias = cv.bias ? Load(cv.bias + c0) : Vec{};
@@ -63,7 +65,7 @@ void ConvBlockFull(const Conv& cv, int64_t n, int64_t oh, int64_t ow0, int64_t c
       const Vec k = Load(cv.kernel + (i * cv.kernel_w + j) * C + c0);
       for (int64_t o = 0; o < kCols; ++o) {
         const int64_t w = (ow0 + o) * cv.stride_w + j - cv.pad_w;
-        if (w >= 0 && w < cv.width) acc[o] += Load(x_row + w * C) * k;
+        if (kInterior || (w >= 0 && w < cv.width)) acc[o] += Load(x_row + w * C) * k;
       }
     }
   }
@@ -103,8 +105,12 @@ void ConvRow(const Conv& cv, int64_t n, int64_t oh) {
     const int64_t cols = std::min(kCols, cv.out_width - ow0);
     for (int64_t c0 = 0; c0 < cv.channels; c0 += kVec) {
       const int64_t width = std::min(kVec, cv.channels - c0);
-      if (width == kVec && cols == kCols) {
-        ConvBlockFull(cv, n, oh, ow0, c0);
+      const bool interior = ow0 * cv.stride_w - cv.pad_w >= 0 &&
+          (ow0 + kCols - 1) * cv.stride_w + cv.kernel_w - 1 - cv.pad_w < cv.width;
+      if (width == kVec && cols == kCols && interior) {
+        ConvBlockFull<true>(cv, n, oh, ow0, c0);
+      } else if (width == kVec && cols == kCols) {
+        ConvBlockFull<false>(cv, n, oh, ow0, c0);
       } else {
         ConvBlockPartial(cv, n, oh, ow0, cols, c0, width);
       }
