@@ -15,14 +15,19 @@ ONNX Loop:
   steps again from the true entering states and emits `y_t = sum_n C_t h_t` per step.
   Nothing per token is kept but the output.
 * **Reverse scans, not reversed data.** SS2D's four directions are two token orders
-  (row-major, column-major), each scanned forward and backward. The cross scan stacks
-  the two orders as a (b, L, 2, P) pair and scans it forward (directions 0, 1) and in
-  reverse (2, 3): the reverse scan only runs its unrolled steps and chunk totals in the
-  other order, so no flipped copy of any input exists.
+  (row-major, column-major), each scanned forward and backward: a reverse scan only
+  runs its unrolled steps and chunk totals in the other order, so no flipped copy of
+  any input exists.
+* **Column-major scans on the row-major map, not a transposed copy.** A column-major
+  direction is chunked along the columns (`_column_scan`: T rows of one column per
+  chunk), so its steps are Splits of the (b, H, W, ...) arrays as they lie and only
+  the chunk totals (1/T of the data) are reordered. ONNX Runtime runs a transpose that
+  moves two axes (what a transposed copy became once merged with the convolution's
+  NCHW -> NHWC transpose) element by element: those copies took 8% of MamKPD-B's time.
 
-Only layout nodes (Split, Slice, Pad, Concat, Reshape, Transpose), Mul, Add, Exp, the
-softplus's few elementwise nodes, a Gemm per direction pair for a `LowRankDelta`'s
-dt_proj and ReduceSum when d_state > 1.
+Only layout nodes (Split, Slice, Pad, Concat, Reshape, Transpose of chunk totals), Mul,
+Add, Exp, the softplus's few elementwise nodes, a Gemm per direction for a
+`LowRankDelta`'s dt_proj and ReduceSum when d_state > 1.
 Every exponent is delta·A <= 0 (A < 0, delta >= 0 after softplus) and decays are only
 multiplied, never divided, so nothing overflows; a product that underflows to 0 is the
 true decay.
@@ -50,12 +55,13 @@ CHUNK_SIZE = 16
 
 
 def _read_out(C, h):
-  """sum_n C[..., n] h[..., n, :]: (b, n, G, N), (b, n, G, N, P) -> (b, n, G, P).
+  """sum_n C[..., n] h[..., n, :]: (..., G, N), (..., G, N, P) -> (..., G, P).
 
-  At N = 1 a reshape and a multiply (a ReduceSum over one element is a full copy in
-  ONNX Runtime)."""
-  if h.shape[-2] == 1:
-    return C.reshape(C.shape[:-1] + (1,)) * h.reshape(h.shape[:-2] + h.shape[-1:])
+  At N = 1 the state has no N axis (`_scan_unrolled`): h (..., G, P), C (..., G, 1),
+  one Mul (a ReduceSum over one element is a full copy in ONNX Runtime, and a Reshape
+  per step is five shape nodes with a dynamic batch)."""
+  if h.ndim == C.ndim:
+    return C * h
   return jnp.sum(C[..., None] * h, axis=-2)
 
 
@@ -112,24 +118,30 @@ def _linear_scan(decay, drive, chunk_size, C=None, reverse=False):
   return out
 
 
-def _scan_unrolled(delta, u, B, C, A, chunk_size, reverse=False):
+def _scan_unrolled(delta, u, B, C, A, chunk_size, reverse=False, scan=_linear_scan):
   """The recurrence over batch-major inputs; returns sum_n C_t h_t (without D u).
 
   Args:
-    delta: (b, L, G, P) float32, after bias and softplus.
+    delta: (b, L, G, P) float32, after bias and softplus; or (b, H, W, G, P) for the
+      (b, H, W, ...) scans (`_rows_scan`, `_column_scan`), and so for every array.
     u: (b, L, G, P) float32.
     B, C: (b, L, G, N) float32.
     A: (G, N, P) float32.
     reverse: scan from the last token to the first.
+    scan: `_linear_scan` (over axis 1), `_rows_scan` or `_column_scan`.
   Returns:
     (b, L, G, P) float32.
   """
+  if B.shape[-1] == 1:          # d_state 1: no N axis in the state (B, C broadcast)
+    decay = jnp.exp(delta * A.reshape(A.shape[0], A.shape[-1]))       # (..., G, P)
+    return scan(decay, delta * u * B, chunk_size, C, reverse)         # (..., G, P)
   # Size-1 axes by reshape, not indexing: jax2onnx turns x[..., None] into an Expand,
   # a full copy in ONNX Runtime.
-  with_axis = lambda t, axis: t.reshape(t.shape[:axis] + (1,) + t.shape[axis:])
-  decay = jnp.exp(with_axis(delta, 3) * A)                        # (b, L, G, N, P)
-  drive = with_axis(delta * u, 3) * with_axis(B, 4)               # (b, L, G, N, P)
-  return _linear_scan(decay, drive, chunk_size, C, reverse)       # (b, L, G, P)
+  n_axis = lambda t: t.reshape(t.shape[:-1] + (1,) + t.shape[-1:])    # (..., G, 1, P)
+  p_axis = lambda t: t.reshape(t.shape + (1,))                        # (..., G, N, 1)
+  decay = jnp.exp(n_axis(delta) * A)                                  # (..., G, N, P)
+  drive = n_axis(delta * u) * p_axis(B)                               # (..., G, N, P)
+  return scan(decay, drive, chunk_size, C, reverse)                   # (..., G, P)
 
 
 def selective_scan_onnx(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
@@ -148,41 +160,105 @@ def selective_scan_onnx(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True
   return ys.reshape(batch, length, channels) + D.astype(jnp.float32) * u.astype(jnp.float32)
 
 
+def _column_scan(decay, drive, chunk_size, C=None, reverse=False):
+  """`_linear_scan` in column-major token order, on row-major (b, H, W, ...) arrays.
+
+  Token (h, w) is number w H + h of the sequence: each column is scanned top to bottom
+  (bottom to top with `reverse`) and the state runs on into the next column. The
+  chunks are pieces of columns (T rows of one column), so step j of every chunk is the
+  (b, H/T, 1, W, ...) slice of rows j, j + T, ...: a Split of the arrays as they lie,
+  no transposed copy. Columns are padded to a multiple of T with identity steps
+  (decay 1, drive 0: the state passes through unchanged), so the padding may sit
+  between columns. Only the (b, H/T, W, ...) chunk totals are reordered, into scan
+  order, for the recursive scan that gives each chunk's entering state.
+  Returns (b, H, W, ...) states, or (b, H, W, G, P) read-outs when C is given.
+  """
+  if chunk_size < 2:
+    raise ValueError(f"selective_scan_onnx: chunk_size must be >= 2 (the chunk totals "
+                     f"recurse on L / chunk_size tokens), got {chunk_size}")
+  batch, height, width = decay.shape[:3]
+  chunk = min(chunk_size, height)
+  pad = (-height) % chunk
+  num_chunks = (height + pad) // chunk              # chunks per column
+
+  def steps(x, fill):  # (b, H, W, ...) -> T arrays (b, H/T, 1, W, ...), scan order
+    if pad:
+      widths = [(0, 0), (pad, 0) if reverse else (0, pad)] + [(0, 0)] * (x.ndim - 2)
+      x = jnp.pad(x, widths, constant_values=fill)
+    x = x.reshape(batch, num_chunks, chunk, width, *x.shape[3:])
+    tokens = jnp.split(x, chunk, axis=2)
+    return tokens[::-1] if reverse else tokens
+
+  def scan_order(t):   # (b, H/T, 1, W, ...) -> (b, W H/T, ...): chunks in token order
+    t = jnp.swapaxes(t.reshape(batch, num_chunks, width, *t.shape[4:]), 1, 2)
+    return t.reshape(batch, width * num_chunks, *t.shape[3:])
+
+  def chunk_order(t):  # the inverse of scan_order
+    t = jnp.swapaxes(t.reshape(batch, width, num_chunks, *t.shape[2:]), 1, 2)
+    return t.reshape(batch, num_chunks, 1, width, *t.shape[3:])
+
+  decays, drives = steps(decay, 1.0), steps(drive, 0.0)
+  product, state = decays[0], drives[0]            # pass 1: each chunk from zero
+  for a, v in zip(decays[1:], drives[1:]):
+    state = a * state + v
+    product = product * a
+  if num_chunks * width > 1:
+    ends = _linear_scan(scan_order(product), scan_order(state), chunk_size,
+                        reverse=reverse)             # (b, W H/T, ...) chunk-end states
+    h = chunk_order(_pad_tokens(ends[:, 1:], 0, 1) if reverse
+                    else _pad_tokens(ends[:, :-1], 1, 0))
+  else:
+    h = jnp.zeros_like(drives[0])
+  C_steps = None if C is None else steps(C, 0.0)
+  outputs = []                                     # pass 2: from the entering states
+  for j, (a, v) in enumerate(zip(decays, drives)):
+    h = a * h + v
+    outputs.append(h if C is None else _read_out(C_steps[j], h))
+  out = jnp.concatenate(outputs[::-1] if reverse else outputs, axis=2)  # (b, H/T, T, W, ..)
+  out = out.reshape(batch, num_chunks * chunk, width, *out.shape[4:])
+  if pad:
+    out = out[:, pad:] if reverse else out[:, :height]
+  return out
+
+
+def _rows_scan(decay, drive, chunk_size, C=None, reverse=False):
+  """`_linear_scan` in row-major token order on (b, H, W, ...) arrays."""
+  batch, height, width = decay.shape[:3]
+  flat = lambda t: None if t is None else t.reshape(batch, height * width, *t.shape[3:])
+  out = _linear_scan(flat(decay), flat(drive), chunk_size, flat(C), reverse)
+  return out.reshape(batch, height, width, *out.shape[2:])
+
+
 def cross_selective_scan_onnx(x, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
                               chunk_size=CHUNK_SIZE):
   """SS2D's four-direction scan (args as `cross_selective_scan_reference`), loop-free.
 
   Directions 0 and 2 visit the row-major tokens (2 from the last), 1 and 3 the
-  column-major ones (3 from the last). Instead of four permuted copies of the map, the
-  scan runs twice over the same (b, L, 2, P) pair [row-major, column-major]: forward for
-  directions (0, 1), in reverse for (2, 3). So the only layout copies are one transpose
-  of x, of the column-major directions' delta, B and C, and of the merged output.
+  column-major ones (3 from the last). Every direction is scanned on the row-major
+  (b, H, W, ...) arrays as they lie: the row-major ones as one flat sequence, the
+  column-major ones by `_column_scan` (chunks are pieces of columns). So no input,
+  output or delta is ever transposed or stacked (ONNX Runtime's transposes that move
+  two axes copy element by element), and each direction's dt_proj is its own Gemm.
   """
   batch, height, width, per_group = x.shape
   d_state = B.shape[-1]
-  length = height * width
-  rows = lambda t: t.reshape(batch, length, *t.shape[3:])                 # (b, L, ...)
-  cols = lambda t: jnp.swapaxes(t, 1, 2).reshape(batch, length, *t.shape[3:])
-  both = lambda r, c: jnp.stack([rows(r), cols(c)], axis=2)               # (b, L, 2, ...)
-  pair = lambda t, k: both(t[:, :, :, k], t[:, :, :, k + 1])   # directions k and k + 1
   delta_bias = delta_bias.reshape(NUM_DIRECTIONS, per_group)
-
-  def pair_delta(k):            # (b, L, 2, P) after bias and softplus, directions k, k + 1
-    if isinstance(delta, LowRankDelta):       # reorder the R dt channels, not the product
-      pair_delta = LowRankDelta(pair(delta.dts, k), delta.weight[k:k + 2]).materialize()
-    else:
-      pair_delta = pair(delta, k)
-    return biased_delta(pair_delta, delta_bias[k:k + 2], delta_softplus)
-
-  x = x.astype(jnp.float32)
-  u = both(x, x)                                                          # (b, L, 2, P)
-  B, C = B.astype(jnp.float32), C.astype(jnp.float32)
   A = A.astype(jnp.float32).reshape(NUM_DIRECTIONS, per_group, d_state).transpose(0, 2, 1)
-  ys = sum(_scan_unrolled(pair_delta(k), u, pair(B, k), pair(C, k), A[k:k + 2],
-                          chunk_size, reverse=k == 2)
-           for k in (0, 2))                                               # (b, L, 2, P)
-  merged = (ys[:, :, 0].reshape(batch, height, width, per_group) +
-            jnp.swapaxes(ys[:, :, 1].reshape(batch, width, height, per_group), 1, 2))
-  skip = x * D.astype(jnp.float32).reshape(
-      NUM_DIRECTIONS, per_group).sum(0)
-  return merged + skip                                                    # (b, H, W, P)
+  B, C = B.astype(jnp.float32), C.astype(jnp.float32)
+  x = x.astype(jnp.float32)
+  u = x.reshape(batch, height, width, 1, per_group)                      # (b, H, W, 1, P)
+  pick = lambda t, k: t[:, :, :, k:k + 1]                                # (b, H, W, 1, ..)
+
+  def direction_delta(k):       # (b, H, W, 1, P) after bias and softplus
+    if isinstance(delta, LowRankDelta):
+      direction = LowRankDelta(pick(delta.dts, k), delta.weight[k:k + 1]).materialize()
+    else:
+      direction = pick(delta, k)
+    return biased_delta(direction, delta_bias[k:k + 1], delta_softplus)
+
+  scans = (_rows_scan, _column_scan)
+  ys = sum(_scan_unrolled(direction_delta(k), u, pick(B, k), pick(C, k), A[k:k + 1],
+                          chunk_size, reverse=k >= 2, scan=scans[k % 2])
+           for k in range(NUM_DIRECTIONS))                               # (b, H, W, 1, P)
+  skip = x * D.astype(jnp.float32).reshape(NUM_DIRECTIONS, per_group).sum(0)
+  return ys.reshape(batch, height, width, per_group) + skip              # (b, H, W, P)

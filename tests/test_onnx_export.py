@@ -1,6 +1,7 @@
 """onnx_export: the .onnx file of the tiny open-field model runs in ONNX Runtime and
 equals the estimator (Estimator.crop_heatmaps, flip test on) within 1e-4 relative;
-bad input (no jax2onnx, another scan, wrong crops) is a clear error.
+its int8 variant (--onnx_quantize=int8) stays close to the float32 file; bad input (no
+jax2onnx, another scan, wrong crops, an unknown quantisation) is a clear error.
 
 Skipped without jax2onnx / onnxruntime (installed with --no-deps: docs/export.md, "ONNX").
 """
@@ -21,20 +22,33 @@ pytest.importorskip("jax2onnx", reason="ONNX export needs jax2onnx (README)")
 pytest.importorskip("onnxruntime", reason="ONNX export tests run it in onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def exported(workdir, tmp_path_factory):
-  """`mamkpd export --format=onnx` (dynamic batch): (path of model.onnx, its stdout).
-
-  The module's one conversion: jax2onnx takes minutes even for the tiny model (its
-  per-equation graph checks grow with the graph), so every test reads this file.
-  """
+def _export(workdir, tmp_path_factory, *flags):
+  """`mamkpd export --format=onnx *flags` (dynamic batch): (path of model.onnx, stdout)."""
   output = tmp_path_factory.mktemp("onnx") / "out"
   result = subprocess.run(
       [sys.executable, "-m", "mamkpd_jax.cli", "export", f"--checkpoint={workdir}",
-       f"--output={output}", "--format=onnx"],
+       f"--output={output}", "--format=onnx", *flags],
       capture_output=True, text=True, check=False, cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
   return str(output / "model.onnx"), result.stdout
+
+
+@pytest.fixture(scope="module")
+def exported(workdir, tmp_path_factory):
+  """The float32 file: the module's one float32 conversion (jax2onnx takes minutes even
+  for the tiny model: its per-equation graph checks grow with the graph), so every
+  test reads this file."""
+  return _export(workdir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def exported_int8(exported, tmp_path_factory):
+  """The float32 file quantised as `export --onnx_quantize=int8` quantises its graph
+  (onnx_export.quantize_int8), without a second conversion (minutes)."""
+  import onnx   # pylint: disable=import-outside-toplevel
+  path = str(tmp_path_factory.mktemp("onnx_int8") / "model.onnx")
+  onnx.save(onnx_export.quantize_int8(onnx.load(exported[0])), path)
+  return path
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +169,64 @@ def test_newest_nodes_first_answers_as_jax2onnx(monkeypatch):
   assert len(answers) > 100 and {want for want, *_ in answers} == {True, False}
   assert all(want == got_1 == got_256 for want, got_1, got_256 in answers)
   assert fast == slow
+
+
+def test_int8_file_is_close_to_float32(exported, exported_int8):
+  """The int8 file (wide matmuls int8, activations quantised per call) against the
+  float32 file on the same crops. Bound: each quantised matmul rounds its activations
+  to 1/255 of their range and its weights to 1/127 of each channel's, so heatmaps move
+  by a few percent of their peak, not more (measured on MamKPD-B's random weights:
+  5-6%, with every matmul quantised); the argmax cells, what the keypoints are, agree
+  for most (crop, keypoint) pairs. A float32 file (no quantisation) or a broken one
+  (another model's weights, a wrong dequantisation scale) fails the bounds."""
+  import onnx   # pylint: disable=import-outside-toplevel
+  session = onnx_export.onnx_session(exported[0])
+  int8 = onnx_export.onnx_session(exported_int8)
+  ops = {node.op_type for node in onnx.load(exported_int8).graph.node}
+  assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops, ops
+  crops = np.random.default_rng(1).integers(0, 256, (8, 64, 64, 3), np.uint8)
+  want = onnx_export.run_onnx(session, crops)["heatmaps"]
+  got = onnx_export.run_onnx(int8, crops)["heatmaps"]
+  assert np.abs(got - want).max() <= 0.1 * np.abs(want).max()
+  assert not np.array_equal(got, want)                      # it is quantised
+  cells = lambda h: h.reshape(len(h), -1, h.shape[-1]).argmax(1)   # (8, K)
+  assert np.mean(cells(got) == cells(want)) >= 0.75
+  assert onnx_export.onnx_metadata(exported[0])["artefact"]["onnx_quantize"] is None
+  assert "float32" in exported[1]                         # the command names the dtype
+
+
+def test_unknown_quantisation_is_an_error(estimator, tmp_path):
+  from mamkpd_jax.commands import export as export_command   # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=r"onnx quantize must be one of .*got 'int4'"):
+    onnx_export.export_onnx(estimator, str(tmp_path / "m.onnx"), quantize="int4")
+  assert not (tmp_path / "m.onnx").exists()
+  with pytest.raises(ValueError, match=r"--onnx_quantize must be one of \['int8'\], got 'fp8'"):
+    export_command.run(None, str(tmp_path), "onnx", onnx_quantize="fp8")
+  with pytest.raises(ValueError, match="--onnx_quantize=int8 needs --format=onnx, not 'jax'"):
+    export_command.run(None, str(tmp_path), "jax", onnx_quantize="int8")
+
+
+def test_gemms_as_matmuls_keeps_the_values():
+  """The Gemm -> MatMul (+ Add) rewrite quantisation relies on: same outputs in ONNX
+  Runtime for transB 0/1, with a bias, and beta 0 (bias ignored)."""
+  import onnx   # pylint: disable=import-outside-toplevel
+  from onnx import TensorProto, helper, numpy_helper   # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  weight = rng.standard_normal((6, 5)).astype(np.float32)
+  inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(weight.T.copy(), "wt"),
+           numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "c")]
+  nodes = [helper.make_node("Gemm", ["x", "w", "c"], ["y0"], name="g0"),
+           helper.make_node("Gemm", ["x", "wt"], ["y1"], name="g1", transB=1),
+           helper.make_node("Gemm", ["x", "w", "c"], ["y2"], name="g2", beta=0.0)]
+  outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [3, 5]) for i in range(3)]
+  graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+      "x", TensorProto.FLOAT, [3, 6])], outputs, inits)
+  model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+  run = lambda m: onnx_export.onnx_session(m.SerializeToString()).run(
+      None, {"x": np.arange(18, dtype=np.float32).reshape(3, 6) / 7})
+  want = run(model)
+  rewritten = onnx_export._gemms_as_matmuls(onnx.ModelProto.FromString(  # pylint: disable=protected-access
+      model.SerializeToString()))
+  assert "Gemm" not in {node.op_type for node in rewritten.graph.node}
+  for got, expected in zip(run(rewritten), want):
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)

@@ -7,6 +7,7 @@ onnxruntime installed: the converted cross-scan has no Loop and ONNX Runtime equ
 """
 
 import functools
+import importlib
 
 import jax
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 import numpy_refs
 from mamkpd_jax import kernels
 from mamkpd_jax.kernels import selective_scan_onnx  # the function (kernels/__init__)
+selective_scan_onnx_module = importlib.import_module("mamkpd_jax.kernels.selective_scan_onnx")
 from scan_inputs import cross_inputs, scan_inputs
 from test_chunked_scan import compare
 from test_pallas_scan import CASES, CROSS_CASES, RTOL
@@ -113,3 +115,23 @@ def test_converts_to_onnx_without_loops_and_runs_in_onnxruntime():
   want = np.asarray(scan(*(inputs[name] for name in maps)))
   np.testing.assert_allclose(session.run(None, feed)[0], want, rtol=1e-5,
                              atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("height,chunk_size", [(7, 3), (8, 4), (5, 16)])
+def test_column_scan_matches_a_loop_in_column_order(height, chunk_size, reverse):
+  """_column_scan on row-major (b, H, W, P) arrays equals h_t = a_t h_{t-1} + v_t run
+  in column-major token order (reversed with `reverse`), by a numpy loop: columns
+  padded with identity steps (H 7, 5), exact fits (H 8), one chunk per column (H 5)."""
+  rng = np.random.default_rng(height + chunk_size)
+  width = 4
+  decay = rng.uniform(0.2, 1.0, (2, height, width, 3)).astype(np.float32)
+  drive = rng.standard_normal((2, height, width, 3)).astype(np.float32)
+  got = np.asarray(selective_scan_onnx_module._column_scan(
+      decay, drive, chunk_size, reverse=reverse))
+  order = [(h, w) for w in range(width) for h in range(height)]
+  want, state = np.zeros_like(drive, np.float64), 0.0
+  for h, w in (order[::-1] if reverse else order):
+    state = decay[:, h, w] * state + drive[:, h, w]
+    want[:, h, w] = state
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -52,6 +52,10 @@ serving function converted by jax2onnx with scan_impl "onnx", metadata inside; n
 
     mamkpd export --checkpoint=/tmp/sample_openfield --output=/tmp/onnx --format=onnx
 
+--onnx_quantize=int8 (with --format=onnx) makes the wide matmuls int8 in ONNX Runtime
+(opt-in: faster on a CPU with int8 dot products, slightly less exact; docs/export.md);
+the file's metadata records it (artefact.onnx_quantize).
+
 From Python, `export(estimator, output_dir, format=...)` does the same with an
 Estimator in hand; `main` only reads the flags.
 """
@@ -93,6 +97,9 @@ def define_flags():
                       "config's).")
   flags.DEFINE_bool("check", True, "Reload the artefact and compare it with the model on "
                     "random crops.")
+  flags.DEFINE_string("onnx_quantize", None, "--format=onnx only: int8 quantises the wide "
+                      "matmuls' weights and activations (opt-in, less exact; "
+                      "docs/export.md). Default: float32.")
   flags.mark_flags_as_required(["output"])
 
 
@@ -154,12 +161,12 @@ def export_jax(estimator, output_dir, batch_size=None, platforms=None, check=Tru
   return paths, tuple(exported.platforms), diff
 
 
-def export_onnx(estimator, output_dir, batch_size=None, check=True):
-  """OUTPUT/model.onnx (export.onnx_export, metadata inside); returns (path, max heatmap
-  difference in ONNX Runtime, or None)."""
+def export_onnx(estimator, output_dir, batch_size=None, check=True, quantize=None):
+  """OUTPUT/model.onnx (export.onnx_export, metadata inside; quantize: None or "int8");
+  returns (path, max heatmap difference in ONNX Runtime, or None)."""
   os.makedirs(output_dir, exist_ok=True)
   path = os.path.join(output_dir, "model.onnx")
-  onnx_export.export_onnx(estimator, path, batch_size)
+  onnx_export.export_onnx(estimator, path, batch_size, quantize=quantize)
   if not check:
     return path, None
   session = onnx_export.onnx_session(path)
@@ -169,21 +176,25 @@ def export_onnx(estimator, output_dir, batch_size=None, check=True):
 
 
 def export(estimator, output_dir, format="jax", batch_size=None, platforms=None,  # pylint: disable=redefined-builtin
-           check=True, provenance=None):
+           check=True, provenance=None, onnx_quantize=None):
   """The estimator exported into output_dir as `format` (FORMATS), with a line per file
   printed; returns the written paths.
 
   batch_size: None for a symbolic (dynamic) batch (jax, onnx); platforms: jax.export
   targets (default this machine's); check: reload and compare heatmaps on random crops;
-  provenance: safetensors' model.json "trained_from"."""
+  provenance: safetensors' model.json "trained_from"; onnx_quantize: None or "int8"
+  (onnx only)."""
+  if onnx_quantize is not None and format != "onnx":
+    raise ValueError(f"--onnx_quantize={onnx_quantize} needs --format=onnx, not {format!r}")
   if format == "safetensors":
     (weights, meta), diff = export_safetensors(estimator, output_dir, provenance, check)
     print(f"wrote {weights} ({os.path.getsize(weights) / 1e6:.2f} MB) and {meta}")
     _print_difference("reloaded", diff)
     return weights, meta
   if format == "onnx":
-    path, diff = export_onnx(estimator, output_dir, batch_size, check)
-    print(f"wrote {path} (batch {batch_size or 'dynamic'})")
+    path, diff = export_onnx(estimator, output_dir, batch_size, check, onnx_quantize)
+    print(f"wrote {path} (batch {batch_size or 'dynamic'}, "
+          f"{onnx_quantize or 'float32'})")
     _print_difference("onnxruntime", diff)
     return (path,)
   if format != "jax":
@@ -205,13 +216,19 @@ def _print_difference(what, diff):
 
 
 def run(model, output_dir, format="jax", batch_size=None, platforms=None,  # pylint: disable=redefined-builtin
-        check=True, **model_changes):
+        check=True, onnx_quantize=None, **model_changes):
   """The command's work from plain values: model = (checkpoint, weights, config) as
   model_flags.ModelSource; **model_changes: dtype, scan_impl."""
+  if onnx_quantize not in onnx_export.QUANTIZE:
+    raise ValueError(f"--onnx_quantize must be one of "
+                     f"{[q for q in onnx_export.QUANTIZE if q]}, got {onnx_quantize!r}")
+  if onnx_quantize is not None and format != "onnx":
+    raise ValueError(f"--onnx_quantize={onnx_quantize} needs --format=onnx, not {format!r}")
   estimator = inference.load_estimator(*model, **model_changes)
   provenance = provenance_of(model.checkpoint, model.weights) \
       if format == "safetensors" else None
-  return export(estimator, output_dir, format, batch_size, platforms, check, provenance)
+  return export(estimator, output_dir, format, batch_size, platforms, check, provenance,
+                onnx_quantize)
 
 
 def main(argv):
@@ -221,7 +238,8 @@ def main(argv):
              if v is not None}
   try:
     run(model_flags.model_source(FLAGS), FLAGS.output, FLAGS.format,
-        FLAGS.batch_size or None, tuple(FLAGS.platforms), FLAGS.check, **changes)
+        FLAGS.batch_size or None, tuple(FLAGS.platforms), FLAGS.check,
+        FLAGS.onnx_quantize or None, **changes)
   except (ValueError, FileNotFoundError, FileExistsError, ImportError,
           checkpointing.CheckpointMismatchError) as error:
     logging.error("%s", error)

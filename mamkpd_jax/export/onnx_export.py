@@ -23,8 +23,13 @@ depth-wise convolutions traced as grouped convolutions
 inference only. jax2onnx is installed without its dependencies (it pins an older
 orbax-checkpoint than ours but never imports it): see `INSTALL`. `model_to_onnx`
 converts a bare model's forward pass (no flip test, no metadata) for benchmarks
-(`mamkpd benchmark --scan_impls=auto,onnxruntime`). On the 2-core CPU, ONNX
-Runtime runs MamKPD-tiny and -B in 0.6-1.05x JAX's time (benchmarks/README.md).
+(`mamkpd benchmark --scan_impls=auto,onnxruntime`); ONNX Runtime against JAX, and
+where its time goes: kernels/README.md, "ONNX Runtime against JAX".
+
+`quantize="int8"` (`mamkpd export --onnx_quantize=int8`, opt-in) makes the wide matmuls
+int8 with ONNX Runtime's dynamic quantisation (`quantize_int8`); the artefact's
+metadata records it (artefact.onnx_quantize). Its speed and held-out accuracy:
+docs/export.md.
 """
 
 import contextlib
@@ -49,6 +54,8 @@ METADATA_KEY = "mamkpd"      # metadata_props key of the JSON metadata
 KIND = "onnx"                # its artefact.kind
 OPSET = 23                   # jax2onnx 0.17's default
 INPUT_NAME = "crops"
+QUANTIZE = (None, "int8")    # export_onnx's `quantize` values (module docstring)
+QUANTIZE_MIN_DIM = 64        # int8 matmuls only where both weight sides are this wide
 OUTPUT_NAMES = ("heatmaps", "keypoints", "scores")   # serving_fn's keys, in this order
 
 
@@ -141,19 +148,109 @@ def to_onnx(fn, spec, output_names, opset=OPSET):
   return model
 
 
-def model_to_onnx(model, input_size, batch_size=None, opset=OPSET):
+def model_to_onnx(model, input_size, batch_size=None, opset=OPSET, quantize=None):
   """A bare model's forward pass, crops -> ("heatmaps",), as a ModelProto (no flip
   test, no metadata: for benchmarks; export_onnx is the serving artefact).
 
-  `model` must already run scan_impl="onnx" (`inference.with_model_changes`).
+  `model` must already run scan_impl="onnx" (`inference.with_model_changes`);
+  quantize: as export_onnx's.
   """
   _check_scan_impl(model.config.scan_impl)
   model.eval()
-  return to_onnx(lambda crops: (model(crops),), _crops_spec(batch_size, input_size),
-                 ("heatmaps",), opset)
+  return _quantized(to_onnx(lambda crops: (model(crops),), _crops_spec(batch_size, input_size),
+                            ("heatmaps",), opset), quantize)
 
 
-def export_onnx(estimator, path, batch_size=None, scan_impl=SCAN_IMPL, opset=OPSET):
+def _constants_folded(model, directory):
+  """The model with its constant subgraphs computed (ONNX Runtime's basic,
+  hardware-independent graph optimisations): the weights jax2onnx builds from
+  parameters in the graph (x_proj's transpose, dt_proj's padded blocks) become
+  initializers, which quantisation needs."""
+  onnx, onnxruntime = _require("onnx"), _require("onnxruntime")
+  options = onnxruntime.SessionOptions()
+  options.log_severity_level = 3
+  options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+  options.optimized_model_filepath = os.path.join(directory, "folded.onnx")
+  onnxruntime.InferenceSession(model.SerializeToString(), options,
+                               providers=["CPUExecutionProvider"])
+  return onnx.load(options.optimized_model_filepath)
+
+
+def _gemms_as_matmuls(model):
+  """The model with every Gemm of a constant weight (alpha 1, beta 1 or 0, no transA) as
+  MatMul (+ Add of its bias): ONNX Runtime's dynamic quantisation quantises MatMuls
+  only. Same values: the transposed weight is stored transposed."""
+  from onnx import helper, numpy_helper   # pylint: disable=import-outside-toplevel
+  weights = {init.name: init for init in model.graph.initializer}
+  nodes = []
+  for node in model.graph.node:
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if (node.op_type != "Gemm" or node.input[1] not in weights or attrs.get("transA", 0)
+        or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) not in (0.0, 1.0)):
+      nodes.append(node)
+      continue
+    inputs = list(node.input[:2 if attrs.get("beta", 1.0) == 0.0 else 3])  # beta 0: no C
+    weight = node.input[1]
+    if attrs.get("transB", 0):
+      transposed = numpy_helper.to_array(weights[weight]).T.copy()
+      weight = f"{weight}_transposed"
+      model.graph.initializer.append(numpy_helper.from_array(transposed, weight))
+    product = node.output[0] if len(inputs) < 3 else f"{node.output[0]}_matmul"
+    nodes.append(helper.make_node("MatMul", [inputs[0], weight], [product],
+                                  name=f"{node.name}_matmul"))
+    if len(inputs) > 2:
+      nodes.append(helper.make_node("Add", [product, inputs[2]], [node.output[0]],
+                                    name=f"{node.name}_bias"))
+  del model.graph.node[:]
+  model.graph.node.extend(nodes)
+  return model
+
+
+def _wide_matmuls(model, min_dim=QUANTIZE_MIN_DIM):
+  """Names of the MatMul nodes whose constant weight is at least min_dim x min_dim."""
+  weights = {init.name: init.dims for init in model.graph.initializer}
+  return [node.name for node in model.graph.node
+          if node.op_type == "MatMul" and node.input[1] in weights
+          and len(weights[node.input[1]]) == 2 and min(weights[node.input[1]]) >= min_dim]
+
+
+def quantize_int8(model):
+  """ModelProto -> ModelProto with the weights of its wide matmuls (in_proj, out_proj,
+  the CMM linears: both sides >= QUANTIZE_MIN_DIM) int8 per output channel and their
+  activations quantised per call (ONNX Runtime's dynamic quantisation: int8 GEMMs,
+  AVX-512 VNNI where the CPU has it). The low-rank x_proj and dt_proj (a few dozen
+  channels on one side), the scan, the convolutions and the norms stay float32:
+  quantising the activations costs a pass over them that a narrow matmul does not
+  repay (measured: docs/export.md)."""
+  import tempfile   # pylint: disable=import-outside-toplevel
+  onnx = _require("onnx")
+  quantization = importlib.import_module("onnxruntime.quantization")
+  with tempfile.TemporaryDirectory() as directory:
+    model = _gemms_as_matmuls(_constants_folded(model, directory))
+    path = os.path.join(directory, "int8.onnx")
+    quantization.quantize_dynamic(model, path, op_types_to_quantize=["MatMul"],
+                                  nodes_to_quantize=_wide_matmuls(model), per_channel=True,
+                                  weight_type=quantization.QuantType.QInt8)
+    return onnx.load(path)
+
+
+def _check_quantize(quantize):
+  if quantize not in QUANTIZE:
+    raise ValueError(f"onnx quantize must be one of {QUANTIZE} (None: float32), got "
+                     f"{quantize!r}")
+
+
+def _quantized(model, quantize):
+  """`model` as export_onnx's `quantize` asks (QUANTIZE); else a ValueError."""
+  _check_quantize(quantize)
+  if quantize is None:
+    return model
+  _require("onnxruntime")
+  return quantize_int8(model)
+
+
+def export_onnx(estimator, path, batch_size=None, scan_impl=SCAN_IMPL, opset=OPSET,
+                quantize=None):
   """Writes `path` (.onnx): crops -> heatmaps, keypoints, scores (module docstring).
 
   Args:
@@ -162,18 +259,22 @@ def export_onnx(estimator, path, batch_size=None, scan_impl=SCAN_IMPL, opset=OPS
     batch_size: None for a dynamic batch dimension "B", or a fixed int.
     scan_impl: must be "onnx"; any other is a ValueError (they do not convert).
     opset: the ONNX opset.
+    quantize: None (float32) or "int8": the matmul weights int8, their activations
+      quantised per call (`quantize_int8`; opt-in, less exact: docs/export.md).
   Returns:
-    the metadata dict stored in the file (export.metadata's schema, kind "onnx").
+    the metadata dict stored in the file (export.metadata's schema, kind "onnx";
+    artefact.onnx_quantize records `quantize`).
   """
   onnx = _require("onnx")
+  _check_quantize(quantize)                                   # before minutes of tracing
   spec = _crops_spec(batch_size, estimator.input_size)
   onnx_estimator = _onnx_estimator(estimator, scan_impl)
   serve = serving.serving_fn(onnx_estimator)
-  model = to_onnx(lambda crops: tuple(serve(crops)[name] for name in OUTPUT_NAMES),
-                  spec, OUTPUT_NAMES, opset)
+  model = _quantized(to_onnx(lambda crops: tuple(serve(crops)[name] for name in OUTPUT_NAMES),
+                             spec, OUTPUT_NAMES, opset), quantize)
   meta = metadata.of_estimator(onnx_estimator, metadata.serving_artefact(
       KIND, os.path.basename(path), batch_size, jax_version=jax.__version__,
-      onnx_opset=opset, jax2onnx_version=_version("jax2onnx")))
+      onnx_opset=opset, jax2onnx_version=_version("jax2onnx"), onnx_quantize=quantize))
   onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(meta)})
   onnx.save(model, path)
   return meta
