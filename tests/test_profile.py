@@ -72,3 +72,29 @@ def test_profile_of_a_traced_call_finds_its_thunks():
   assert result.calls == 2 and result.wall_ms > 0
   assert "matmul" in result.class_ms
   assert sum(r["share"] for r in result.rows()) == pytest.approx(1.0, abs=0.01)
+
+
+_LOOP_HLO = """HloModule loop
+
+%body (p: (s32[], f32[4])) -> (s32[], f32[4]) {
+  %p = (s32[], f32[4]) parameter(0)
+  %x = f32[4]{0} get-tuple-element(%p), index=1
+  %ffi_call.7 = f32[4]{0} custom-call(%x), custom_call_target="mamkpd_cross_scan_forward"
+  %i = s32[] get-tuple-element(%p), index=0
+  ROOT %t = (s32[], f32[4]) tuple(%i, %ffi_call.7)
+}
+
+ENTRY %main (a: f32[4]) -> f32[4] {
+  %a = f32[4]{0} parameter(0)
+  %init = (s32[], f32[4]) tuple(%c, %a)
+  %while.1 = (s32[], f32[4]) while(%init), condition=%cond, body=%body
+  ROOT %r = f32[4]{0} get-tuple-element(%while.1), index=1
+}
+"""
+
+
+def test_thunks_inside_loops_count_and_the_loop_does_not():
+  events = [{"name": "while.1", "dur": 9000}, {"name": "ffi_call.7", "dur": 3000},
+            {"name": "ffi_call.7", "dur": 3000}]
+  result = profile.summarize(events, _LOOP_HLO, calls=1)
+  assert result.class_ms == {"scan": 6.0}

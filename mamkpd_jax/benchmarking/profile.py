@@ -12,11 +12,14 @@ each thunk's instruction in the compiled HLO text, and sums the thunk times per 
     depth-wise conv     the compiled CPU kernel's custom calls, grouped convolutions, and
                         fusions of the shifted windows of kernels.depthwise_conv's
                         pure-JAX form (pad/slice with multiply-adds)
+    gathers (DCNv4)     the compiled DCNv4 kernel's custom calls and fusions holding a
+                        gather (its pure-JAX bilinear sampling)
     norms / reductions  fusions holding a reduce (LayerNorm, BatchNorm statistics)
     layout copies       fusions of transposes, copies, pads, slices and concatenates only
     element-wise        every other fusion (activations, residual adds, gating)
 
-A thunk's time is its own wall time; two thunks may run at once on XLA's thread pool,
+Thunks inside loops (a `lax.scan` over a stage's blocks) are counted, the loop itself
+not. A thunk's time is its own wall time; two thunks may run at once on XLA's thread pool,
 so the class times can add up to more than the call's wall time (both are reported).
 """
 
@@ -37,14 +40,17 @@ _OPCODE = re.compile(r"= \S+ ([a-z][a-z0-9-]*)\(")
 _CALLS = re.compile(r"calls=%([^,\s]+)")
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _CUSTOM_CALLS = {"mamkpd_cross_scan_forward": "scan",            # kernels.cpu_kernels.TARGETS
-                 "mamkpd_depthwise_conv_forward": "depth-wise conv"}
+                 "mamkpd_depthwise_conv_forward": "depth-wise conv",
+                 "mamkpd_dcnv4_forward": "gathers (DCNv4)"}
 _LAYOUT_OPS = {"transpose", "copy", "bitcast", "parameter", "reverse", "reshape",
                "broadcast", "constant", "concatenate", "pad", "slice", "tuple",
                "get-tuple-element"}
 _WAIT_EVENT = "ThunkExecutor::Execute (wait for completion)"
+# Thunks that run other thunks (a loop's body): their time is their body thunks' time.
+_CONTAINERS = {"while", "conditional", "call"}
 
-CLASSES = ("scan", "matmul", "dense conv", "depth-wise conv", "norms / reductions",
-           "layout copies", "element-wise", "other")
+CLASSES = ("scan", "matmul", "dense conv", "depth-wise conv", "gathers (DCNv4)",
+           "norms / reductions", "layout copies", "element-wise", "other")
 
 
 @dataclasses.dataclass
@@ -73,15 +79,20 @@ class Profile:
 
 
 def hlo_instructions(hlo_text):
-  """({entry instruction name: its line}, {computation name: its body})."""
+  """({instruction name: its line}, {computation name: its body}), the instructions of
+  every computation that runs as thunks: the entry and the bodies and conditions of its
+  loops (a model's `lax.scan` over blocks), not the insides of fusions. Names are
+  unique within an HLO module."""
   computations = {m.group(1): m.group(2) for m in _COMPUTATION.finditer(hlo_text)}
-  entry = next(m.group(1) for m in _COMPUTATION.finditer(hlo_text)
-               if m.group(0).startswith("ENTRY"))
+  fused = set(_CALLS.findall(hlo_text))            # bodies of fusions (calls=%...)
   lines = {}
-  for line in computations[entry].splitlines():
-    match = _INSTRUCTION.match(line)
-    if match:
-      lines[match.group(1)] = line
+  for name, body in computations.items():
+    if name in fused:
+      continue
+    for line in body.splitlines():
+      match = _INSTRUCTION.match(line)
+      if match:
+        lines[match.group(1)] = line
   return lines, computations
 
 
@@ -97,6 +108,8 @@ def op_class(line, computations):
     return "depth-wise conv" if "feature_group_count" in body else "dense conv"
   if "dot" in ops:
     return "matmul"
+  if "gather" in ops:
+    return "gathers (DCNv4)"
   if ops & {"pad", "slice"} and "multiply" in ops and "reduce" not in ops:
     return "depth-wise conv"
   if "reduce" in ops:
@@ -125,7 +138,7 @@ def summarize(events, hlo_text, calls, top=15):
     name = event["name"]
     if name == _WAIT_EVENT:
       wall_us += event.get("dur", 0)
-    elif name in lines:
+    elif name in lines and _INSTRUCTION.match(lines[name]).group(2) not in _CONTAINERS:
       classes.setdefault(name, op_class(lines[name], computations))
       class_us[classes[name]] += event.get("dur", 0)
       thunk_us[name] += event.get("dur", 0)

@@ -128,15 +128,23 @@ class DepthwiseConv(nnx.Conv):
 
 
 @contextlib.contextmanager
-def depthwise_conv_mode(mode):
-  """Within: every DepthwiseConv traces in form `mode` (DEPTHWISE_MODES)."""
-  if mode not in DEPTHWISE_MODES:
-    raise ValueError(f"unknown depth-wise conv mode {mode!r}; known: {DEPTHWISE_MODES}")
-  previous, DepthwiseConv.mode = DepthwiseConv.mode, mode
+def class_setting(cls, name, value, known, what):
+  """Within: cls.name is `value`, one of `known` (else a ValueError naming `what`). For
+  the settings read while a function is traced (jax.jit caches a trace: a function
+  traced under one setting keeps it)."""
+  if value not in known:
+    raise ValueError(f"unknown {what} {value!r}; known: {known}")
+  previous = getattr(cls, name)
+  setattr(cls, name, value)
   try:
     yield
   finally:
-    DepthwiseConv.mode = previous
+    setattr(cls, name, previous)
+
+
+def depthwise_conv_mode(mode):
+  """Within: every DepthwiseConv traces in form `mode` (DEPTHWISE_MODES)."""
+  return class_setting(DepthwiseConv, "mode", mode, DEPTHWISE_MODES, "depth-wise conv mode")
 
 
 def depthwise_conv(channels, kernel_size, dtype, rngs, stride=1, use_bias=True):

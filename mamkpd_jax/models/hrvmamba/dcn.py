@@ -18,7 +18,6 @@ tracing (benchmarks and tests compare the two). Both are read when a function is
 a function already traced under one setting keeps it (jit's cache does not see them).
 """
 
-import contextlib
 import math
 
 from flax import nnx
@@ -68,16 +67,9 @@ def sampling_impl():
   return "auto" if common.DepthwiseConv.mode == "auto" else "jax"
 
 
-@contextlib.contextmanager
 def dcnv4_impl(impl):
   """Within: every DCNv4Mixer traces with kernels.dcnv4 impl `impl` (kernels.dcnv4.IMPLS)."""
-  if impl not in DCNV4_IMPLS:
-    raise ValueError(f"unknown DCNv4 impl {impl!r}; known: {DCNV4_IMPLS}")
-  previous, DCNv4Mixer.impl = DCNv4Mixer.impl, impl
-  try:
-    yield
-  finally:
-    DCNv4Mixer.impl = previous
+  return common.class_setting(DCNv4Mixer, "impl", impl, DCNV4_IMPLS, "DCNv4 impl")
 
 
 def mixer(width, model_config):
