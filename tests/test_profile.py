@@ -98,3 +98,25 @@ def test_thunks_inside_loops_count_and_the_loop_does_not():
             {"name": "ffi_call.7", "dur": 3000}]
   result = profile.summarize(events, _LOOP_HLO, calls=1)
   assert result.class_ms == {"scan": 6.0}
+
+
+def test_profile_model_script_profiles_both_forms_and_times_them_in_turns():
+  """scripts/profile_model.py on a tiny model: one profile per depth-wise form, both
+  timed in turns, in its JSON line."""
+  import json                                            # pylint: disable=g-import-not-at-top
+  import pathlib                                         # pylint: disable=g-import-not-at-top
+  import subprocess                                      # pylint: disable=g-import-not-at-top
+  import sys                                             # pylint: disable=g-import-not-at-top
+  script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "profile_model.py"
+  result = subprocess.run(
+      [sys.executable, str(script), "--variant=tiny", "--batch=1", "--input_height=32",
+       "--input_width=32", "--calls=1", "--repeats=1", "--depthwise=shifted",
+       "--depthwise=auto", "--json"], capture_output=True, text=True, timeout=600,
+      check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert [p["depthwise"] for p in report["profiles"]] == ["shifted", "auto"]
+  assert set(report["in_turns"]) == {"shifted", "auto"}
+  for profile_row in report["profiles"]:
+    assert profile_row["wall_ms"] > 0
+    assert abs(sum(r["share"] for r in profile_row["rows"]) - 1) < 0.01
