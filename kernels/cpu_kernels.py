@@ -47,7 +47,7 @@ class KernelBuildError(RuntimeError):
   """The CPU kernels could not be compiled or loaded (the message says why)."""
 
 
-def _compiler():
+def find_compiler():
   """The C++ compiler command: $CXX, else the first of COMPILERS on PATH."""
   if os.environ.get("CXX"):
     if not shutil.which(os.environ["CXX"]):
@@ -68,11 +68,12 @@ def _arch_flags():
   return ["-mcpu=native"] if machine in ("arm64", "aarch64") else ["-march=native"]
 
 
-def compile_command(compiler, output):
-  """The command that builds SOURCES into the shared library `output`."""
+def compile_command(compiler, output, sources=None):
+  """The command that builds `sources` (default SOURCES) into the shared library
+  `output`."""
   return [compiler, "-O3", "-ffast-math", *_arch_flags(), "-std=c++17", "-shared", "-fPIC",
-          "-w", f"-I{jax.ffi.include_dir()}", f"-I{_HERE}", *map(str, SOURCES), "-o",
-          str(output)]
+          "-w", f"-I{jax.ffi.include_dir()}", f"-I{_HERE}",
+          *map(str, SOURCES if sources is None else sources), "-o", str(output)]
 
 
 def _cpu_signature():
@@ -103,7 +104,7 @@ def library_path(compiler):
 
 def build():
   """Compiles SOURCES unless their cached library exists; returns the library's path."""
-  compiler = _compiler()
+  compiler = find_compiler()
   path = library_path(compiler)
   if path.exists():
     return path

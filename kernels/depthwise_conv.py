@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from mamkpd_jax.kernels import batch_parallel, cpu_kernels
+from mamkpd_jax.kernels.dcnv4 import output_size
 
 TARGET = "mamkpd_depthwise_conv_forward"     # cpu_kernels.TARGETS
 # Fewer channels than one vector of the kernel's (16): its per-pixel loop is then mostly
@@ -43,9 +44,9 @@ def shifted_sum(x, kernel, bias, strides, padding):
   _check(x, kernel, padding)
   (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = (
       kernel.shape[:2], strides, padding)
+  out_h = output_size(x.shape[1], kernel_h, stride_h, pad_h, 1)
+  out_w = output_size(x.shape[2], kernel_w, stride_w, pad_w, 1)
   x = jnp.pad(x, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))      # (N, H', W', C)
-  out_h = (x.shape[1] - kernel_h) // stride_h + 1
-  out_w = (x.shape[2] - kernel_w) // stride_w + 1
   out = 0
   for i in range(kernel_h):
     for j in range(kernel_w):
@@ -57,19 +58,15 @@ def shifted_sum(x, kernel, bias, strides, padding):
   return out
 
 
-def _ffi_call(x, kernel, bias, out_shape, strides, padding, use_bias):
-  """The custom call on float32 x (N, H, W, C), kernel (kh, kw, C), bias (C,)."""
+def _ffi_call(x, kernel, bias, strides, padding, use_bias):
+  """The custom call on float32 x (N, H, W, C), kernel (kh, kw, C), bias (C,), at x's
+  own (per-device) batch."""
+  out_shape = (x.shape[0], *map(output_size, x.shape[1:3], kernel.shape[:2], strides,
+                                padding, (1, 1)), x.shape[3])
   call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(out_shape, jnp.float32),
                           vmap_method="sequential")
   return call(x, kernel, bias, stride_h=strides[0], stride_w=strides[1],
               pad_h=padding[0], pad_w=padding[1], use_bias=use_bias)
-
-
-def _local_call(x, kernel, bias, strides, padding, use_bias):
-  """_ffi_call at x's own (per-device) batch."""
-  out_shape = jax.eval_shape(lambda x: shifted_sum(x, kernel[:, :, None], None, strides,
-                                                   padding), x).shape
-  return _ffi_call(x, kernel, bias, out_shape, strides, padding, use_bias)
 
 
 def _forward(x, kernel, bias, strides, padding):
@@ -78,7 +75,7 @@ def _forward(x, kernel, bias, strides, padding):
   bias = bias if use_bias else jnp.zeros((x.shape[-1],), jnp.float32)
   # Each device convolves its own images (batch_parallel: else XLA gathers the batch).
   return batch_parallel.batch_parallel(
-      _local_call, (x, kernel[:, :, 0], bias), (True, False, False),
+      _ffi_call, (x, kernel[:, :, 0], bias), (True, False, False),
       (strides, padding, use_bias))
 
 

@@ -36,8 +36,6 @@ struct Conv {
 constexpr int64_t kVec = 16;    // channels per accumulator (one AVX-512 vector)
 constexpr int64_t kCols = 4;    // output pixels per block: each kernel load serves kCols
 
-// Output pixels [ow0, ow0 + cols) of row `oh` of image `n`, channels [c0, c0 + width):
-// the accumulators stay in registers across the k*k taps.
 // A vector of kVec floats (GCC/Clang vector extension: AVX-512 registers where the CPU
 // has them, else several narrower ones).
 typedef float Vec __attribute__((vector_size(kVec * sizeof(float))));

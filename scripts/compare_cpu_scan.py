@@ -35,13 +35,11 @@ BASELINE_TARGET = "mamkpd_cross_scan_forward_baseline"
 
 def register_baseline(source):
   """Compiles `source` as cpu_kernels would and registers it as BASELINE_TARGET."""
-  scratch = pathlib.Path(tempfile.mkdtemp())
-  command = cpu_kernels.compile_command(cpu_kernels._compiler(), scratch / "baseline.so")  # pylint: disable=protected-access
-  sources = [str(s) for s in cpu_kernels.SOURCES]
-  start = command.index(sources[0])
-  command[start:start + len(sources)] = [str(source)]
-  subprocess.run(command, check=True)
-  library = ctypes.cdll.LoadLibrary(str(scratch / "baseline.so"))
+  with tempfile.TemporaryDirectory() as scratch:     # loaded libraries stay mapped
+    output = pathlib.Path(scratch) / "baseline.so"
+    subprocess.run(cpu_kernels.compile_command(cpu_kernels.find_compiler(), output,
+                                               sources=[source]), check=True)
+    library = ctypes.cdll.LoadLibrary(str(output))
   jax.ffi.register_ffi_target(BASELINE_TARGET, jax.ffi.pycapsule(
       library.MamkpdCrossScanForward), platform="cpu")
 

@@ -130,15 +130,14 @@ def add_scan_shares(rows):
 # ------------------------------------------------------------------ ONNX Runtime
 
 
-def onnxruntime_session(model, height, width, threads=None, quantize=None):
+def onnxruntime_session(model, height, width, threads=None):
   """(ONNX Runtime session, export seconds) of model's forward pass (crops -> heatmaps,
-  no flip test), converted with scan "onnx" and a dynamic batch (quantize: None or
-  "int8", onnx_export.QUANTIZE); needs jax2onnx and onnxruntime."""
+  no flip test), converted with scan "onnx" and a dynamic batch; needs jax2onnx and
+  onnxruntime."""
   from mamkpd_jax.export import onnx_export   # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   proto = onnx_export.model_to_onnx(
-      inference.with_model_changes(model, scan_impl=onnx_export.SCAN_IMPL), (height, width),
-      quantize=quantize)
+      inference.with_model_changes(model, scan_impl=onnx_export.SCAN_IMPL), (height, width))
   export_s = time.perf_counter() - start
   return onnx_export.onnx_session(proto.SerializeToString(), threads), export_s
 

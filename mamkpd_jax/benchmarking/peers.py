@@ -27,14 +27,15 @@ from absl import logging
 
 from mamkpd_jax.benchmarking import roofline
 from mamkpd_jax.benchmarking import timing as timing_lib
+from mamkpd_jax.models import common
 
 PEER_NAMES = {"hrnet_w32": "HRNet-W32", "vitpose_b": "ViTPose-B", "rtmpose_m": "RTMPose-m"}
 ALIASES = {"vit_b16": "vitpose_b"}     # the name ViTPose-B had before it was built as such
 RUNTIMES = ("torch", "onnxruntime")
 INSTALL = 'pip install "mamkpd-jax[peers]"'
 ONNX_OPSET = 17
-MEAN = np.array([123.675, 116.28, 103.53], np.float32)    # ImageNet, as mmpose normalises
-STD = np.array([58.395, 57.12, 57.375], np.float32)
+MEAN = np.array(common.PIXEL_MEAN, np.float32)    # ImageNet, as our models normalise
+STD = np.array(common.PIXEL_STD, np.float32)
 
 
 @dataclasses.dataclass

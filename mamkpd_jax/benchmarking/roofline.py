@@ -3,6 +3,8 @@
 installed, in float32 and bfloat16, GMAC/s). A model's GMAC/s as a percentage of the
 same run's float32 matmul rate says how far it is from what the machine can do."""
 
+import functools
+
 # Published HBM bandwidth (GB/s) by device name fragment, most specific first.
 PEAK_GBPS = [("H200", 4800.0), ("H100 PCIe", 2000.0), ("H100", 3350.0), ("A100", 2039.0)]
 
@@ -31,8 +33,10 @@ def matmul_gmacs(size):
   return size ** 3 / 1e9
 
 
+@functools.lru_cache(maxsize=None)
 def jax_matmul_call(size, dtype):
-  """(call, sync) of a jitted size^2 matmul in `dtype` on JAX's default device."""
+  """(call, sync) of a jitted size^2 matmul in `dtype` on JAX's default device (one per
+  size and dtype: every group of a run times the same one)."""
   import jax                 # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp    # pylint: disable=g-import-not-at-top
   keys = jax.random.split(jax.random.key(0))

@@ -184,8 +184,7 @@ def export(estimator, output_dir, format="jax", batch_size=None, platforms=None,
   targets (default this machine's); check: reload and compare heatmaps on random crops;
   provenance: safetensors' model.json "trained_from"; onnx_quantize: None or "int8"
   (onnx only)."""
-  if onnx_quantize is not None and format != "onnx":
-    raise ValueError(f"--onnx_quantize={onnx_quantize} needs --format=onnx, not {format!r}")
+  _check_onnx_quantize(onnx_quantize, format)
   if format == "safetensors":
     (weights, meta), diff = export_safetensors(estimator, output_dir, provenance, check)
     print(f"wrote {weights} ({os.path.getsize(weights) / 1e6:.2f} MB) and {meta}")
@@ -207,6 +206,15 @@ def export(estimator, output_dir, format="jax", batch_size=None, platforms=None,
   return artefact, meta
 
 
+def _check_onnx_quantize(onnx_quantize, format):  # pylint: disable=redefined-builtin
+  """A ValueError naming --onnx_quantize when it is unknown or the format is not onnx."""
+  if onnx_quantize not in onnx_export.QUANTIZE:
+    raise ValueError(f"--onnx_quantize must be one of "
+                     f"{[q for q in onnx_export.QUANTIZE if q]}, got {onnx_quantize!r}")
+  if onnx_quantize is not None and format != "onnx":
+    raise ValueError(f"--onnx_quantize={onnx_quantize} needs --format=onnx, not {format!r}")
+
+
 def _print_difference(what, diff):
   if diff is not None:
     print(f"{what}: max |heatmap difference| to the model {diff:.3g}")
@@ -219,11 +227,7 @@ def run(model, output_dir, format="jax", batch_size=None, platforms=None,  # pyl
         check=True, onnx_quantize=None, **model_changes):
   """The command's work from plain values: model = (checkpoint, weights, config) as
   model_flags.ModelSource; **model_changes: dtype, scan_impl."""
-  if onnx_quantize not in onnx_export.QUANTIZE:
-    raise ValueError(f"--onnx_quantize must be one of "
-                     f"{[q for q in onnx_export.QUANTIZE if q]}, got {onnx_quantize!r}")
-  if onnx_quantize is not None and format != "onnx":
-    raise ValueError(f"--onnx_quantize={onnx_quantize} needs --format=onnx, not {format!r}")
+  _check_onnx_quantize(onnx_quantize, format)       # before the model loads
   estimator = inference.load_estimator(*model, **model_changes)
   provenance = provenance_of(model.checkpoint, model.weights) \
       if format == "safetensors" else None

@@ -135,25 +135,19 @@ def results_of(prediction, box_scores, image_id, file_name, category_id=1):
   return results
 
 
-def drawn_image_path(path, output):
-  """OUTPUT/<stem>.png: where an image's drawing goes."""
-  return os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".png")
+def output_path(path, output, ext):
+  """OUTPUT/<stem><ext>: where the drawing of an image (.png) or a video (.mp4) goes."""
+  return os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ext)
 
 
 def check_outputs(input_path, output_dir):
   """An error when a drawing would overwrite an input (an mp4 video or a PNG image drawn
   into its own folder), before any model loads."""
   if is_video(input_path):
-    targets = [(video_output_path(input_path, output_dir), input_path)]
+    video.refuse_overwrite(output_path(input_path, output_dir, ".mp4"), input_path)
   elif os.path.exists(input_path):
-    targets = [(drawn_image_path(path, output_dir), path)
-               for _, path in list_images(input_path)]
-  else:
-    return
-  for target, source in targets:
-    if os.path.abspath(target) == os.path.abspath(source):
-      raise ValueError(f"the output {target} would overwrite the input {source}: choose "
-                       "another output folder")
+    for _, path in list_images(input_path):
+      video.refuse_overwrite(output_path(path, output_dir, ".png"), path)
 
 
 def predict_images(estimator, images, all_boxes, output, detector=None, drawing=Drawing()):
@@ -163,18 +157,14 @@ def predict_images(estimator, images, all_boxes, output, detector=None, drawing=
     pixels = [inference.load_image(path) for _, path in chunk]
     boxes = [boxes_of(all_boxes, detector, image, image_id, path)
              for image, (image_id, path) in zip(pixels, chunk)]
-    predictions = estimator.predict_batch(pixels, [b for b, _ in boxes])
+    predictions = estimator.predict_batch(pixels, [b for b, _ in boxes],
+                                          pad_to=drawing.batch_images)
     for (image_id, path), prediction, (_, box_scores) in zip(chunk, predictions, boxes):
-      prediction.save(drawn_image_path(path, output), threshold=drawing.threshold)
+      prediction.save(output_path(path, output, ".png"), threshold=drawing.threshold)
       results += results_of(prediction, box_scores, image_id, os.path.basename(path),
                             drawing.category_id)
     progress.add(len(chunk))
   return results
-
-
-def video_output_path(path, output):
-  """OUTPUT/<stem>.mp4: where a video's drawing goes."""
-  return os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".mp4")
 
 
 def predict_video(estimator, path, all_boxes, output, detector=None, drawing=Drawing(),
@@ -182,8 +172,7 @@ def predict_video(estimator, path, all_boxes, output, detector=None, drawing=Dra
   """OUTPUT/<stem>.mp4 with the poses drawn, and COCO results (image_id = frame), through
   the tracker's frame loop (video.run_frames: frames decoded and boxes found on a
   reader thread, drawing and encoding on a writer thread; overlap=False: one thread)."""
-  check_outputs(path, output)
-  mp4_path = video_output_path(path, output)
+  mp4_path = output_path(path, output, ".mp4")
   total, fps = video.frame_count_and_fps(path)
   writer, results = video.VideoWriter(mp4_path, fps), []
 

@@ -234,8 +234,9 @@ class PoseTracker:
 
   def process(self, batch, detected=None):
     """[(index, name, frame (H, W, 3) RGB uint8)] in order -> [Prediction], each with
-    its track_ids set. detected: `detections(batch)` when found beforehand (det_every
-    == 1; another thread may find them), else None (the detector runs here)."""
+    its track_ids set. detected: `detections(batch)` when found beforehand (another
+    thread may find them; used when det_every == 1), else None (the detector runs
+    here)."""
     if self.config.det_every == 1:
       frames = [frame for _, _, frame in batch]
       boxes = self.detections(batch) if detected is None else detected
@@ -315,9 +316,9 @@ def output_paths(source, output_dir):
   stem = f"webcam{index}" if index is not None else \
       os.path.splitext(os.path.basename(os.path.normpath(str(source))))[0]
   paths = tuple(os.path.join(output_dir, stem + ext) for ext in (".mp4", ".json"))
-  if index is None and os.path.abspath(str(source)) in map(os.path.abspath, paths):
-    raise ValueError(f"the output {paths[0]} would overwrite the input {source}: choose "
-                     "another output folder")
+  if index is None:
+    for path in paths:
+      video.refuse_overwrite(path, source)
   return paths
 
 
@@ -364,8 +365,7 @@ def track_video(estimator, source, output_dir, detector=None, det_every=1, smoot
     return [(*item, boxes) for item, boxes in zip(batch, found)]
 
   def process(batch):                          # this thread: the model and the ids
-    detected = [item[3] for item in batch] if config.det_every == 1 else None
-    return tracker.process([item[:3] for item in batch], detected)
+    return tracker.process([item[:3] for item in batch], [item[3] for item in batch])
 
   def consume(item, prediction):               # writer thread: draw, encode, json
     index, name, frame, _ = item

@@ -59,6 +59,13 @@ def webcam_index(source):
   return int(source) if isinstance(source, str) and source.isdigit() else None
 
 
+def refuse_overwrite(target, source):
+  """A ValueError when writing `target` would overwrite the input file `source`."""
+  if os.path.abspath(str(target)) == os.path.abspath(str(source)):
+    raise ValueError(f"the output {target} would overwrite the input {source}: choose "
+                     "another output folder")
+
+
 def open_capture(source):
   """An opened cv2.VideoCapture of a video file or a webcam index."""
   index = webcam_index(source)
@@ -163,7 +170,8 @@ class VideoWriter:
 def read_ahead(items, depth=2):
   """The items of an iterable, produced by a background thread up to `depth` ahead of
   the caller (decoding beside the model). The producer's errors are raised here;
-  leaving the loop (or closing this generator) stops the thread and closes `items`."""
+  leaving the loop (or closing this generator) stops the thread and closes `items` where
+  it has a close() (a generator; a `map` over one does not: its caller closes that)."""
   ready, stop = queue.Queue(maxsize=depth), threading.Event()
 
   def put(entry):

@@ -147,6 +147,12 @@ def depthwise_conv_mode(mode):
   return class_setting(DepthwiseConv, "mode", mode, DEPTHWISE_MODES, "depth-wise conv mode")
 
 
+def compiled_kernels_allowed():
+  """Whether code traced now may call this process's compiled CPU kernels: not while
+  exports trace (they set a portable depth-wise form, "grouped" or "shifted")."""
+  return DepthwiseConv.mode == "auto"
+
+
 def depthwise_conv(channels, kernel_size, dtype, rngs, stride=1, use_bias=True):
   """Depth-wise k x k conv with PyTorch's symmetric padding k // 2 (exact halving)."""
   pad = kernel_size // 2

@@ -64,7 +64,7 @@ def sampling_impl():
   or "jax" while exporting (module docstring)."""
   if DCNv4Mixer.impl != "auto":
     return DCNv4Mixer.impl
-  return "auto" if common.DepthwiseConv.mode == "auto" else "jax"
+  return "auto" if common.compiled_kernels_allowed() else "jax"
 
 
 def dcnv4_impl(impl):
