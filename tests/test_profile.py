@@ -110,7 +110,7 @@ def test_profile_model_script_profiles_both_forms_and_times_them_in_turns():
   script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "profile_model.py"
   result = subprocess.run(
       [sys.executable, str(script), "--variant=tiny", "--batch=1", "--input_height=32",
-       "--input_width=32", "--calls=1", "--repeats=1", "--depthwise=shifted",
+       "--input_width=32", "--calls=3", "--repeats=1", "--depthwise=shifted",
        "--depthwise=auto", "--json"], capture_output=True, text=True, timeout=600,
       check=False)
   assert result.returncode == 0, result.stderr[-2000:]

@@ -143,6 +143,9 @@ def summarize(events, hlo_text, calls, top=15):
       class_us[classes[name]] += event.get("dur", 0)
       thunk_us[name] += event.get("dur", 0)
   per_call = 1e-3 / calls
+  # A program small enough to run inline on the calling thread is never waited for:
+  # its wall time is then its thunks' time.
+  wall_us = wall_us or sum(thunk_us.values())
   return Profile(
       calls=calls, wall_ms=wall_us * per_call,
       class_ms={name: us * per_call for name, us in class_us.items()},

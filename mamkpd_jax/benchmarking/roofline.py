@@ -90,5 +90,5 @@ def rate_fields(row, gmacs, matmul_gmacs_per_s):
                 gmacs=round(gmacs, 4), gmacs_per_s=float(f"{rate:.5g}"))
   if matmul_gmacs_per_s:
     fields.update(matmul_gmacs_per_s=matmul_gmacs_per_s,
-                  pct_of_matmul=round(100 * rate / matmul_gmacs_per_s, 2))
+                  pct_of_matmul=float(f"{100 * rate / matmul_gmacs_per_s:.4g}"))
   return fields
