@@ -56,13 +56,22 @@ def test_op_classes_of_hlo_instructions():
 def test_summarize_sums_per_class_and_per_call():
   events = [{"name": "fusion.1", "dur": 3000}, {"name": "fusion.1", "dur": 1000},
             {"name": "ffi_call.1", "dur": 4000}, {"name": "unknown", "dur": 99},
-            {"name": profile._WAIT_EVENT, "dur": 10000}]
+            {"name": profile._EXECUTOR_EVENT, "ts": 0, "dur": 4000},
+            {"name": profile._EXECUTOR_EVENT, "ts": 1000, "dur": 5000},   # nested: overlaps
+            {"name": profile._EXECUTOR_EVENT + " (wait for completion)", "ts": 7000,
+             "dur": 4000}]
   result = profile.summarize(events, _HLO, calls=2)
   assert result.class_ms == {"matmul": 2.0, "scan": 2.0}
-  assert result.wall_ms == 5.0
+  assert result.wall_ms == 5.0                          # (6000 + 4000) us over 2 calls
   assert [r["share"] for r in result.rows()] == [0.5, 0.5]
   assert result.top[0] == ("fusion.1", "matmul", 2.0)
   assert "| matmul | 2.0 | 50.0% |" in result.markdown()
+
+
+def test_covered_time_is_the_union_of_intervals():
+  assert profile.covered_us([]) == 0
+  assert profile.covered_us([(5, 9), (0, 2), (1, 3), (6, 7)]) == 3 + 4
+  assert profile.covered_us([(0, 10), (2, 4)]) == 10
 
 
 def test_profile_of_a_traced_call_finds_its_thunks():

@@ -45,7 +45,9 @@ _CUSTOM_CALLS = {"mamkpd_cross_scan_forward": "scan",            # kernels.cpu_k
 _LAYOUT_OPS = {"transpose", "copy", "bitcast", "parameter", "reverse", "reshape",
                "broadcast", "constant", "concatenate", "pad", "slice", "tuple",
                "get-tuple-element"}
-_WAIT_EVENT = "ThunkExecutor::Execute (wait for completion)"
+# The executor's own events: a call's top-level run, its nested runs (loop bodies, thunks
+# on the thread pool) and its wait for completion, on whichever threads they ran.
+_EXECUTOR_EVENT = "ThunkExecutor::Execute"
 # Thunks that run other thunks (a loop's body): their time is their body thunks' time.
 _CONTAINERS = {"while", "conditional", "call"}
 
@@ -58,7 +60,7 @@ class Profile:
   """Per-call milliseconds by op class, the call's wall time, and the top thunks."""
 
   calls: int
-  wall_ms: float                       # per call: the executor's wait for completion
+  wall_ms: float                       # per call: time while the executor was running
   class_ms: dict                       # {op class: ms per call}
   top: list                            # [(thunk name, op class, ms per call)], slowest first
 
@@ -133,24 +135,33 @@ def summarize(events, hlo_text, calls, top=15):
   """Profile of `calls` calls from their trace events and the program's HLO text."""
   lines, computations = hlo_instructions(hlo_text)
   class_us, thunk_us, classes = collections.Counter(), collections.Counter(), {}
-  wall_us = 0.0
+  running = []                                     # [(start us, end us)] of executor events
   for event in events:
     name = event["name"]
-    if name == _WAIT_EVENT:
-      wall_us += event.get("dur", 0)
+    if name.startswith(_EXECUTOR_EVENT):
+      running.append((event.get("ts", 0), event.get("ts", 0) + event.get("dur", 0)))
     elif name in lines and _INSTRUCTION.match(lines[name]).group(2) not in _CONTAINERS:
       classes.setdefault(name, op_class(lines[name], computations))
       class_us[classes[name]] += event.get("dur", 0)
       thunk_us[name] += event.get("dur", 0)
   per_call = 1e-3 / calls
-  # A program small enough to run inline on the calling thread is never waited for:
-  # its wall time is then its thunks' time.
-  wall_us = wall_us or sum(thunk_us.values())
   return Profile(
-      calls=calls, wall_ms=wall_us * per_call,
+      calls=calls, wall_ms=covered_us(running) * per_call,
       class_ms={name: us * per_call for name, us in class_us.items()},
       top=[(name, classes[name], round(us * per_call, 2))
            for name, us in thunk_us.most_common(top)])
+
+
+def covered_us(intervals):
+  """Length of the union of [start, end) intervals: the time the executor was running
+  on any thread. (Its wait-for-completion event alone misses a program that finished on
+  the calling thread before the wait began.)"""
+  total, end = 0.0, float("-inf")
+  for start, stop in sorted(intervals):
+    if stop > end:
+      total += stop - max(start, end)
+      end = stop
+  return total
 
 
 def profile_call(jitted, *args, calls=3, warmup=2):
