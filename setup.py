@@ -50,6 +50,11 @@ TORCH_REQUIRES = ["torch>=2.1"]
 # jax2onnx itself pins orbax-checkpoint<0.11.37 (never imported), so it is installed
 # apart with --no-deps: docs/export.md, "ONNX".
 ONNX_REQUIRES = ["onnxruntime>=1.17", "onnx>=1.15", "onnx-ir>=0.2.1"]
+# Other tools' label and prediction files (DeepLabCut, SLEAP, Ultralytics, Label Studio,
+# NWB): sleap-io reads and writes them all into one Labels object
+# (data_pipelines/labels.py, inference/label_files.py). It brings pandas, pynwb and a
+# rendering stack, so it is an extra; COCO json needs none of it.
+LABELS_REQUIRES = ["sleap-io>=0.9.5"]
 DEV_REQUIRES = [
     # The test suite executes notebooks/demo.ipynb.
     "ipykernel>=6",
@@ -58,6 +63,7 @@ DEV_REQUIRES = [
     "pytest>=8",
     *TFDS_REQUIRES,    # so the suite tests the ArrayRecord builder too
     *ONNX_REQUIRES,    # the YOLOX detector's tests; the ONNX export tests with jax2onnx
+    *LABELS_REQUIRES,  # reading and writing DeepLabCut, SLEAP, Ultralytics, ... files
 ]
 
 setuptools.setup(
@@ -103,5 +109,6 @@ setuptools.setup(
     # ONNX Runtime (mamkpd_jax/benchmarking/peers.py).
     extras_require={"dev": DEV_REQUIRES, "tfds": TFDS_REQUIRES,
                     "convert": CONVERT_REQUIRES, "torch": TORCH_REQUIRES,
-                    "onnx": ONNX_REQUIRES, "peers": [*TORCH_REQUIRES, *ONNX_REQUIRES]},
+                    "onnx": ONNX_REQUIRES,
+                    "labels": LABELS_REQUIRES, "peers": [*TORCH_REQUIRES, *ONNX_REQUIRES]},
 )
