@@ -53,8 +53,9 @@ ONNX_REQUIRES = ["onnxruntime>=1.17", "onnx>=1.15", "onnx-ir>=0.2.1"]
 # Other tools' label and prediction files (DeepLabCut, SLEAP, Ultralytics, Label Studio,
 # NWB): sleap-io reads and writes them all into one Labels object
 # (data_pipelines/labels.py, inference/label_files.py). It brings pandas, pynwb and a
-# rendering stack, so it is an extra; COCO json needs none of it.
-LABELS_REQUIRES = ["sleap-io>=0.9.5"]
+# rendering stack, so it is an extra; COCO json needs none of it. Below 0.10: our DLC
+# reader uses its csv row parsers (labels.py says why). PyTables: DeepLabCut's .h5 tables.
+LABELS_REQUIRES = ["sleap-io>=0.9.5,<0.10", "tables>=3.9"]
 DEV_REQUIRES = [
     # The test suite executes notebooks/demo.ipynb.
     "ipykernel>=6",

@@ -25,7 +25,7 @@ import grain
 import numpy as np
 from absl import logging
 
-from mamkpd_jax.data_pipelines import codecs, metadata, sources, transforms
+from mamkpd_jax.data_pipelines import codecs, labels, metadata, sources, transforms
 from mamkpd_jax.data_pipelines.geometry import HEATMAP_STRIDE
 
 TRAIN_KEYS = ("image", "heatmaps", "keypoint_weights")
@@ -99,35 +99,75 @@ def make_codec(config):
 DEFAULT_TRAIN_FRACTION = 0.8
 
 
+def _no_val_file(data):
+  """data.val_ann is empty or names train_ann."""
+  return not data.val_ann or os.path.realpath(resolve_path(data, data.val_ann)) == \
+      os.path.realpath(resolve_path(data, data.train_ann))
+
+
+def own_val_split(data):
+  """A custom train_ann whose file has its own validation split (an Ultralytics
+  data.yaml's val:) evaluates on it when data.val_ann is empty or names train_ann."""
+  return data.dataset == "custom" and data.contiguous_split <= 0 and _no_val_file(data) \
+      and "val" in labels.file_splits(resolve_path(data, data.train_ann))
+
+
 def train_fraction(data):
   """The fraction of train_ann's frames that trains when train_ann is split, else 0.
 
   data.contiguous_split > 0 states it; otherwise a COCO-format set whose val_ann is
-  empty or names the training json holds out its last frames (DEFAULT_TRAIN_FRACTION).
+  empty or names the training json holds out its last frames (DEFAULT_TRAIN_FRACTION),
+  unless its label file has its own validation split (own_val_split).
   """
   if data.contiguous_split > 0:
     return float(data.contiguous_split)
   if data.dataset == "mpii":
     return 0.0
-  if not data.val_ann or os.path.realpath(resolve_path(data, data.val_ann)) == \
-      os.path.realpath(resolve_path(data, data.train_ann)):
+  if _no_val_file(data) and not own_val_split(data):
     return DEFAULT_TRAIN_FRACTION
   return 0.0
 
 
 def split_fields(data, split):
-  """The config.data fields (annotation json, image folder) that `split` reads: the
-  train ones for "train" and for a held-out split of train_ann (train_fraction > 0)."""
-  if split == "train" or train_fraction(data):
+  """The config.data fields (annotation file, image folder) that `split` reads: the
+  train ones for "train", for a held-out split of train_ann (train_fraction > 0) and for
+  train_ann's own validation split (own_val_split)."""
+  if split == "train" or train_fraction(data) or own_val_split(data):
     return "train_ann", "train_images"
   return "val_ann", "val_images"
 
 
+def _file_split(data, split):
+  """The split of a label file with splits (Ultralytics) that `split` reads."""
+  return "train" if split == "train" or train_fraction(data) else "val"
+
+
+def annotation_source(data, split):
+  """(COCO json path, image root or None) that `split` reads.
+
+  A COCO-format json as configured; for a custom set, any other label file
+  (labels.coco_json_path: DeepLabCut, SLEAP, Ultralytics, Label Studio, NWB) converted
+  once to a cached COCO json, with the folder its image names are relative to.
+  """
+  path = resolve_path(data, data[split_fields(data, split)[0]])
+  if data.dataset != "custom":
+    return path, None
+  return labels.coco_json_path(path, _file_split(data, split))
+
+
+def ann_file(data, split):
+  """The COCO json that `split` reads (annotation_source)."""
+  return annotation_source(data, split)[0]
+
+
 def image_folder(data, split):
-  """The image folder of `split`: data.<split>_images, else the folder of its json."""
-  ann_field, images_field = split_fields(data, split)
-  folder, ann = data[images_field], data[ann_field]
-  return resolve_path(data, folder) if folder else os.path.dirname(resolve_path(data, ann))
+  """The image folder of `split`: data.<split>_images, else the converted labels' image
+  root, else the folder of its json."""
+  images_field = split_fields(data, split)[1]
+  if data[images_field]:
+    return resolve_path(data, data[images_field])
+  path, root = annotation_source(data, split)
+  return root or os.path.dirname(path)
 
 
 def resolve_custom_config(config):
@@ -141,16 +181,17 @@ def resolve_custom_config(config):
   data = config.data
   if data.dataset != "custom":
     return config
-  ann_file = resolve_path(data, data.train_ann)
-  category, num_keypoints = sources.keypoint_category(ann_file)
+  check_data_paths(data, "train")
+  named = _named(data, "train")
+  category, num_keypoints = sources.keypoint_category(annotation_source(data, "train")[0])
   config = config.copy_and_resolve_references()
   if config.model.num_keypoints == 0:
     config.model.num_keypoints = num_keypoints
-    _info_once(f"{ann_file}: {num_keypoints} keypoints (model.num_keypoints from the json)")
+    _info_once(f"{named}: {num_keypoints} keypoints (model.num_keypoints from the json)")
   if not data.flip_pairs and data.auto_flip_pairs:
     names = metadata.category_keypoint_names(category, num_keypoints)
     config.data.flip_pairs = metadata.find_flip_pairs(names)
-    _info_once(f"{ann_file}: flip pairs from the keypoint names: " + (
+    _info_once(f"{named}: flip pairs from the keypoint names: " + (
         f"{list(config.data.flip_pairs)}; turn off with --config.data.auto_flip_pairs=False"
         if config.data.flip_pairs else "none pair up (no flip augmentation, no flip test)"))
   return config
@@ -171,7 +212,7 @@ def dataset_info(config):
   config = resolve_custom_config(config)
   data = config.data
   if data.dataset == "custom":
-    category, num_keypoints = sources.keypoint_category(resolve_path(data, data.train_ann))
+    category, num_keypoints = sources.keypoint_category(ann_file(data, "train"))
     info = metadata.from_coco_category(category, flip_pairs=tuple(data.flip_pairs) or None,
                                        sigmas=tuple(data.sigmas) or None,
                                        num_keypoints=num_keypoints)
@@ -183,6 +224,14 @@ def dataset_info(config):
                      + (" in " + resolve_path(data, data.train_ann)
                         if data.dataset == "custom" else ""))
   return info
+
+
+def _named(data, split):
+  """How logs and errors name `split`'s annotations: the file, and a label file's
+  converted json."""
+  path = resolve_path(data, data[split_fields(data, split)[0]])
+  json_path = ann_file(data, split)
+  return path if json_path == path else f"{path} (as {json_path})"
 
 
 def _data_fields(data, split):
@@ -226,20 +275,23 @@ def load_instances(config, info, split):
   kwargs = dict(num_keypoints=info.num_keypoints, on_bad=data.on_bad)
   fraction = train_fraction(data)
   if fraction > 0:
-    instances = sources.load_coco_instances(
-        resolve_path(data, data.train_ann), image_folder(data, "train"), **kwargs)
+    ann = ann_file(data, "train")
+    with labels.naming_source(ann):
+      instances = sources.load_coco_instances(ann, image_folder(data, "train"), **kwargs)
     train, held_out = sources.split_contiguous_frames(instances, fraction)
     return train if split == "train" else held_out
-  ann = resolve_path(data, data[split_fields(data, split)[0]])
+  ann = ann_file(data, split)
   images = image_folder(data, split)
   if data.dataset == "mpii":        # head boxes (mpii_gt_val.mat) match the val json only
     headboxes = resolve_path(data, data.headbox_file) if data.headbox_file else ""
     return sources.load_mpii_instances(
         ann, images, headbox_file=headboxes if split == "val" else "", **kwargs)
-  if split == "val" and data.det_file:
-    return sources.load_coco_detections(ann, resolve_path(data, data.det_file), images,
-                                        score_threshold=data.bbox_score_threshold, **kwargs)
-  return sources.load_coco_instances(ann, images, **kwargs)
+  with labels.naming_source(ann):
+    if split == "val" and data.det_file:
+      return sources.load_coco_detections(ann, resolve_path(data, data.det_file), images,
+                                          score_threshold=data.bbox_score_threshold,
+                                          **kwargs)
+    return sources.load_coco_instances(ann, images, **kwargs)
 
 
 def with_gt_boxes(config):
@@ -318,7 +370,7 @@ def create_datasets(config):
   train_instances = load_instances(config, info, "train")
   eval_instances = load_instances(config, info, "val")
   if not train_instances:
-    raise ValueError(f"no training instances in {resolve_path(config.data, config.data.train_ann)}")
+    raise ValueError(f"no training instances in {_named(config.data, 'train')}")
   logging.info("%s: %d training, %d evaluation instances; codec %s, input %dx%d",
                info.name, len(train_instances), len(eval_instances), config.data.codec,
                *input_size(config))
@@ -326,8 +378,11 @@ def create_datasets(config):
   if fraction > 0:
     logging.info("evaluating on the last %.0f%% of the frames of %s (held out from "
                  "training: data.val_ann %s)", 100 * (1 - fraction),
-                 resolve_path(config.data, config.data.train_ann),
+                 _named(config.data, "train"),
                  "names it" if config.data.val_ann else "is empty")
+  elif own_val_split(config.data):
+    logging.info("evaluating on the 'val' split of %s (data.val_ann %s)",
+                 _named(config.data, "val"), "names it" if config.data.val_ann else "is empty")
   train = train_loader(config, InstanceSource(train_instances),
                        train_transforms(config, info, codec))
   evaluation = grain.MapDataset.source(InstanceSource(eval_instances))

@@ -213,6 +213,9 @@ def ap10k(variant, family="mamkpd"):
 def custom(variant):
   """MamKPD-`variant` on any COCO-format keypoint json, at 256x256 (configs/custom_coco.py).
 
+  data.train_ann / data.val_ann may also name DeepLabCut, SLEAP, Ultralytics, Label
+  Studio or NWB labels (data_pipelines/labels.py converts them to a cached COCO json;
+  an Ultralytics set's own val split evaluates when data.val_ann is empty).
   Only data.root, data.train_ann and data.val_ann need setting: the keypoint count,
   names and skeleton come from the json's category (model.num_keypoints 0: from the
   json), flip pairs from names that pair up (data.auto_flip_pairs), images from the

@@ -65,8 +65,7 @@ def gt_annotation_file(config):
   if data.dataset == "mpii":
     raise ValueError("config.data.dataset='mpii': COCO AP needs a COCO-format annotation "
                      "file (MPII is scored by PCKh)")
-  ann = data.train_ann if pipeline.train_fraction(data) > 0 else data.val_ann
-  return pipeline.resolve_path(data, ann)
+  return pipeline.ann_file(data, "val")
 
 
 def load_gt(ann_file):

@@ -17,7 +17,7 @@ import tempfile
 from absl import logging
 import numpy as np
 
-from mamkpd_jax.data_pipelines.pipeline import resolve_path, train_fraction
+from mamkpd_jax.data_pipelines.pipeline import ann_file, train_fraction
 from mamkpd_jax.evaluation.coco_metric import coco_keypoint_metrics, coco_results
 from mamkpd_jax.evaluation.pck import bbox_pck, mpii_pckh
 from mamkpd_jax.evaluation.postprocess import check_array, nms_per_image, rescore
@@ -85,12 +85,13 @@ def mean_pose_floor(config, mean_pose, instances):
 def _coco_format_metrics(config, info, instances, keypoints, results):
   """COCO AP/AR (and GT-box PCK) of a COCO-format dataset."""
   data = config.data
+  # The evaluation split's COCO json (a custom label file's converted one).
   if train_fraction(data) > 0:      # held-out frames of train_ann: only those images
-    ann_file = resolve_path(data, data.train_ann)
     image_ids = sorted({instance["image_id"] for instance in instances})
   else:                             # every image of the json, as mmpose
-    ann_file, image_ids = resolve_path(data, data.val_ann), None
-  metrics = coco_keypoint_metrics(ann_file, results, info.sigmas, image_ids=image_ids)
+    image_ids = None
+  metrics = coco_keypoint_metrics(ann_file(data, "val"), results, info.sigmas,
+                                  image_ids=image_ids)
   if not data.det_file:
     metrics.update(_gt_pck(config, instances, keypoints))
   return metrics
