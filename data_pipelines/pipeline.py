@@ -80,8 +80,17 @@ class SelectKeys(grain.transforms.Map):
 
 
 def resolve_path(data, relative):
-  """A config path: absolute as given, else relative to data.root."""
-  return relative if os.path.isabs(relative) else os.path.join(data.root, relative)
+  """A config path: absolute as given, else relative to data.root; a relative path that
+  is not under data.root but exists from the working directory is taken from there (a
+  label file or folder named on the command line without --config.data.root)."""
+  if os.path.isabs(relative):
+    return relative
+  under_root = os.path.join(data.root, relative)
+  if relative and not os.path.exists(under_root) and os.path.exists(relative):
+    _info_once(f"{relative}: not under config.data.root={data.root!r}; using "
+               f"{os.path.abspath(relative)} (relative to the working directory)")
+    return os.path.abspath(relative)
+  return under_root
 
 
 def input_size(config):

@@ -429,3 +429,17 @@ def test_three_flags_evaluate_ground_truth_perfectly(source, openfield_labels, t
       pipeline.resolve_custom_config(config), datasets.info, instances, keypoints,
       np.ones(keypoints.shape[:2]), boxes[:, 2:] * 1.25)
   assert metrics["PCK@0.1"] == 1.0 and metrics["AP"] == pytest.approx(1.0)
+
+
+def test_relative_label_path_outside_the_root_is_taken_from_the_working_directory(
+    tmp_path, monkeypatch):
+  """A label path given without --config.data.root: data.root first, then the cwd."""
+  (tmp_path / "root").mkdir()
+  (tmp_path / "root" / "a.slp").write_bytes(b"")
+  (tmp_path / "b.slp").write_bytes(b"")
+  monkeypatch.chdir(tmp_path)
+  data = config_lib.custom("tiny").data
+  data.root = str(tmp_path / "root")
+  assert pipeline.resolve_path(data, "a.slp") == str(tmp_path / "root" / "a.slp")
+  assert pipeline.resolve_path(data, "b.slp") == str(tmp_path / "b.slp")
+  assert pipeline.resolve_path(data, "c.slp") == str(tmp_path / "root" / "c.slp")  # missing

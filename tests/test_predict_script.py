@@ -82,7 +82,8 @@ def test_folder_with_boxes_and_a_video(workdir, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   results = json.loads((out / "predictions.json").read_text())
   assert [r["file_name"] for r in results] == ["img0100.png"] * 2   # img0101: no boxes
-  assert sorted(os.listdir(out)) == ["img0100.png", "img0101.png", "predictions.json"]
+  assert sorted(os.listdir(out)) == ["img0100.png", "img0101.png", "predictions.json",
+                                     "predictions.slp"]      # SLEAP's file: sleap-io is in [dev]
   result = run_predict(f"--checkpoint={workdir}", f"--input={video}",
                        f"--output={out / 'video'}", "--batch_images=1")
   assert result.returncode == 0, result.stderr[-3000:]

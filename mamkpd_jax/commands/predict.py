@@ -28,6 +28,18 @@ overwrite its input (the video's own folder, a folder of PNGs) is refused before
 model loads. A video runs through the tracker's frame loop (video.run_frames: decoding
 and boxes ahead of the model, drawing and encoding behind it).
 
+--formats=slp,dlc,nwb,coco adds label files beside predictions.json
+(inference/label_files.py: predictions.slp, predictions.dlc.csv, predictions.nwb for a
+video); by default predictions.slp when sleap-io is installed. An existing label file
+is never overwritten (it may hold proofreading): the run stops before the model loads.
+
+--input=LABELS (a SLEAP .slp, a DeepLabCut project folder or CollectedData file, any
+label file data_pipelines/labels.py reads) predicts on the labelled frames, in the
+labelled boxes (keypoints' box, 10% a side) unless --boxes or --detector give others,
+prints PCK@0.1 against the labelled points (evaluation.pck.bbox_pck) and writes
+predictions.json and predictions.slp (one predicted instance per labelled instance, the
+labels' skeleton, videos and frames); no drawings (predict_labels).
+
 From Python, `predict(estimator, input_path, output_dir, boxes=..., detector=...)` does
 the same with an Estimator in hand; `main` only reads the flags.
 """
@@ -39,12 +51,16 @@ import os
 import sys
 import time
 
+import numpy as np
 from absl import app, flags, logging
+from scipy.optimize import linear_sum_assignment
 
 from mamkpd_jax import inference
 from mamkpd_jax import progress as progress_lib
 from mamkpd_jax.commands import model_flags
-from mamkpd_jax.inference import detectors, video
+from mamkpd_jax.data_pipelines import labels as labels_lib
+from mamkpd_jax.evaluation import pck
+from mamkpd_jax.inference import detectors, label_files, video
 from mamkpd_jax.inference.detectors import boxes_for
 from mamkpd_jax.training import checkpointing
 
@@ -67,6 +83,9 @@ def define_flags():
   flags.DEFINE_integer("category_id", 1, "category_id of the results.")
   flags.DEFINE_bool("fast_compile", False, "XLA:CPU optimisation level 0: compiles ~3x "
                     "faster, runs ~1.7x slower (a few images on a CPU).")
+  flags.DEFINE_list("formats", None, "Label files beside predictions.json: slp, dlc, nwb, "
+                    "coco (inference/label_files.py). Default: slp when sleap-io is "
+                    "installed (pip install \"mamkpd-jax[labels]\"), else coco only.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +169,34 @@ def check_outputs(input_path, output_dir):
       video.refuse_overwrite(output_path(path, output_dir, ".png"), path)
 
 
+def label_paths(output_dir, formats):
+  """{format: OUTPUT/predictions.<ext>} of the label files asked for (coco: the json)."""
+  return label_files.output_paths(os.path.join(output_dir, "predictions"), formats)
+
+
+def check_label_outputs(input_path, output_dir, formats):
+  """Errors of the label files before any model loads: NWB of images, a file that
+  exists (it may hold proofreading) or would overwrite the input."""
+  if not is_video(input_path):
+    label_files.check_images(formats)
+  label_files.check_outputs(label_paths(output_dir, formats), [input_path])
+
+
+def write_label_files(results, input_path, output_dir, info, formats):
+  """The label files of predict's COCO results (label_files); {format: path}."""
+  paths = label_paths(output_dir, formats)
+  if not paths:                                 # coco alone: the json is written
+    return {}
+  if is_video(input_path):
+    frames = label_files.frames_of_records(results, input_path, frame_key="image_id")
+  else:
+    frames = label_files.frames_of_records(results, [p for _, p in list_images(input_path)])
+  written = label_files.write(label_files.to_labels(frames, info), paths)
+  for path in written.values():
+    logging.info("wrote %s", path)
+  return written
+
+
 def predict_images(estimator, images, all_boxes, output, detector=None, drawing=Drawing()):
   """Annotated PNGs and COCO results of [(image_id, path)]."""
   results, progress = [], progress_lib.Progress(len(images), drawing.log_every)
@@ -220,9 +267,10 @@ def write_results(results, output_dir):
 
 
 def predict(estimator, input_path, output_dir, boxes=None, detector=None,
-            drawing=Drawing()):
+            drawing=Drawing(), formats=("coco",)):
   """Poses of an image, a folder of images or a video, drawn into output_dir with
-  output_dir/predictions.json (COCO results); returns the results.
+  output_dir/predictions.json (COCO results) and the label files of `formats`; returns
+  the results.
 
   Args:
     estimator: an inference.Estimator.
@@ -233,9 +281,13 @@ def predict(estimator, input_path, output_dir, boxes=None, detector=None,
     detector: instead of boxes, a detector (callable) or spec ("background",
       "yolox:PATH", "boxes:PATH").
     drawing: threshold, batch size, progress and category id (Drawing).
+    formats: label_files.parse_formats's names: slp, dlc, nwb (predictions.slp,
+      .dlc.csv, .nwb; need sleap-io) and coco (the json, always written).
   """
+  formats = label_files.parse_formats(formats)
   check_inputs(input_path, boxes, detector)
   check_outputs(input_path, output_dir)
+  check_label_outputs(input_path, output_dir, formats)
   all_boxes, detector = read_boxes(boxes), make_detector(detector, input_path)
   os.makedirs(output_dir, exist_ok=True)
   start = time.perf_counter()
@@ -247,25 +299,196 @@ def predict(estimator, input_path, output_dir, boxes=None, detector=None,
   json_path = write_results(results, output_dir)
   logging.info("%d poses in %.1f s -> %s", len(results), time.perf_counter() - start,
                json_path)
+  write_label_files(results, input_path, output_dir, estimator.info, formats)
   return results
+
+
+# ------------------------------------------------------------------ labelled frames
+
+
+PCK_THRESHOLD = 0.1      # of the labelled box's longer side (evaluation.pck.bbox_pck)
+
+
+def labels_kind(path):
+  """The label format (data_pipelines.labels.detect_format) when --input is another
+  tool's labels (a .slp, a DeepLabCut project or CollectedData file, ...), else None
+  (an image, a folder of images, a video)."""
+  if not os.path.exists(path) or is_video(path) or \
+      path.lower().endswith(video.IMAGE_EXTENSIONS):
+    return None
+  try:
+    return labels_lib.detect_format(path)
+  except labels_lib.LabelsError:          # a folder of images, ...
+    return None
+
+
+@dataclasses.dataclass
+class LabelledFrames:
+  """The labelled frames of a label file, as predict_labels reads them."""
+
+  labels: object              # sio.Labels (data_pipelines.labels.read_labels)
+  frames: list                # sio.LabeledFrame per image, in coco["images"] order
+  images: list                # image path per frame (video frames extracted as PNGs)
+  gt: list                    # (M_i, K, 3) labelled x, y, v per frame, the labels' order
+  boxes: list                 # (M_i, 4) xywh: labelled keypoints' box, 10% a side
+  root: str                   # the folder the images' COCO file names are relative to
+
+
+def read_labelled(path):
+  """LabelledFrames of a label file or project (data_pipelines.labels: read_labels,
+  labels_to_coco: one image per frame with labelled instances, in the labels' order)."""
+  if labels_kind(path) == "coco":
+    raise ValueError(f"{path}: a COCO json; give its image folder as --input and the json "
+                     "as --boxes, or evaluate with `mamkpd eval`")
+  labels = labels_lib.read_labels(path)
+  coco = labels_lib.labels_to_coco(labels, path)
+  frames = [frame for frame in labels.labeled_frames if frame.user_instances]
+  if len(frames) != len(coco["images"]):
+    raise ValueError(f"{path}: {len(coco['images'])} converted images for {len(frames)} "
+                     "labelled frames")
+  root = coco["info"]["image_root"]
+  by_image = {}
+  for annotation in coco["annotations"]:
+    by_image.setdefault(annotation["image_id"], []).append(annotation)
+  num_keypoints = len(labels.skeleton.node_names)
+  gt, boxes = [], []
+  for image in coco["images"]:
+    annotations = by_image.get(image["id"], [])
+    gt.append(np.array([a["keypoints"] for a in annotations], np.float32).reshape(
+        -1, num_keypoints, 3))
+    boxes.append(np.array([a["bbox"] for a in annotations], np.float32).reshape(-1, 4))
+  return LabelledFrames(labels, frames, [os.path.join(root, i["file_name"])
+                                         for i in coco["images"]], gt, boxes, root)
+
+
+def keypoint_order(model_names, label_names, path):
+  """Indices taking the model's keypoints to the labels' node order; a ValueError naming
+  both when they are not the same names."""
+  if sorted(model_names) != sorted(label_names):
+    raise ValueError(f"{path}: the labels' keypoints {list(label_names)} are not the "
+                     f"model's {list(model_names)}")
+  return np.array([list(model_names).index(name) for name in label_names])
+
+
+def match_to_labels(label_boxes, prediction):
+  """Index of the predicted pose of each labelled box (M,), -1 where none: the same
+  boxes one to one; other boxes (--boxes, --detector) by the best IoU > 0 (Hungarian)."""
+  if len(prediction.boxes) == len(label_boxes) and np.allclose(prediction.boxes, label_boxes):
+    return np.arange(len(label_boxes))
+  iou = detectors.box_iou(label_boxes, prediction.boxes)                   # (M, P)
+  matched = np.full(len(label_boxes), -1)
+  if iou.size:
+    for row, col in zip(*linear_sum_assignment(-iou)):
+      if iou[row, col] > 0:
+        matched[row] = col
+  return matched
+
+
+def predicted_labels(labelled, poses):
+  """sio.Labels of the predictions (one PredictedInstance per matched labelled instance)
+  on the labels' own videos, frames and skeleton (label_files.to_labels)."""
+  frames = [label_files.FramePoses(frame.video, frame.frame_idx, keypoints, scores,
+                                   instance_scores)
+            for frame, (keypoints, scores, instance_scores) in zip(labelled.frames, poses)]
+  return label_files.to_labels(frames, labelled.labels.skeleton)   # names, edges
+
+def predict_labels(estimator, labels_path, output_dir, boxes=None, detector=None,
+                   drawing=Drawing(), formats=("slp", "coco")):
+  """Poses on a label file's labelled frames, in the labelled boxes (keypoints' box,
+  10% a side) unless boxes or a detector give others; PCK@0.1 against the labelled
+  points (box-normalised, evaluation.pck.bbox_pck; a labelled instance without a
+  matching pose counts its keypoints as wrong). Writes OUTPUT/predictions.json (COCO
+  results, file_name relative to the labels' image root) and the label files of
+  `formats` (predictions.slp: one PredictedInstance per matched labelled instance, the
+  labels' skeleton, videos and frames). Returns {"PCK@0.1", "instances", "matched",
+  "labels": {format: path}}."""
+  formats = label_files.parse_formats(formats)
+  paths = label_paths(output_dir, formats)
+  label_files.check_outputs(paths, [labels_path])
+  labelled = read_labelled(labels_path)
+  order = keypoint_order(estimator.info.keypoint_names,
+                         labelled.labels.skeleton.node_names, labels_path)
+  if "nwb" in formats and any(isinstance(v.filename, list) for v in labelled.labels.videos):
+    label_files.check_images(formats)
+  all_boxes = read_boxes(boxes)
+  detector = make_detector(detector, os.path.dirname(labelled.images[0]))
+  os.makedirs(output_dir, exist_ok=True)
+  poses, results, pred, progress = [], [], [], progress_lib.Progress(len(labelled.images),
+                                                                      drawing.log_every)
+  for start in range(0, len(labelled.images), drawing.batch_images):
+    chunk = range(start, min(start + drawing.batch_images, len(labelled.images)))
+    pixels = [inference.load_image(labelled.images[i]) for i in chunk]
+    found = [(labelled.boxes[i], None) if all_boxes is None and detector is None else
+             boxes_of(all_boxes, detector, image, i + 1, labelled.images[i])
+             for image, i in zip(pixels, chunk)]
+    predictions = estimator.predict_batch(pixels, [b for b, _ in found],
+                                          pad_to=drawing.batch_images)
+    for i, prediction, (_, box_scores) in zip(chunk, predictions, found):
+      name = os.path.relpath(labelled.images[i], labelled.root)
+      results += results_of(prediction, box_scores, i + 1, name, drawing.category_id)
+      matched = match_to_labels(labelled.boxes[i], prediction)             # (M,)
+      keep = matched[matched >= 0]
+      poses.append((prediction.keypoints[keep][:, order],
+                    prediction.keypoint_scores[keep][:, order], prediction.scores[keep]))
+      points = np.full((len(matched), len(order), 2), np.nan, np.float32)   # (M, K, 2)
+      points[matched >= 0] = poses[-1][0]
+      pred.append(points)
+    progress.add(len(chunk))
+  gt = np.concatenate(labelled.gt)                                           # (N, K, 3)
+  score = pck.bbox_pck(np.concatenate(pred), gt[..., :2], gt[..., 2] > 0,
+                       np.concatenate(labelled.boxes), PCK_THRESHOLD)
+  write_results(results, output_dir)
+  written = label_files.write(predicted_labels(labelled, poses), paths)
+  return {**score, "instances": len(gt), "matched": sum(len(p[2]) for p in poses),
+          "labels": written}
 
 
 # ------------------------------------------------------------------ the command
 
 
 def run(input_path, output_dir, model, boxes_path="", detector_spec="",
-        fast_compile=False, drawing=Drawing()):
-  """The command's work from plain values: model = (checkpoint, weights, config)."""
+        fast_compile=False, drawing=Drawing(), formats=None):
+  """The command's work from plain values: model = (checkpoint, weights, config);
+  formats: --formats (None: slp when sleap-io is installed, and the json). An input
+  that is another tool's labels runs run_labels."""
+  if labels_kind(input_path) is not None:
+    return run_labels(input_path, output_dir, model, boxes_path, detector_spec,
+                      fast_compile, drawing, formats)
+  chosen = label_files.parse_formats(formats)
+  if not formats:
+    logging.info("%s", label_files.describe_default(chosen))
   check_inputs(input_path, boxes_path or None, detector_spec or None)
   check_outputs(input_path, output_dir)
+  check_label_outputs(input_path, output_dir, chosen)
   all_boxes = read_boxes(boxes_path or None)        # errors before the model loads
   detector = make_detector(detector_spec or None, input_path)
   options = inference.FAST_COMPILE_CPU if fast_compile else None
   estimator = inference.load_estimator(*model, compiler_options=options)
-  results = predict(estimator, input_path, output_dir, all_boxes, detector, drawing)
-  print(f"wrote {os.path.join(output_dir, 'predictions.json')} ({len(results)} poses) and "
-        f"the annotated images to {output_dir}")
+  results = predict(estimator, input_path, output_dir, all_boxes, detector, drawing, chosen)
+  labels = "".join(f", {path}" for path in label_paths(output_dir, chosen).values())
+  print(f"wrote {os.path.join(output_dir, 'predictions.json')} ({len(results)} poses){labels} "
+        f"and the annotated images to {output_dir}")
   return results
+
+
+def run_labels(labels_path, output_dir, model, boxes_path="", detector_spec="",
+               fast_compile=False, drawing=Drawing(), formats=None):
+  """`mamkpd predict --input=LABELS`: predict_labels; prints the PCK line."""
+  chosen = label_files.parse_formats(formats or ("slp",))   # reading labels needs sleap-io
+  check_inputs(labels_path, boxes_path or None, detector_spec or None)
+  label_files.check_outputs(label_paths(output_dir, chosen), [labels_path])
+  all_boxes = read_boxes(boxes_path or None)        # errors before the model loads
+  options = inference.FAST_COMPILE_CPU if fast_compile else None
+  estimator = inference.load_estimator(*model, compiler_options=options)
+  summary = predict_labels(estimator, labels_path, output_dir, all_boxes,
+                           detector_spec or None, drawing, chosen)
+  key = pck.pck_key(PCK_THRESHOLD)
+  print(f"{key} {summary[key]:.3f} on {summary['instances']} labelled instances of "
+        f"{labels_path} ({summary['matched']} with a pose)")
+  written = ", ".join([os.path.join(output_dir, "predictions.json"),
+                       *summary["labels"].values()])
+  print(f"wrote {written}")
+  return summary
 
 
 def main(argv):
@@ -275,8 +498,8 @@ def main(argv):
                     log_every=FLAGS.log_every, category_id=FLAGS.category_id)
   try:
     run(FLAGS.input, FLAGS.output, model_flags.model_source(FLAGS), FLAGS.boxes,
-        FLAGS.detector, FLAGS.fast_compile, drawing)
-  except (ValueError, FileNotFoundError, ImportError,
+        FLAGS.detector, FLAGS.fast_compile, drawing, FLAGS.formats)
+  except (ValueError, FileNotFoundError, ImportError,    # LabelsError is a ValueError
           checkpointing.CheckpointMismatchError) as error:
     logging.error("%s", error)
     sys.exit(f"predict: {error}")
