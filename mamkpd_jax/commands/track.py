@@ -20,17 +20,22 @@ the frame's Prediction.to_json record (COCO results: image_id = frame index,
 category_id, keypoints [x, y, score] * K, score; plus bbox [x, y, w, h] and track_id)
 with frame_index and file_name (tracking.frame_records). The last line printed is the
 speed: "tracked N frames in T s: X frames/s steady state (first batch, compilation,
-Y s)". The library function is mamkpd_jax.inference.tracking.track_video; `run` is the
-command from plain values.
+Y s)". --formats=slp,dlc,nwb,coco adds label files OUTPUT/<input stem>.slp, .dlc.csv,
+.nwb (inference/label_files.py; the track ids become SLEAP tracks "track_N"); by
+default the .slp when sleap-io is installed; an existing one is never overwritten. The
+library function is mamkpd_jax.inference.tracking.track_video; `run` is the command
+from plain values.
 """
 
 import functools
+import json
+import os
 import sys
 
 from absl import app, flags, logging
 
 from mamkpd_jax import inference
-from mamkpd_jax.inference import detectors, tracking, video
+from mamkpd_jax.inference import detectors, label_files, tracking, video
 from mamkpd_jax.training import checkpointing
 from mamkpd_jax.commands import model_flags
 
@@ -63,32 +68,85 @@ def define_flags():
                     "json only (no drawing nor encoding).")
   flags.DEFINE_bool("fast_compile", False, "XLA:CPU optimisation level 0: compiles ~3x "
                     "faster, runs ~1.7x slower.")
+  flags.DEFINE_list("formats", None, "Label files beside the json, track ids as SLEAP "
+                    "tracks: slp, dlc, nwb, coco (inference/label_files.py). Default: slp "
+                    "when sleap-io is installed (pip install \"mamkpd-jax[labels]\"), else "
+                    "coco only.")
 
 
-def make_detector(spec, source, classes=("person",), score_threshold=0.3):
-  """detectors.make_detector; classes and score_threshold are YOLOX's."""
+def make_detector(spec, source, classes=("person",), score_threshold=0.3, max_tracks=0):
+  """detectors.make_detector; classes and score_threshold are YOLOX's; max_tracks the
+  background detector's number of animals (0: one, the largest region, as for one animal)."""
   if spec.startswith("yolox:"):
     classes = classes[0] if len(classes) == 1 else list(classes)
     return detectors.make_detector(spec, classes=classes, score_threshold=score_threshold)
+  if spec.startswith("background"):
+    return detectors.make_detector(spec, source=source, max_tracks=max_tracks or 1)
   return detectors.make_detector(spec, source=source)
 
 
+def label_paths(source, output_dir, formats):
+  """{format: OUTPUT/<stem>.<ext>} of the label files, beside the mp4 and the json."""
+  _, json_path = tracking.output_paths(source, output_dir)
+  return label_files.output_paths(os.path.splitext(json_path)[0], formats)
+
+
+def check_label_outputs(source, output_dir, formats):
+  """Errors of the label files before any model loads (NWB of a frame folder, a file
+  that exists or would overwrite the input)."""
+  if video.webcam_index(source) is None and os.path.isdir(str(source)):
+    label_files.check_images(formats)
+  inputs = [] if video.webcam_index(source) is not None else [source]
+  label_files.check_outputs(label_paths(source, output_dir, formats), inputs)
+
+
+def write_label_files(result, source, output_dir, info, formats):
+  """The label files of track_video's json (frame_records: frame_index, file_name,
+  track_id): poses of a video file or of a frame folder's images; a webcam's poses
+  refer to the mp4 recorded beside them. Returns {format: path}."""
+  paths = label_paths(source, output_dir, formats)
+  if not paths:
+    return {}
+  with open(result["json"], encoding="utf-8") as f:
+    records = json.load(f)
+  if video.webcam_index(source) is not None:
+    frames = label_files.frames_of_records(records, os.path.splitext(result["json"])[0] +
+                                           ".mp4", frame_key="frame_index")
+  elif os.path.isdir(str(source)):
+    frames = label_files.frames_of_records(records, video.list_image_files(source))
+  else:
+    frames = label_files.frames_of_records(records, source, frame_key="frame_index")
+  written = label_files.write(label_files.to_labels(frames, info), paths)
+  for path in written.values():
+    logging.info("wrote %s", path)
+  return written
+
+
 def run(source, output_dir, model, detector_spec="", classes=("person",),
-        score_threshold=0.3, fast_compile=False, **tracking_options):
-  """The command's work from plain values; returns tracking.track_video's summary.
+        score_threshold=0.3, fast_compile=False, formats=None, **tracking_options):
+  """The command's work from plain values; returns tracking.track_video's summary with
+  "labels": {format: path} of the label files written.
 
   source: a video, a folder of frames or a webcam index ("0"); model: (checkpoint,
-  weights, config) as model_flags.ModelSource; **tracking_options: track_video's
-  (det_every, smoothing, batch_frames, max_frames, log_every, max_tracks, ...)."""
+  weights, config) as model_flags.ModelSource; formats: --formats (None: slp when
+  sleap-io is installed, and the json); **tracking_options: track_video's (det_every,
+  smoothing, batch_frames, max_frames, log_every, max_tracks, ...)."""
   webcam = video.webcam_index(source)
   source = source if webcam is None else webcam
+  chosen = label_files.parse_formats(formats)
+  if not formats:
+    logging.info("%s", label_files.describe_default(chosen))
   tracking.output_paths(source, output_dir)      # would overwrite the input: before loading
-  detector = make_detector(detector_spec, source, classes, score_threshold)
+  check_label_outputs(source, output_dir, chosen)
+  detector = make_detector(detector_spec, source, classes, score_threshold,
+                           tracking_options.get("max_tracks", 0))
   options = inference.FAST_COMPILE_CPU if fast_compile else None
   estimator = inference.load_estimator(*model, compiler_options=options)
   result = tracking.track_video(estimator, source, output_dir, detector=detector,
                                 **tracking_options)
-  written = f"{result['video']} and {result['json']}" if result["video"] else result["json"]
+  result["labels"] = write_label_files(result, source, output_dir, estimator.info, chosen)
+  files = [result["video"], result["json"], *result["labels"].values()]
+  written = ", ".join(path for path in files if path)
   print(f"wrote {written}: {result['frames']} frames, track ids {result['track_ids']}")
   print(result["summary"], flush=True)
   return result
@@ -104,7 +162,8 @@ def main(argv):
       write_video=FLAGS.video)
   try:
     run(FLAGS.input, FLAGS.output, model_flags.model_source(FLAGS), FLAGS.detector,
-        tuple(FLAGS.classes), FLAGS.score_threshold, FLAGS.fast_compile, **tracking_options)
+        tuple(FLAGS.classes), FLAGS.score_threshold, FLAGS.fast_compile, FLAGS.formats,
+        **tracking_options)
   except (ValueError, FileNotFoundError, ImportError,
           checkpointing.CheckpointMismatchError) as error:
     logging.error("%s", error)

@@ -6,13 +6,14 @@ also accepts callables returning plain boxes (M, 4) or (boxes, scores). Provided
 
     BoxFileDetector("boxes.json")        # a boxes file, by image id / name / frame
     YoloxOnnxDetector("yolox_tiny.onnx", classes="person")   # pip install mamkpd-jax[onnx]
-    StaticBackgroundDetector.from_video("openfield.mp4")     # one animal, fixed camera
+    StaticBackgroundDetector.from_video("openfield.mp4", max_tracks=2)  # fixed camera
     make_detector("background" | "yolox:PATH" | "boxes:PATH", source=...)
 
 No weights ship with this package (no wheel on the registry has a usable person or animal
 detector); the YOLOX ONNX files are the official exports (Apache-2.0) a user
 downloads once. The static-background detector needs none: the per-pixel median of
-sampled frames is the empty arena, and the animal is the largest blob that differs.
+sampled frames is the empty arena, and the animals are the largest blobs that differ
+(touching animals, one blob, split by k-means).
 """
 
 import dataclasses
@@ -307,31 +308,54 @@ def _gray(image):
 
 
 class StaticBackgroundDetector:
-  """One animal under a fixed camera (the DeepLabCut / SLEAP case), no weights.
+  """Animals under a fixed camera (the DeepLabCut / SLEAP case), no weights.
 
-  The background is the per-pixel median of sampled frames (the animal moves, the arena
-  does not). A frame's box is the bounding box of the largest connected region of
-  |frame - background| (grey levels, blurred, Otsu threshold but at least
-  min_contrast, morphological opening); none when that region covers less than
-  min_area of the frame. Otsu always splits, even pure noise in two: min_contrast and
-  min_area keep a frame without the animal empty.
+  The background is the per-pixel median of sampled frames (the animals move, the arena
+  does not). The foreground is |frame - background| (grey levels, blurred, Otsu
+  threshold but at least min_contrast, morphological opening); each connected region of
+  it covering at least min_area of the frame is a candidate, largest first. Otsu always
+  splits, even pure noise in two: min_contrast and min_area keep a frame without an
+  animal empty.
+
+  max_tracks: the number of animals. 1 (the default): the largest region's box, one
+  animal. N > 1: up to N boxes, largest region first; a region about k times the size of
+  one animal (`animal_area`) while fewer than N regions are found is k touching animals,
+  split in k by k-means on its pixel coordinates (`split_region`). None: every region,
+  unsplit (the number of animals is unknown).
   """
 
-  def __init__(self, frames, blur=5, opening=5, min_contrast=20, min_area=0.001):
+  def __init__(self, frames, blur=5, opening=5, min_contrast=20, min_area=0.001,
+               max_tracks=1, animal_area=None):
     """frames: a sample (N, H, W, 3) RGB uint8 of the video (N >= 3; a few dozen);
     min_contrast: grey levels; min_area: the smallest animal, as a fraction of the
-    frame's area."""
+    frame's area; max_tracks: the number of animals (None: unknown); animal_area: one
+    animal's area in pixels (None: the median area of the max_tracks largest regions of
+    each sampled frame, most of which show the animals apart)."""
     frames = [np.asarray(frame) for frame in frames]
     if len(frames) < 3:
       raise ValueError(f"StaticBackgroundDetector needs at least 3 frames, got {len(frames)}")
+    if max_tracks is not None and (int(max_tracks) != max_tracks or max_tracks < 1):
+      raise ValueError(f"StaticBackgroundDetector: max_tracks must be a positive integer or "
+                       f"None, got {max_tracks!r}")
     self.background = np.median(np.stack([_gray(f) for f in frames]), axis=0).astype(np.uint8)
     self.blur, self.min_contrast, self.min_area = blur, min_contrast, min_area
+    self.max_tracks = max_tracks
     self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (opening, opening))
+    self.animal_area = animal_area
+    if animal_area is None and (max_tracks or 1) > 1:
+      self.animal_area = self._typical_area(frames)
 
   @classmethod
   def from_video(cls, path, num_frames=50, **kwargs):
     """From up to num_frames frames spread evenly over a video file or image folder."""
     return cls(video.sample_frames(path, num_frames), **kwargs)
+
+  def _typical_area(self, frames):
+    """The median area (pixels) of the max_tracks largest regions of each frame; None
+    when no frame has one."""
+    areas = [area for frame in frames
+             for area in self.regions(frame)[1][:self.max_tracks]]
+    return float(np.median(areas)) if areas else None
 
   def foreground(self, image):
     """(H, W) uint8 mask (255 = differs from the background) of image (H, W, 3) RGB."""
@@ -344,13 +368,67 @@ class StaticBackgroundDetector:
     mask = np.where(diff > max(otsu, self.min_contrast), 255, 0).astype(np.uint8)
     return cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.kernel)
 
+  def regions(self, image):
+    """(labels (H, W) int32, areas (R,), boxes (R, 4) xywh, label values (R,)) of the
+    foreground regions of at least min_area, largest first (8-connected)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(self.foreground(image),
+                                                                connectivity=8)
+    areas = stats[1:count, cv2.CC_STAT_AREA]                             # 0 is the background
+    order = np.argsort(-areas, kind="stable")
+    order = order[areas[order] >= self.min_area * self.background.size]
+    boxes = stats[1:count, :4][order].astype(np.float32)                 # x, y, w, h
+    return labels, areas[order], boxes, order + 1
+
   def __call__(self, image):
-    contours, _ = cv2.findContours(self.foreground(image), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
-    largest = max(contours, key=cv2.contourArea, default=None)
-    if largest is None or cv2.contourArea(largest) < self.min_area * self.background.size:
-      return Detections.empty()
-    return Detections.of_boxes([cv2.boundingRect(largest)])
+    labels, areas, boxes, values = self.regions(image)
+    if self.max_tracks is None:
+      return Detections.of_boxes(boxes)
+    counts = self.animals_per_region(areas)
+    found = []
+    for area_boxes, value, count in zip(boxes, values, counts):
+      if len(found) == self.max_tracks:
+        break
+      count = min(count, self.max_tracks - len(found))
+      if count == 1:
+        found.append(area_boxes)
+      else:
+        ys, xs = np.nonzero(labels == value)
+        found.extend(split_region(np.stack([xs, ys], 1), count))
+    return Detections.of_boxes(np.array(found, np.float32).reshape(-1, 4))
+
+  def animals_per_region(self, areas):
+    """How many animals each region (areas (R,), largest first) holds: 1, or about
+    area / animal_area when fewer regions than max_tracks are found (touching
+    animals), however many the max_tracks cap leaves."""
+    counts = np.ones(len(areas), np.int64)
+    if not self.animal_area or len(areas) >= self.max_tracks:
+      return counts
+    return np.maximum(np.floor(areas / self.animal_area + 0.5).astype(np.int64), 1)
+
+
+def split_region(points, count, iterations=10):
+  """Boxes (count, 4) xywh of one region's pixels (points (P, 2) x, y) split in count by
+  k-means: Lloyd's iterations from centres at evenly spaced quantiles along the region's
+  principal axis (deterministic). Each box bounds its cluster's pixels (+1: a pixel is
+  1 wide, as cv2.boundingRect); an empty cluster gives no box."""
+  points = np.asarray(points, np.float64)
+  centred = points - points.mean(0)
+  _, _, axes = np.linalg.svd(centred, full_matrices=False)             # (2, 2) rows
+  along = centred @ axes[0]                                            # (P,)
+  starts = np.quantile(along, (np.arange(count) + 0.5) / count)        # (k,)
+  centers = points[np.argmin(np.abs(along[:, None] - starts[None]), 0)]  # (k, 2)
+  for _ in range(iterations):
+    nearest = np.argmin(((points[:, None] - centers[None]) ** 2).sum(-1), 1)  # (P,)
+    centers = np.stack([points[nearest == c].mean(0) if np.any(nearest == c)
+                        else centers[c] for c in range(count)])
+  nearest = np.argmin(((points[:, None] - centers[None]) ** 2).sum(-1), 1)
+  boxes = []
+  for c in range(count):
+    mine = points[nearest == c]
+    if len(mine):
+      low, high = mine.min(0), mine.max(0) + 1
+      boxes.append([*low, *(high - low)])
+  return np.array(boxes, np.float32).reshape(-1, 4)
 
 
 # ------------------------------------------------------------------ from a spec
@@ -360,8 +438,9 @@ def make_detector(spec, source=None, **kwargs):
   """A detector from a command-line spec.
 
   spec: "background" (StaticBackgroundDetector of `source`, a video file or image
-  folder), "yolox:PATH" (YoloxOnnxDetector; kwargs: classes, score_threshold, ...),
-  "boxes:PATH" (BoxFileDetector), or "" / "none" (None: no detector)."""
+  folder; kwargs: max_tracks, the number of animals, default 1, ...), "yolox:PATH"
+  (YoloxOnnxDetector; kwargs: classes, score_threshold, ...), "boxes:PATH"
+  (BoxFileDetector), or "" / "none" (None: no detector)."""
   kind, _, path = spec.partition(":")
   if kind in ("", "none"):
     return None

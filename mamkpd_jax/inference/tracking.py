@@ -20,9 +20,12 @@ alone, and `track_video` finds them on its reader thread, ahead of the model
 crops of a full batch (`Estimator.predict_batch(pad_to=)`): a short last batch compiles
 nothing new.
 
-Track ids (`Tracker`): a detection takes the id of the track whose last box overlaps it
-most (IoU >= iou_threshold, Hungarian assignment), else of the nearest remaining track
-(centre distance <= max_distance box sizes), else a new id. Tracks unseen for up to
+Track ids (`Tracker`): each track's box is moved on at its constant velocity (smoothed
+centre motion, for at most `predict_frames` frames), and a detection takes the id of the
+track whose predicted box overlaps it most (IoU >= iou_threshold, Hungarian
+assignment), else of the nearest remaining track (centre distance to its predicted or
+its last box <= max_distance box sizes), else a new id: two subjects crossing keep
+their ids where their last boxes alone would swap them. Tracks unseen for up to
 `max_age` frames are kept, so a subject that leaves and returns where it left (or is
 missed by the detector for a while) keeps its id. When the number of subjects is known
 (`max_tracks`, e.g. 1 for a single animal), only the best max_tracks detections are
@@ -112,14 +115,24 @@ def keypoint_box(keypoints, scores, threshold, padding=1.25):
 class Track:
   box: np.ndarray       # (4,) xywh: where the subject was last seen
   last_seen: int        # frame index
+  velocity: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(2, np.float32))   # (2,) box centre px / frame
 
 
 class Tracker:
-  """Track ids for boxes, frame after frame (module docstring)."""
+  """Track ids for boxes, frame after frame (module docstring).
 
-  def __init__(self, iou_threshold=0.3, max_distance=1.0, max_age=30, max_tracks=None):
+  Each track's box is predicted forward at constant velocity (its centre's smoothed
+  motion per frame, `velocity_smoothing` the weight of the newest step) for at most
+  `predict_frames` frames; detections are matched to the predicted boxes, so two
+  subjects crossing keep their ids where their last boxes alone would swap them
+  (predict_frames=0: the last boxes, no motion)."""
+
+  def __init__(self, iou_threshold=0.3, max_distance=1.0, max_age=30, max_tracks=None,
+               velocity_smoothing=0.5, predict_frames=3):
     self.iou_threshold, self.max_distance, self.max_age = iou_threshold, max_distance, max_age
     self.max_tracks = max_tracks
+    self.velocity_smoothing, self.predict_frames = velocity_smoothing, predict_frames
     self.tracks = {}          # id -> Track
     self.next_id = 0
 
@@ -130,19 +143,28 @@ class Tracker:
     rows, cols = linear_sum_assignment(np.where(allowed, cost, 1e9))
     return [(r, c) for r, c in zip(rows, cols) if allowed[r, c]]
 
+  def predicted_box(self, track, frame_index):
+    """track's box (4,) xywh moved by its velocity to frame_index (at most
+    predict_frames frames ahead)."""
+    steps = min(frame_index - track.last_seen, self.predict_frames)
+    return np.concatenate([track.box[:2] + steps * track.velocity, track.box[2:]])
+
   def assign(self, boxes, frame_index):
     """Track ids (M,) of boxes (M, 4) xywh detected in frame frame_index."""
     self.tracks = {i: t for i, t in self.tracks.items()
                    if frame_index - t.last_seen <= self.max_age}
     ids = [i for i in self.tracks if self.tracks[i].last_seen < frame_index]
-    old = np.array([self.tracks[i].box for i in ids], np.float32).reshape(-1, 4)
+    old = np.array([self.predicted_box(self.tracks[i], frame_index) for i in ids],
+                   np.float32).reshape(-1, 4)                            # (T, 4)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     iou = detectors.box_iou(boxes, old)                                  # (M, T)
     matches = self._matches(-iou, iou >= self.iou_threshold)
     assigned = dict(matches)
     free_rows = [r for r in range(len(boxes)) if r not in assigned]
     free_cols = [c for c in range(len(ids)) if c not in assigned.values()]
-    distance = center_distance(boxes[free_rows], old[free_cols])         # (M', T')
+    last = np.array([self.tracks[ids[c]].box for c in free_cols], np.float32).reshape(-1, 4)
+    distance = np.minimum(center_distance(boxes[free_rows], old[free_cols]),
+                          center_distance(boxes[free_rows], last))        # (M', T')
     gate = distance <= self.max_distance
     if self.max_tracks and len(free_rows) > self.max_tracks - len(self.tracks):
       gate = np.ones_like(gate)                    # no new ids to hand out: nearest track
@@ -154,13 +176,28 @@ class Tracker:
         track_id = ids[assigned[row]]
       else:
         track_id, self.next_id = self.next_id, self.next_id + 1
-      self.tracks[track_id] = Track(box, frame_index)
+      self.observe(track_id, box, frame_index)
       result.append(track_id)
     return np.array(result, np.int64)
 
   def observe(self, track_id, box, frame_index):
-    """Track track_id was at box (4,) xywh in frame frame_index."""
-    self.tracks[track_id] = Track(np.asarray(box, np.float32), frame_index)
+    """Track track_id was at box (4,) xywh in frame frame_index (its velocity updated
+    from its previous box, a new track's is 0)."""
+    box = np.asarray(box, np.float32)
+    track = self.tracks.get(track_id)
+    velocity = np.zeros(2, np.float32)
+    if track is not None and frame_index > track.last_seen:
+      step = (box_center(box) - box_center(track.box)) / (frame_index - track.last_seen)
+      velocity = (self.velocity_smoothing * step +
+                  (1 - self.velocity_smoothing) * track.velocity).astype(np.float32)
+    elif track is not None:
+      velocity = track.velocity
+    self.tracks[track_id] = Track(box, frame_index, velocity)
+
+
+def box_center(box):
+  """The centre (2,) of a (4,) xywh box."""
+  return np.asarray(box[:2], np.float32) + np.asarray(box[2:], np.float32) / 2
 
 
 def center_distance(boxes, others):
@@ -189,6 +226,8 @@ class TrackingConfig:
   max_distance: float = 1.0        # in box sizes (Tracker)
   max_age: int = 30                # frames a lost track is kept
   max_tracks: int = 0              # the number of subjects when known (0: any)
+  velocity_smoothing: float = 0.5  # a track's velocity: this weight on its newest step
+  predict_frames: int = 3          # a lost track's box moved at most this many frames on
   smoothing: bool = False          # One-Euro filter keypoints per track
   min_cutoff: float = 1.0          # Hz
   beta: float = 0.05
@@ -200,6 +239,9 @@ class TrackingConfig:
       raise ValueError(f"det_every and batch_frames must be >= 1, max_age and max_tracks "
                        f">= 0, got {self.det_every}, {self.batch_frames}, {self.max_age}, "
                        f"{self.max_tracks}")
+    if not 0 < self.velocity_smoothing <= 1 or self.predict_frames < 0:
+      raise ValueError(f"velocity_smoothing must be in (0, 1] and predict_frames >= 0, got "
+                       f"{self.velocity_smoothing}, {self.predict_frames}")
     if self.smoothing:
       OneEuroFilter(self.min_cutoff, self.beta, self.d_cutoff)       # checks the values
 
@@ -213,7 +255,8 @@ class PoseTracker:
     self.config = config or TrackingConfig()
     self.config.validate()
     self.tracker = Tracker(self.config.iou_threshold, self.config.max_distance,
-                           self.config.max_age, self.config.max_tracks)
+                           self.config.max_age, self.config.max_tracks,
+                           self.config.velocity_smoothing, self.config.predict_frames)
     self.carried = {}           # track id -> (4,) box for the next frame
     self.filters = {}           # track id -> (OneEuroFilter, last frame index)
 
