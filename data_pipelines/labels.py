@@ -648,6 +648,20 @@ def _describe(coco: dict, kind: str) -> str:
           f"{category['keypoints']}, skeleton {category['skeleton']}")
 
 
+def _check_names_images(labels, path: str) -> None:
+  """LabelsError for DeepLabCut table rows that are frame numbers, not image paths: a
+  video's analysis table (DeepLabCut's or `mamkpd predict --formats=dlc`), with no image
+  to train on."""
+  if labels.provenance.get("format") not in ("dlc", "dlc_project"):
+    return
+  names = [os.path.basename(f) for v in labels.videos if isinstance(v.filename, list)
+           for f in v.filename]
+  if names and all(name.isdigit() for name in names):
+    raise LabelsError(f"{path}: field 'index' holds frame numbers, not image paths: a "
+                      "video's analysis table, which names no images; train on labelled "
+                      "frames (CollectedData_*.csv) or the .slp written beside it")
+
+
 def coco_json_path(path: str, split: Optional[str] = None) -> tuple:
   """(COCO json path, image root) for any label file: a COCO json and None as given;
   else its conversion (labels_to_coco), written atomically once to
@@ -668,6 +682,7 @@ def coco_json_path(path: str, split: Optional[str] = None) -> tuple:
   json_path = os.path.join(cache_dir(path), f"{split or 'all'}.json")
   if not os.path.isfile(json_path):
     labels = read_labels(path, split)
+    _check_names_images(labels, path)
     coco = labels_to_coco(labels, path)
     _write_atomic(json_path, lambda tmp: _dump(coco, tmp))
     logging.info("converted %s (%s%s) -> %s", path, _describe(coco, kind),

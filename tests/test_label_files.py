@@ -16,6 +16,7 @@ import pytest
 
 from mamkpd_jax import inference
 from mamkpd_jax.commands import predict, track
+from mamkpd_jax.data_pipelines import labels as labels_lib
 from mamkpd_jax.data_pipelines import metadata
 from mamkpd_jax.inference import detectors, label_files, tracking
 
@@ -120,6 +121,65 @@ def test_dlc_tracked_and_video_layouts(tmp_path):
   assert list(table.columns.unique("individuals")) == ["individual1", "individual2"]
 
 
+def xy_by_name(labels, frame_index, instance):
+  """(K, 2) points of a read-back instance in NAMES' order."""
+  frame = sorted(labels, key=lambda f: f.frame_idx)[frame_index]
+  points = frame.instances[instance].numpy()
+  return points[[labels.skeleton.node_names.index(name) for name in NAMES]]
+
+
+def test_dlc_h5_beside_the_csv_as_deeplabcut_writes_it(tmp_path):
+  """--formats=dlc: STEM.dlc.csv and STEM.dlc.h5 (DeepLabCut's key, table format), the
+  same table; both read back with pandas and with data_pipelines/labels.py."""
+  files = images(tmp_path)
+  frames = poses(tuple(files), [[-1], [-1], [-1]])
+  paths = label_files.output_paths(str(tmp_path / "m4s1/predictions"), ("dlc", "coco"))
+  assert paths == {"dlc": str(tmp_path / "m4s1/predictions.dlc.csv"),
+                   "dlc_h5": str(tmp_path / "m4s1/predictions.dlc.h5")}
+  assert label_files.write(label_files.to_labels(frames, INFO), paths) == paths
+  with pd.HDFStore(paths["dlc_h5"], mode="r") as store:
+    assert store.keys() == ["/df_with_missing"]
+    assert store.get_storer("df_with_missing").is_table
+  table = pd.read_hdf(paths["dlc_h5"], "df_with_missing")
+  pd.testing.assert_frame_equal(table, pd.read_csv(paths["dlc"], header=[0, 1, 2], index_col=0),
+                                check_names=False)     # the csv's index has no name row
+  assert list(table.columns.names) == ["scorer", "bodyparts", "coords"]
+  assert list(table.index) == [f"labeled-data/m4s1/img{i:04d}.png" for i in (100, 101, 102)]
+  expected = np.concatenate([np.concatenate([f.keypoints, f.keypoint_scores[..., None]], -1)
+                             for f in frames])                           # (3, K, 3)
+  np.testing.assert_allclose(table.to_numpy().reshape(3, 4, 3), expected, rtol=1e-6)
+  for path in (paths["dlc"], paths["dlc_h5"]):   # our labels reader: x, y (not likelihood)
+    labels = labels_lib.read_labels(path)
+    assert len(labels) == 3
+    for i, frame in enumerate(frames):
+      np.testing.assert_allclose(xy_by_name(labels, i, 0), frame.keypoints[0], rtol=1e-6)
+  mixed = poses(str(VIDEO), [[-1]]) + frames[:1]           # a video's frame and an image
+  label_files.write(label_files.to_labels(mixed, INFO), {"dlc_h5": paths["dlc_h5"]})
+  assert list(pd.read_hdf(paths["dlc_h5"]).index) == ["0", "labeled-data/m4s1/img0100.png"]
+
+
+def test_dlc_h5_of_tracks_on_a_video(tmp_path):
+  """Multi-animal layout (scorer, individuals, bodyparts, coords), rows frame numbers; a
+  missing track is NaN in the .h5 as in the csv, and the labels reader keeps the tracks."""
+  frames = poses(str(VIDEO), [[0, 1], [1]])
+  paths = label_files.output_paths(str(tmp_path / "clip"), ("dlc",))
+  label_files.write(label_files.to_labels(frames, INFO), paths)
+  table = pd.read_hdf(paths["dlc_h5"], "df_with_missing")
+  pd.testing.assert_frame_equal(
+      table, pd.read_csv(paths["dlc"], header=[0, 1, 2, 3], index_col=0), check_names=False)
+  assert list(table.columns.names) == ["scorer", "individuals", "bodyparts", "coords"]
+  assert list(table.index) == [0, 1]
+  got = table.to_numpy().reshape(2, 2, 4, 3)                       # (frames, tracks, K, 3)
+  np.testing.assert_allclose(got[0, :, :, :2], frames[0].keypoints, rtol=1e-6)
+  np.testing.assert_allclose(got[1, 1, :, 2], frames[1].keypoint_scores[0], rtol=1e-6)
+  assert np.isnan(got[1, 0]).all()
+  labels = labels_lib.read_labels(paths["dlc_h5"])
+  assert [t.name for t in labels.tracks] == ["track_0", "track_1"]
+  assert [[i.track.name for i in f.instances] for f in labels] == \
+      [["track_0", "track_1"], ["track_1"]]
+  np.testing.assert_allclose(xy_by_name(labels, 1, 0), frames[1].keypoints[0], rtol=1e-6)
+
+
 def test_nwb_of_a_video_reads_back(tmp_path):
   frames = poses(str(VIDEO), [[0], [0], [0]])
   path = str(tmp_path / "clip.nwb")
@@ -153,20 +213,34 @@ def test_formats_default_unknown_and_missing_library(monkeypatch):
   assert label_files.parse_formats("coco") == ("coco",)
   with pytest.raises(ImportError, match=r'needs sleap-io: pip install "mamkpd-jax\[labels\]"'):
     label_files.parse_formats("slp,dlc")
+  monkeypatch.setattr(label_files, "sleap_io_installed", lambda: True)
+  monkeypatch.setattr(label_files, "tables_installed", lambda: False)
+  assert label_files.parse_formats("slp") == ("slp", "coco")
+  with pytest.raises(ImportError, match=r"dlc needs PyTables .*mamkpd-jax\[labels\]"):
+    label_files.parse_formats("slp,dlc")
   monkeypatch.setitem(sys.modules, "sleap_io", None)         # import sleap_io fails
   with pytest.raises(ImportError, match=r"mamkpd-jax\[labels\]"):
     label_files.sleap_io()
 
 
 def test_user_files_and_inputs_are_never_overwritten(tmp_path):
-  """A previous run's untouched .slp / .dlc.csv may be replaced; a proofread .slp (a
-  user instance in it), a file of other origin, an .nwb or an input may not."""
+  """A previous run's untouched .slp / .dlc.csv / .dlc.h5 may be replaced; a proofread
+  .slp (a user instance in it), a file of other origin, an .nwb or an input may not."""
   files = images(tmp_path)
   paths = label_files.output_paths(str(tmp_path / "predictions"), ("slp", "dlc", "nwb"))
   label_files.check_outputs(paths)                            # nothing there: fine
   labels = label_files.to_labels(poses(tuple(files), [[-1], [-1]]), INFO)
-  label_files.write(labels, {k: paths[k] for k in ("slp", "dlc")})
+  label_files.write(labels, {k: paths[k] for k in ("slp", "dlc", "dlc_h5")})
   label_files.check_outputs(paths)                            # untouched outputs: fine
+  table = pd.read_hdf(paths["dlc_h5"])
+  table.columns = table.columns.set_levels(["Pranav"], level="scorer")
+  table.to_hdf(paths["dlc_h5"], key="df_with_missing", format="table", mode="w")
+  with pytest.raises(ValueError, match="predictions.dlc.h5 exists and is not an unedited"):
+    label_files.check_outputs(paths)                          # DeepLabCut's, not ours
+  pathlib.Path(paths["dlc_h5"]).write_text("not HDF5")
+  with pytest.raises(ValueError, match="predictions.dlc.h5 exists"):
+    label_files.check_outputs({"dlc_h5": paths["dlc_h5"]})
+  os.remove(paths["dlc_h5"])
   labels[0].instances.append(sio.Instance.from_numpy(np.ones((4, 2)), skeleton=labels.skeleton))
   sio.save_slp(labels, paths["slp"])                          # proofread in SLEAP
   with pytest.raises(ValueError, match="predictions.slp exists and is not an unedited"):
@@ -200,7 +274,8 @@ def test_predict_on_bundled_frames_writes_an_slp(estimator, tmp_path):
   results = predict.predict(estimator, folder, str(out),
                             boxes=str(PROJECT / "openfield_coco.json"), formats=("slp", "dlc"))
   assert sorted(os.listdir(out)) == ["img0100.png", "img0101.png", "predictions.dlc.csv",
-                                     "predictions.json", "predictions.slp"]
+                                     "predictions.dlc.h5", "predictions.json",
+                                     "predictions.slp"]
   labels = sio.load_slp(str(out / "predictions.slp"))
   assert labels.skeleton.node_names == list(NAMES) and not labels.tracks
   assert [len(f.instances) for f in labels] == [1, 1]          # one box per frame
@@ -284,3 +359,13 @@ def test_labels_with_other_keypoints_are_refused(tmp_path):
                      "not the model's"):
     predict.keypoint_order(NAMES, ["a", "b"], str(tmp_path / "labels.slp"))
   np.testing.assert_array_equal(predict.keypoint_order(NAMES, NAMES[::-1], "x"), [3, 2, 1, 0])
+
+
+def test_a_video_analysis_table_is_refused_as_training_labels(tmp_path, monkeypatch):
+  """Our DeepLabCut table of a video names frame numbers, not images: converting it for
+  training is an error naming the file (the .slp beside it is the file to train on)."""
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  paths = label_files.output_paths(str(tmp_path / "clip"), ("dlc",))
+  label_files.write(label_files.to_labels(poses(str(VIDEO), [[0], [0]]), INFO), paths)
+  with pytest.raises(labels_lib.LabelsError, match=r"clip\.dlc\.csv.*frame numbers"):
+    labels_lib.coco_json_path(paths["dlc"])

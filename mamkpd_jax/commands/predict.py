@@ -29,7 +29,7 @@ model loads. A video runs through the tracker's frame loop (video.run_frames: de
 and boxes ahead of the model, drawing and encoding behind it).
 
 --formats=slp,dlc,nwb,coco adds label files beside predictions.json
-(inference/label_files.py: predictions.slp, predictions.dlc.csv, predictions.nwb for a
+(inference/label_files.py: predictions.slp, predictions.dlc.csv and .dlc.h5, predictions.nwb for a
 video); by default predictions.slp when sleap-io is installed. An existing label file
 is never overwritten (it may hold proofreading): the run stops before the model loads.
 
@@ -282,7 +282,7 @@ def predict(estimator, input_path, output_dir, boxes=None, detector=None,
       "yolox:PATH", "boxes:PATH").
     drawing: threshold, batch size, progress and category id (Drawing).
     formats: label_files.parse_formats's names: slp, dlc, nwb (predictions.slp,
-      .dlc.csv, .nwb; need sleap-io) and coco (the json, always written).
+      .dlc.csv and .dlc.h5, .nwb; need sleap-io) and coco (the json, always written).
   """
   formats = label_files.parse_formats(formats)
   check_inputs(input_path, boxes, detector)

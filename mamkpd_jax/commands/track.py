@@ -20,7 +20,7 @@ the frame's Prediction.to_json record (COCO results: image_id = frame index,
 category_id, keypoints [x, y, score] * K, score; plus bbox [x, y, w, h] and track_id)
 with frame_index and file_name (tracking.frame_records). The last line printed is the
 speed: "tracked N frames in T s: X frames/s steady state (first batch, compilation,
-Y s)". --formats=slp,dlc,nwb,coco adds label files OUTPUT/<input stem>.slp, .dlc.csv,
+Y s)". --formats=slp,dlc,nwb,coco adds label files OUTPUT/<input stem>.slp, .dlc.csv, .dlc.h5,
 .nwb (inference/label_files.py; the track ids become SLEAP tracks "track_N"); by
 default the .slp when sleap-io is installed; an existing one is never overwritten. The
 library function is mamkpd_jax.inference.tracking.track_video; `run` is the command

@@ -15,19 +15,21 @@ are sleap-io's where it has one that works:
 |---|---|---|
 | slp | STEM.slp | `sio.save_slp` (SLEAP opens it to proofread) |
 | nwb | STEM.nwb | `sio.save_nwb` (ndx-pose PoseEstimation per track; videos only) |
-| dlc | STEM.dlc.csv | ours (`dlc_table`), below |
+| dlc | STEM.dlc.csv, STEM.dlc.h5 | ours (`dlc_table`), below |
 | coco | STEM.json | the commands' COCO results (`Prediction.to_json`), written anyway |
 
 sleap-io 0.9.5 has no DeepLabCut writer for predictions: `save_csv(format="dlc")` fails
 on image lists (TypeError on the list of file names), leaves the likelihood column empty
 (it writes `instance.numpy()` without the scores) and names every row
 `labeled-data/<video stem>/img%04d.png` whatever the frame. It has no DLC .h5 writer
-either, and pandas' `to_hdf` needs PyTables, which nothing here installs. So `dlc_table`
-builds DeepLabCut's own table with pandas: columns (scorer, bodyparts, coords) with
-coords x, y, likelihood, or (scorer, individuals, bodyparts, coords) when a frame has
-several poses or poses carry track ids (DeepLabCut's multi-animal layout); rows are
-frame numbers for a video (`analyze_videos`' table) and `labeled-data/<folder>/<image>`
-for images (`CollectedData`'s). It is written as CSV, which sleap-io and DeepLabCut read.
+either. So `dlc_table` builds DeepLabCut's own table with pandas: columns (scorer,
+bodyparts, coords) with coords x, y, likelihood, or (scorer, individuals, bodyparts,
+coords) when a frame has several poses or poses carry track ids (DeepLabCut's
+multi-animal layout); rows are frame numbers for a video (`analyze_videos`' table) and
+`labeled-data/<folder>/<image>` for images (`CollectedData`'s). The one table is written
+twice, as DeepLabCut writes its predictions: STEM.dlc.h5, a pandas HDFStore (PyTables,
+in the [labels] extra: key "df_with_missing", table format; the file DeepLabCut's own
+tools open) and STEM.dlc.csv (what sleap-io and a spreadsheet read).
 
 sleap-io is imported only here, inside functions: without it (`pip install
 "mamkpd-jax[labels]"`) the COCO json is all a run writes.
@@ -45,7 +47,12 @@ from mamkpd_jax.inference import video as video_lib
 EXTRA = 'pip install "mamkpd-jax[labels]"'
 FORMATS = ("slp", "dlc", "nwb", "coco")          # --formats choices
 EXTENSIONS = {"slp": ".slp", "dlc": ".dlc.csv", "nwb": ".nwb", "coco": ".json"}
+# The files of a format, keyed as output_paths keys them: dlc is DeepLabCut's csv and .h5.
+FILES = {"dlc": {"dlc": ".dlc.csv", "dlc_h5": ".dlc.h5"}}
 NEEDS_SLEAP_IO = ("slp", "dlc", "nwb")           # coco is the commands' own json
+NEEDS_TABLES = ("dlc",)                          # the .h5 is a pandas HDFStore (PyTables)
+# DeepLabCut/DeepLabCut deeplabcut/pose_estimation_pytorch/apis/analyze_videos.py uses it:
+DLC_H5_KEY = "df_with_missing"   # df.to_hdf(path, key=DLC_H5_KEY, format="table", mode="w")
 SCORER = "mamkpd"                                # DeepLabCut's scorer row
 PROVENANCE = "mamkpd-jax"                        # Labels.provenance["source"] we write
 
@@ -61,6 +68,11 @@ def sleap_io():
 
 def sleap_io_installed():
   return importlib.util.find_spec("sleap_io") is not None
+
+
+def tables_installed():
+  """PyTables, which pandas' to_hdf / read_hdf need for DeepLabCut's .h5."""
+  return importlib.util.find_spec("tables") is not None
 
 
 def parse_formats(spec=None):
@@ -82,6 +94,10 @@ def parse_formats(spec=None):
   missing = [name for name in names if name in NEEDS_SLEAP_IO]
   if missing and not sleap_io_installed():
     raise ImportError(f"--formats={','.join(missing)} needs sleap-io: {EXTRA}")
+  missing = [name for name in names if name in NEEDS_TABLES]
+  if missing and not tables_installed():
+    raise ImportError(f"--formats={','.join(missing)} needs PyTables for DeepLabCut's .h5: "
+                      f"{EXTRA}")
   return tuple(name for name in FORMATS if name in names or name == "coco")
 
 
@@ -93,9 +109,15 @@ def describe_default(formats):
 
 
 def output_paths(stem, formats):
-  """{format: STEM + its extension} of the label formats (coco excluded: the commands
-  name their json)."""
-  return {name: stem + EXTENSIONS[name] for name in formats if name != "coco"}
+  """{file key: STEM + its extension} of every file the label formats write (coco
+  excluded: the commands name their json): a format's name, and dlc_h5 beside dlc
+  (FILES)."""
+  paths = {}
+  for name in formats:
+    if name != "coco":
+      files = FILES.get(name, {name: EXTENSIONS[name]})
+      paths.update({key: stem + extension for key, extension in files.items()})
+  return paths
 
 
 def check_images(formats):
@@ -110,8 +132,8 @@ def untouched(path):
   """True for a label file a run wrote that nobody has edited since, which the next run
   may replace: an .slp whose provenance is ours and that holds no user instance (SLEAP
   saves proofreading over the file it opened, edited poses as user instances), or a
-  DeepLabCut table whose scorer row is ours. Anything else (an .nwb, a file of other
-  origin, one that does not load) is kept."""
+  DeepLabCut table (csv or .h5) whose scorer row is ours. Anything else (an .nwb, a file
+  of other origin, one that does not load) is kept."""
   if path.endswith(EXTENSIONS["slp"]):
     try:
       labels = sleap_io().load_slp(path, open_videos=False)
@@ -122,7 +144,22 @@ def untouched(path):
   if path.endswith(EXTENSIONS["dlc"]):
     with open(path, encoding="utf-8", errors="replace") as f:
       return f.readline().split(",")[:2] == ["scorer", SCORER]
+  if path.endswith(FILES["dlc"]["dlc_h5"]):
+    return _dlc_h5_scorers(path) == {SCORER}
   return False
+
+
+def _dlc_h5_scorers(path):
+  """The scorer names of a DeepLabCut .h5's columns (the header only is read); an empty
+  set for any other file."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top  (comes with sleap-io)
+  try:
+    columns = pd.read_hdf(path, key=DLC_H5_KEY, stop=0).columns
+  except Exception:  # pylint: disable=broad-exception-caught  (not ours: kept)
+    return set()
+  if not isinstance(columns, pd.MultiIndex) or columns.names[0] != "scorer":
+    return set()
+  return set(columns.get_level_values(0))
 
 
 def check_outputs(paths, inputs=()):
@@ -311,6 +348,8 @@ def dlc_table(labels, scorer=SCORER):
       row[slot(i, instance)] = instance.numpy(scores=True)               # (K, 3)
     rows.append(row.reshape(-1))
     index.append(_row_name(frame.video, frame.frame_idx))
+  if any(isinstance(name, str) for name in index):   # videos and images: one type (.h5)
+    index = [str(name) for name in index]
   return pd.DataFrame(np.array(rows).reshape(len(rows), len(columns)), index=index,
                       columns=columns)
 
@@ -318,19 +357,32 @@ def dlc_table(labels, scorer=SCORER):
 # ------------------------------------------------------------------ writing
 
 
+def write_dlc_h5(table, path):
+  """A dlc_table as DeepLabCut writes its .h5 (DLC_H5_KEY, table format); an ImportError
+  naming the extra without PyTables."""
+  if not tables_installed():
+    raise ImportError(f"{path}: DeepLabCut's .h5 needs PyTables: {EXTRA}")
+  table.to_hdf(path, key=DLC_H5_KEY, format="table", mode="w")
+
+
 def write(labels, paths):
-  """Writes labels to {format: path} (output_paths); coco is skipped (the commands' json).
-  Returns {format: path} of what was written."""
+  """Writes labels to {file key: path} (output_paths); coco is skipped (the commands'
+  json). dlc and dlc_h5 are DeepLabCut's csv and .h5 of one dlc_table. Returns {file key:
+  path} of what was written."""
   sio = sleap_io()
-  written = {}
+  written, table = {}, None
   for name, path in paths.items():
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if name in ("dlc", "dlc_h5") and table is None:
+      table = dlc_table(labels)
     if name == "slp":
       sio.save_slp(labels, path)
     elif name == "nwb":
       sio.save_nwb(labels, path)
     elif name == "dlc":
-      dlc_table(labels).to_csv(path)
+      table.to_csv(path)
+    elif name == "dlc_h5":
+      write_dlc_h5(table, path)
     else:
       continue
     written[name] = path
