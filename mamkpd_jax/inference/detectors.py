@@ -91,14 +91,19 @@ def as_detections(output):
   return Detections.of_boxes(boxes)
 
 
-def detect(detector, image, key=None):
+def detect(detector, image, key=None, hints=None):
   """Detections of `detector` on image (H, W, 3) RGB uint8.
 
   key: the image's id, file name or frame index, or an (id, file name) pair; passed only
-  to detectors that look boxes up (`uses_key`, e.g. BoxFileDetector)."""
+  to detectors that look boxes up (`uses_key`, e.g. BoxFileDetector).
+  hints: where a tracker expects the subjects (T, 4) xywh; passed only to detectors that
+  use them (`uses_hints`, e.g. StaticBackgroundDetector), others ignore them."""
+  kwargs = {}
   if getattr(detector, "uses_key", False):
-    return as_detections(detector(image, key=key))
-  return as_detections(detector(image))
+    kwargs["key"] = key
+  if hints is not None and getattr(detector, "uses_hints", False):
+    kwargs["hints"] = hints
+  return as_detections(detector(image, **kwargs))
 
 
 def box_iou(boxes, others):
@@ -324,22 +329,42 @@ class StaticBackgroundDetector:
   unsplit (the number of animals is unknown).
   """
 
+  uses_hints = True          # detect() passes a tracker's predicted boxes (__call__)
+
   def __init__(self, frames, blur=5, opening=5, min_contrast=20, min_area=0.001,
-               max_tracks=1, animal_area=None):
+               max_tracks=1, animal_area=None, hint_pull=0.0, contact_tolerance=0.25,
+               background=None):
     """frames: a sample (N, H, W, 3) RGB uint8 of the video (N >= 3; a few dozen);
     min_contrast: grey levels; min_area: the smallest animal, as a fraction of the
     frame's area; max_tracks: the number of animals (None: unknown); animal_area: one
     animal's area in pixels (None: the median area of the max_tracks largest regions of
-    each sampled frame, most of which show the animals apart)."""
+    each sampled frame, most of which show the animals apart); hint_pull: how far (0..1)
+    a split box moves from a hint towards its part of the region (split_by_hints);
+    contact_tolerance: a region's area may differ from animal_area by this fraction and
+    still be one animal alone (in_contact);
+    background: the empty arena (H, W, 3) RGB uint8 when known (None: the median of
+    frames, which is the arena only where each pixel is free of animals in most of
+    them)."""
     frames = [np.asarray(frame) for frame in frames]
     if len(frames) < 3:
       raise ValueError(f"StaticBackgroundDetector needs at least 3 frames, got {len(frames)}")
     if max_tracks is not None and (int(max_tracks) != max_tracks or max_tracks < 1):
       raise ValueError(f"StaticBackgroundDetector: max_tracks must be a positive integer or "
                        f"None, got {max_tracks!r}")
-    self.background = np.median(np.stack([_gray(f) for f in frames]), axis=0).astype(np.uint8)
+    if background is not None:
+      self.background = _gray(background)
+      if self.background.shape != frames[0].shape[:2]:
+        raise ValueError(f"StaticBackgroundDetector: background of shape "
+                         f"{self.background.shape} but frames of {frames[0].shape[:2]}")
+    else:
+      self.background = np.median(np.stack([_gray(f) for f in frames]),
+                                  axis=0).astype(np.uint8)
     self.blur, self.min_contrast, self.min_area = blur, min_contrast, min_area
-    self.max_tracks = max_tracks
+    if not 0 <= hint_pull <= 1:
+      raise ValueError(f"StaticBackgroundDetector: hint_pull must be in [0, 1], got "
+                       f"{hint_pull!r}")
+    self.max_tracks, self.hint_pull = max_tracks, hint_pull
+    self.contact_tolerance = contact_tolerance
     self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (opening, opening))
     self.animal_area = animal_area
     if animal_area is None and (max_tracks or 1) > 1:
@@ -379,22 +404,81 @@ class StaticBackgroundDetector:
     boxes = stats[1:count, :4][order].astype(np.float32)                 # x, y, w, h
     return labels, areas[order], boxes, order + 1
 
-  def __call__(self, image):
+  def __call__(self, image, hints=None):
+    """Detections of image (H, W, 3) RGB uint8. hints: the tracker's predicted boxes
+    (T, 4) xywh of the animals it follows, or None (used only when max_tracks > 1).
+
+    Without hints, or while the hinted animals are apart (`in_contact`), every region
+    is a box, a region k animals large split in k by its shape (`split_region`). While
+    two hinted animals touch or cover each other, the regions the hints lie on are
+    split among those hints instead (`split_by_hints`): each hint keeps one box, sized
+    like the animal's last box and placed at its predicted centre (moved by hint_pull
+    towards its part of the pixels), so a track keeps its own animal's motion through
+    the contact, where boxes of the blob's halves would stall and swap."""
     labels, areas, boxes, values = self.regions(image)
     if self.max_tracks is None:
       return Detections.of_boxes(boxes)
+    hints = np.zeros((0, 4), np.float32) if hints is None or self.max_tracks == 1 else \
+        np.asarray(hints, np.float32).reshape(-1, 4)
+    on_region = self.hints_on_regions(labels, values, hints)              # R lists
+    if self.in_contact(hints, on_region):
+      return Detections.of_boxes(self.contact_boxes(labels, areas, boxes, values, hints,
+                                                    on_region))
     counts = self.animals_per_region(areas)
     found = []
-    for area_boxes, value, count in zip(boxes, values, counts):
+    for region_box, value, count in zip(boxes, values, counts):
       if len(found) == self.max_tracks:
         break
       count = min(count, self.max_tracks - len(found))
       if count == 1:
-        found.append(area_boxes)
+        found.append(region_box)
       else:
         ys, xs = np.nonzero(labels == value)
         found.extend(split_region(np.stack([xs, ys], 1), count))
     return Detections.of_boxes(np.array(found, np.float32).reshape(-1, 4))
+
+  def in_contact(self, hints, on_region):
+    """Whether hinted animals (hints (T, 4)) touch: two hints lie on one region, or two
+    hinted boxes overlap."""
+    if len(hints) < 2 or not self.animal_area:
+      return False
+    if any(len(found) >= 2 for found in on_region):
+      return True
+    iou = box_iou(hints, hints)                                          # (T, T)
+    return bool(np.any(iou[~np.eye(len(hints), dtype=bool)] > 0))
+
+  def contact_boxes(self, labels, areas, boxes, values, hints, on_region):
+    """Boxes (<= max_tracks, 4) while hinted animals touch: a region with one hint and
+    one animal's area (within contact_tolerance) is that animal's box; the pixels of
+    the other hinted regions are split among their hints and the hints on no region
+    whose box reaches them (split_by_hints); a hint on nothing else is dropped."""
+    found, rest, taken = [], [], set()
+    for area, box, value, mine in zip(areas, boxes, values, on_region):
+      if len(mine) == 1 and abs(area / self.animal_area - 1) <= self.contact_tolerance:
+        found.append(box)
+      elif len(mine):
+        rest.append(value)
+      taken.update(mine.tolist())
+    if rest:
+      ys, xs = np.nonzero(np.isin(labels, rest))
+      points = np.stack([xs, ys], 1)                                       # (P, 2)
+      extent = np.array([_extent(points)], np.float32)
+      shared = [i for i in range(len(hints)) if i not in taken or any(
+          i in mine for value, mine in zip(values, on_region) if value in rest)]
+      shared = [i for i in shared if i in taken or box_iou(hints[i], extent)[0, 0] > 0]
+      found.extend(split_by_hints(points, hints[shared], self.hint_pull))
+    return np.array(found, np.float32).reshape(-1, 4)[:self.max_tracks]
+
+  def hints_on_regions(self, labels, values, hints):
+    """For each region (label values (R,)), the indices of hints (T, 4) whose centre
+    pixel lies on it."""
+    height, width = labels.shape
+    centers = np.round(hints[:, :2] + hints[:, 2:] / 2).astype(np.int64)   # (T, 2)
+    inside = (centers[:, 0] >= 0) & (centers[:, 0] < width) & \
+        (centers[:, 1] >= 0) & (centers[:, 1] < height)
+    under = np.full(len(hints), -1, np.int64)
+    under[inside] = labels[centers[inside, 1], centers[inside, 0]]
+    return [np.flatnonzero(under == value) for value in values]
 
   def animals_per_region(self, areas):
     """How many animals each region (areas (R,), largest first) holds: 1, or about
@@ -406,28 +490,60 @@ class StaticBackgroundDetector:
     return np.maximum(np.floor(areas / self.animal_area + 0.5).astype(np.int64), 1)
 
 
-def split_region(points, count, iterations=10):
+def _nearest(points, centers):
+  """The index (P,) of the nearest of centers (k, 2) to each of points (P, 2)."""
+  return np.argmin(((points[:, None] - centers[None]) ** 2).sum(-1), 1)
+
+
+def _extent(points):
+  """The (4,) xywh box bounding pixels points (P, 2) (+1: a pixel is 1 wide)."""
+  low, high = points.min(0), points.max(0) + 1
+  return [*low, *(high - low)]
+
+
+def split_region(points, count, iterations=10, seeds=None):
   """Boxes (count, 4) xywh of one region's pixels (points (P, 2) x, y) split in count by
-  k-means: Lloyd's iterations from centres at evenly spaced quantiles along the region's
-  principal axis (deterministic). Each box bounds its cluster's pixels (+1: a pixel is
-  1 wide, as cv2.boundingRect); an empty cluster gives no box."""
+  k-means: Lloyd's iterations from seeds (count, 2) x, y, or (None) from centres at
+  evenly spaced quantiles along the region's principal axis (deterministic). Each box
+  bounds its cluster's pixels (+1: a pixel is 1 wide, as cv2.boundingRect); an empty
+  cluster gives no box."""
   points = np.asarray(points, np.float64)
-  centred = points - points.mean(0)
-  _, _, axes = np.linalg.svd(centred, full_matrices=False)             # (2, 2) rows
-  along = centred @ axes[0]                                            # (P,)
-  starts = np.quantile(along, (np.arange(count) + 0.5) / count)        # (k,)
-  centers = points[np.argmin(np.abs(along[:, None] - starts[None]), 0)]  # (k, 2)
+  if seeds is not None:
+    centers = np.asarray(seeds, np.float64).reshape(count, 2)
+  else:
+    centred = points - points.mean(0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)           # (2, 2) rows
+    along = centred @ axes[0]                                          # (P,)
+    starts = np.quantile(along, (np.arange(count) + 0.5) / count)      # (k,)
+    centers = points[np.argmin(np.abs(along[:, None] - starts[None]), 0)]  # (k, 2)
   for _ in range(iterations):
-    nearest = np.argmin(((points[:, None] - centers[None]) ** 2).sum(-1), 1)  # (P,)
+    nearest = _nearest(points, centers)                                # (P,)
     centers = np.stack([points[nearest == c].mean(0) if np.any(nearest == c)
                         else centers[c] for c in range(count)])
-  nearest = np.argmin(((points[:, None] - centers[None]) ** 2).sum(-1), 1)
+  nearest = _nearest(points, centers)
+  boxes = [_extent(points[nearest == c]) for c in range(count) if np.any(nearest == c)]
+  return np.array(boxes, np.float32).reshape(-1, 4)
+
+
+def split_by_hints(points, hints, pull=0.0):
+  """Boxes (k, 4) xywh, one per hint (k, 4) xywh, of one region (points (P, 2) x, y)
+  holding k touching animals: box i is hint i's size, centred at its centre moved by
+  pull (0..1) towards the mean of the pixels nearer to it than to any other hint.
+
+  While two animals touch, their pixels' partition drifts to the blob's halves (k-means
+  converges there whichever the seeds), so boxes bounding the halves stall at the
+  middle and lose the animals' motion; the hints (a tracker's constant-velocity
+  predictions, sized like each animal's last box) carry it through the contact, and
+  pull lets the image correct them."""
+  points = np.asarray(points, np.float64)
+  hints = np.asarray(hints, np.float64).reshape(-1, 4)
+  centers = hints[:, :2] + hints[:, 2:] / 2                            # (k, 2)
+  nearest = _nearest(points, centers)
   boxes = []
-  for c in range(count):
+  for c, (center, hint) in enumerate(zip(centers, hints)):
     mine = points[nearest == c]
-    if len(mine):
-      low, high = mine.min(0), mine.max(0) + 1
-      boxes.append([*low, *(high - low)])
+    moved = center + pull * (mine.mean(0) - center) if len(mine) else center
+    boxes.append([*(moved - hint[2:] / 2), *hint[2:]])
   return np.array(boxes, np.float32).reshape(-1, 4)
 
 

@@ -239,13 +239,19 @@ def tracked_frames(records, num_frames):
   return frames
 
 
-def track_clip(estimator, clip, folder, max_tracks=2, **options):
+def track_clip(estimator, clip, folder, max_tracks=2, known_background=True, **options):
   """The clip through the real pipeline: its frames written to folder/frames, a
-  StaticBackgroundDetector of them (max_tracks animals) and tracking.track_video
-  (max_tracks, **options: its other arguments) -> (records, track_video's result)."""
+  StaticBackgroundDetector of them (max_tracks animals; known_background: its
+  background is the clip's empty arena, else the median of the frames) and
+  tracking.track_video (max_tracks, **options: its other arguments, e.g.
+  split_hints=False) -> (records, track_video's result).
+
+  A short clip of animals crossing on one row covers that row in most of its frames,
+  so their median is not the empty arena there; the median of a long recording is."""
   frames = os.path.join(folder, "frames")
   write_frames(clip, frames)
-  detector = detectors.StaticBackgroundDetector.from_video(frames, max_tracks=max_tracks)
+  detector = detectors.StaticBackgroundDetector.from_video(
+      frames, max_tracks=max_tracks, background=clip.background if known_background else None)
   result = tracking.track_video(estimator, frames, folder, detector=detector,
                                 max_tracks=max_tracks, **{"write_video": False, **options})
   with open(result["json"], encoding="utf-8") as f:

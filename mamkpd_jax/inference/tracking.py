@@ -32,7 +32,10 @@ missed by the detector for a while) keeps its id. When the number of subjects is
 used, and once max_tracks tracks exist a detection takes the nearest free track however
 far it is (a new id only while fewer exist), as SLEAP's target instance count does.
 A track's box is the one its pose was last estimated in (the detection, or the box
-carried from its keypoints).
+carried from its keypoints). The tracks' predicted boxes go to the detector as hints
+(`split_hints`; detectors.StaticBackgroundDetector uses them to split touching animals
+among the tracks); ids only need boxes, so with det_every=1 each frame's ids are
+assigned as soon as it is detected (`detections`), before the pose model.
 
 Smoothing (`OneEuroFilter`, Casiez et al., CHI 2012) filters each track's keypoints: a
 low-pass filter whose cutoff rises with speed (min_cutoff + beta * |speed|), so slow
@@ -149,6 +152,14 @@ class Tracker:
     steps = min(frame_index - track.last_seen, self.predict_frames)
     return np.concatenate([track.box[:2] + steps * track.velocity, track.box[2:]])
 
+  def predictions(self, frame_index):
+    """The predicted boxes (T, 4) xywh at frame_index of the tracks seen in the last
+    predict_frames frames before it (a detector's hints: where the subjects should be)."""
+    recent = [t for t in self.tracks.values()
+              if 0 < frame_index - t.last_seen <= max(self.predict_frames, 1)]
+    return np.array([self.predicted_box(t, frame_index) for t in recent],
+                    np.float32).reshape(-1, 4)
+
   def assign(self, boxes, frame_index):
     """Track ids (M,) of boxes (M, 4) xywh detected in frame frame_index."""
     self.tracks = {i: t for i, t in self.tracks.items()
@@ -228,6 +239,7 @@ class TrackingConfig:
   max_tracks: int = 0              # the number of subjects when known (0: any)
   velocity_smoothing: float = 0.5  # a track's velocity: this weight on its newest step
   predict_frames: int = 3          # a lost track's box moved at most this many frames on
+  split_hints: bool = True         # pass the tracks' predicted boxes to the detector
   smoothing: bool = False          # One-Euro filter keypoints per track
   min_cutoff: float = 1.0          # Hz
   beta: float = 0.05
@@ -261,19 +273,29 @@ class PoseTracker:
     self.filters = {}           # track id -> (OneEuroFilter, last frame index)
 
   def _detect(self, index, name, frame):
+    """The detector's best (max_tracks) boxes (M, 4) of a frame, given the tracks'
+    predicted boxes as hints (split_hints); None without a detector."""
     if self.detector is None:
       return None                                       # the whole frame (warned once)
-    found = detectors.detect(self.detector, frame, key=(index, name))
+    hints = self.tracker.predictions(index) if self.config.split_hints else None
+    found = detectors.detect(self.detector, frame, key=(index, name), hints=hints)
     best = np.argsort(-found.scores, kind="stable")[:self.config.max_tracks or None]
     return found.boxes[best]
 
   def detections(self, batch):
-    """The detector's boxes (M_i, 4) of each (index, name, frame) of batch (None: the
-    whole frame) when every frame is detected (det_every == 1), else None: the boxes
-    of frames in between come from the previous frame's poses."""
+    """When every frame is detected (det_every == 1): per (index, name, frame) of batch,
+    (the detector's boxes (M_i, 4), their track ids (M_i,)), or (None, None) without a
+    detector (the whole frame, ids assigned after the model). Frame by frame: a
+    frame's ids, hence the next frame's hints, depend on its boxes alone, so this may
+    run ahead of the model on another thread (which then owns the tracker). Else None:
+    the boxes of frames in between come from the previous frame's poses."""
     if self.config.det_every != 1:
       return None
-    return [self._detect(*item) for item in batch]
+    found = []
+    for index, name, frame in batch:
+      boxes = self._detect(index, name, frame)
+      found.append((boxes, None if boxes is None else self.tracker.assign(boxes, index)))
+    return found
 
   def process(self, batch, detected=None):
     """[(index, name, frame (H, W, 3) RGB uint8)] in order -> [Prediction], each with
@@ -282,31 +304,31 @@ class PoseTracker:
     here)."""
     if self.config.det_every == 1:
       frames = [frame for _, _, frame in batch]
-      boxes = self.detections(batch) if detected is None else detected
-      predictions = self.estimator.predict_batch(frames, boxes,
+      found = self.detections(batch) if detected is None else detected
+      predictions = self.estimator.predict_batch(frames, [boxes for boxes, _ in found],
                                                  pad_to=self.config.batch_frames)
-      return [self._track(index, prediction, None)
-              for (index, _, _), prediction in zip(batch, predictions)]
+      return [self._track(index, prediction, ids)
+              for (index, _, _), prediction, (_, ids) in zip(batch, predictions, found)]
     return [self._process_frame(*item) for item in batch]
 
   def _process_frame(self, index, name, frame):
     if index % self.config.det_every == 0 or not self.carried:
-      boxes, ids = self._detect(index, name, frame), None
+      boxes, ids, carried = self._detect(index, name, frame), None, False
     else:
-      ids = np.array(list(self.carried), np.int64)
+      ids, carried = np.array(list(self.carried), np.int64), True
       boxes = np.stack(list(self.carried.values()))
     prediction = self.estimator.predict_batch([frame], [boxes])[0]
-    return self._track(index, prediction, ids)
+    return self._track(index, prediction, ids, carried)
 
-  def _track(self, index, prediction, ids):
-    """prediction with its track ids (assigned when not carried) and smoothed keypoints;
-    the next frame's boxes."""
-    detected = ids is None
-    if detected:
+  def _track(self, index, prediction, ids, carried=False):
+    """prediction with its track ids (assigned here when None; carried: the boxes were
+    carried from the previous frame's poses) and smoothed keypoints; the next frame's
+    boxes."""
+    if ids is None:
       ids = self.tracker.assign(prediction.boxes, index)
     self._carry(ids, prediction)
     for i, track_id in enumerate(ids):
-      if not detected and int(track_id) in self.carried:     # found where it was carried to
+      if carried and int(track_id) in self.carried:          # found where it was carried to
         self.tracker.observe(track_id, prediction.boxes[i], index)
       if self.config.smoothing:
         prediction.keypoints[i] = self._smooth(int(track_id), prediction.keypoints[i], index)
@@ -403,7 +425,7 @@ def track_video(estimator, source, output_dir, detector=None, det_every=1, smoot
   total = min(total, max_frames) if max_frames and total else (max_frames or total)
   records = []
 
-  def detect_ahead(batch):                     # reader thread: items + their boxes
+  def detect_ahead(batch):                     # reader thread: items + (boxes, ids)
     found = tracker.detections(batch) or [None] * len(batch)
     return [(*item, boxes) for item, boxes in zip(batch, found)]
 
