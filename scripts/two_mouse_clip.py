@@ -101,7 +101,7 @@ def line(name, mode, row):
                        if "frames_per_second" in row else ""))
 
 
-def picture(clip, records, info, frames, path, crop=(120, 80, 520, 400), scale=0.5):
+def picture(clip, records, info, frames, path, crop=(130, 170, 510, 310), scale=1.0):
   """The tracked poses and ids of frames drawn on the clip, the crop (x0, y0, x1, y1) of
   each side by side, scaled, with the frame index written -> PNG at path."""
   tiles = []
