@@ -45,7 +45,6 @@ from mamkpd_jax.data_pipelines import sources
 # Every side of the labelled keypoints' tight box moves out by this fraction of its
 # width (height): 1.2x each way (the rule of the bundled *_coco.json files).
 BOX_PADDING = 0.1
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 FORMAT_NAMES = {
     "coco": "COCO json",
     "dlc_project": "DeepLabCut project",
@@ -138,6 +137,11 @@ def detect_format(path: str) -> str:
 # another row's image when some are missing, and a folder without images loses its
 # rows), reads no .h5, and sorts the bodyparts by name. Here each frame keeps its own
 # image path, whether or not the file exists, and the bodyparts keep config.yaml's order.
+# The parsing pieces reused are private in sleap_io.io.dlc (_discover_config,
+# _read_dlc_dataframe, _parse_single_animal_row, _parse_multi_animal_row,
+# _attach_config_skeleton): reusing them keeps one DeepLabCut parser rather than a second
+# copy here, and setup.py's [labels] extra pins sleap-io below 0.10 so they stay as they
+# are; tests/test_labels.py checks the result against the bundled projects.
 
 
 def _dlc_config_path(label_file: str) -> Optional[str]:
@@ -249,58 +253,80 @@ def _dlc_label_files(project_dir: str, scorer) -> list:
   return files
 
 
-def _read_dlc(path: str, project: bool):
-  """Labels of a DLC project (path: folder or config.yaml) or of one csv/h5."""
-  sio = _sio()
-  from sleap_io.io import dlc  # pylint: disable=g-import-not-at-top
-  if project:
-    project_dir = path if os.path.isdir(path) else os.path.dirname(path)
-    config_path = os.path.join(project_dir, "config.yaml")
-    config = _read_config(config_path)
-    label_files = _dlc_label_files(project_dir, config.get("scorer"))
-    if not label_files:
-      raise LabelsError(f"{project_dir}: no labeled-data/*/CollectedData_*.csv or .h5 in "
-                        "this DeepLabCut project")
-  else:
-    label_files, config_path = [path], _dlc_config_path(path)
-    config = _read_config(config_path) if config_path else None
-  tables = [(f, *_dlc_dataframe(f)) for f in label_files]
+def _dlc_sources(path: str, project: bool) -> tuple:
+  """(label files, config.yaml path or None, its contents or None) of a DLC project
+  (path: folder or config.yaml) or of one csv/h5."""
+  if not project:
+    config_path = _dlc_config_path(path)
+    return [path], config_path, _read_config(config_path) if config_path else None
+  project_dir = path if os.path.isdir(path) else os.path.dirname(path)
+  config_path = os.path.join(project_dir, "config.yaml")
+  config = _read_config(config_path)
+  label_files = _dlc_label_files(project_dir, config.get("scorer"))
+  if not label_files:
+    raise LabelsError(f"{project_dir}: no labeled-data/*/CollectedData_*.csv or .h5 in "
+                      "this DeepLabCut project")
+  return label_files, config_path, config
+
+
+def _dlc_bodyparts(tables, config, config_path) -> list:
+  """The bodypart names (config.yaml's, else the first table's header), checked against
+  every table's header."""
   names = _config_bodyparts(config, config_path) if config else _csv_bodyparts(tables[0][1])
   for label_file, frame, _ in tables:
     found = _csv_bodyparts(frame)
     if set(found) != set(names) or len(found) != len(names):
       where = f"{config_path}'s 'bodyparts'" if config else \
-          f"{label_files[0]}'s 'bodyparts' header"
+          f"{tables[0][0]}'s 'bodyparts' header"
       raise LabelsError(f"{label_file}: field 'bodyparts' lists {found} but {where} lists "
                         f"{names}")
-  skeleton = sio.Skeleton(nodes=[sio.Node(n) for n in names])
+  return names
+
+
+def _dlc_frames(frame, multi, skeleton, tracks, root) -> tuple:
+  """(sio.LabeledFrames, sio.Videos) of one table: one Video per labeled-data folder,
+  the list of its rows' images (relative to root), each row a frame of it."""
+  sio = _sio()
+  from sleap_io.io import dlc  # pylint: disable=g-import-not-at-top
+  names = [str(i) for i in frame.index]
+  by_folder = collections.defaultdict(list)             # video folder -> row names
+  for name in names:
+    by_folder[os.path.dirname(name)].append(name)
+  folder_video = {folder: sio.Video(filename=[os.path.join(root, n) for n in rows])
+                  for folder, rows in by_folder.items()}
+  frames = []
+  for name, (_, row) in zip(names, frame.iterrows()):
+    folder = os.path.dirname(name)
+    instances = dlc._parse_multi_animal_row(row, skeleton, tracks) if multi else \
+        dlc._parse_single_animal_row(row, skeleton)     # pylint: disable=protected-access
+    frames.append(sio.LabeledFrame(video=folder_video[folder],
+                                   frame_idx=by_folder[folder].index(name),
+                                   instances=instances))
+  return frames, list(folder_video.values())
+
+
+def _read_dlc(path: str, project: bool):
+  """Labels of a DLC project (path: folder or config.yaml) or of one csv/h5."""
+  sio = _sio()
+  from sleap_io.io import dlc  # pylint: disable=g-import-not-at-top
+  label_files, config_path, config = _dlc_sources(path, project)
+  tables = [(f, *_dlc_dataframe(f)) for f in label_files]   # (file, DataFrame, multi?)
+  skeleton = sio.Skeleton(nodes=[sio.Node(n) for n in
+                                 _dlc_bodyparts(tables, config, config_path)])
   if config:
     dlc._attach_config_skeleton(skeleton, config)  # pylint: disable=protected-access
   individuals = list(dict.fromkeys(c[0] for _, f, multi in tables if multi
                                    for c in f.columns if c[0] not in ("", "individuals")))
   tracks = [sio.Track(name=str(n)) for n in individuals]
-  frames, videos = [], []
+  frames, videos, roots = [], [], []
   for label_file, frame, multi in tables:
-    names_ = [str(i) for i in frame.index]
-    root = _dlc_image_root(label_file, names_, config_path)
-    by_folder = collections.defaultdict(list)             # video folder -> row names
-    for name in names_:
-      by_folder[os.path.dirname(name)].append(name)
-    folder_video = {folder: sio.Video(filename=[os.path.join(root, n) for n in rows])
-                    for folder, rows in by_folder.items()}
-    videos += folder_video.values()
-    for name, (_, row) in zip(names_, frame.iterrows()):
-      folder = os.path.dirname(name)
-      instances = dlc._parse_multi_animal_row(row, skeleton, tracks) if multi else \
-          dlc._parse_single_animal_row(row, skeleton)     # pylint: disable=protected-access
-      frames.append(sio.LabeledFrame(video=folder_video[folder],
-                                     frame_idx=by_folder[folder].index(name),
-                                     instances=instances))
+    roots.append(_dlc_image_root(label_file, [str(i) for i in frame.index], config_path))
+    table_frames, table_videos = _dlc_frames(frame, multi, skeleton, tracks, roots[-1])
+    frames += table_frames
+    videos += table_videos
   labels = sio.Labels(labeled_frames=frames, videos=videos, tracks=tracks,
                       skeletons=[skeleton])
-  labels.provenance["image_root"] = _dlc_image_root(label_files[0],
-                                                    [str(i) for i in tables[0][1].index],
-                                                    config_path)
+  labels.provenance["image_root"] = roots[0]
   size = _dlc_crop_size(config)
   if size:
     labels.provenance["frame_size"] = size
@@ -477,11 +503,14 @@ def _write_atomic(path: str, write) -> None:
 
 
 def _video_file(video, frame_idx) -> Optional[str]:
-  """The image file of a frame when the video is a list of images (or one image)."""
+  """The image file of a frame when the video is a list of images (or one image: a file
+  name with one of the extensions sleap-io opens as an ImageVideo)."""
+  from sleap_io.io.video_reading import ImageVideo  # pylint: disable=g-import-not-at-top
   filename = video.filename
   if isinstance(filename, (list, tuple)):
     return os.path.abspath(filename[frame_idx])
-  if isinstance(filename, str) and filename.lower().endswith(IMAGE_EXTENSIONS):
+  if isinstance(filename, str) and \
+      filename.lower().endswith(tuple("." + ext for ext in ImageVideo.EXTS)):
     return os.path.abspath(filename)
   return None
 
@@ -555,6 +584,30 @@ def _annotation(points, width, height, ann_id, image_id) -> Optional[dict]:
           "area": box[2] * box[3]}
 
 
+def _locate_frames(labels, source_path: str, frames_dir: str) -> list:
+  """[(frame, image path, (width, height))] of the frames with user instances: the image
+  file the labels name, or the video's frame written as a PNG to frames_dir."""
+  video_index = {id(v): i for i, v in enumerate(labels.videos)}
+  sizes = _FrameSizes(labels)
+  located = []
+  for frame in labels.labeled_frames:
+    if not frame.user_instances:
+      continue
+    path = _video_file(frame.video, frame.frame_idx)
+    if path is not None:
+      size = sizes(frame.video, path)
+      if size is None:
+        raise LabelsError(f"{source_path}: image {path} not found and no other frame of "
+                          "its video tells the image size")
+    else:
+      path, size = _extract_frame(frame.video, video_index.get(id(frame.video), 0),
+                                  frame.frame_idx, frames_dir, source_path)
+    located.append((frame, path, size))
+  if not located:
+    raise LabelsError(f"{source_path}: no frame has a labelled (user) instance")
+  return located
+
+
 def labels_to_coco(labels, source_path: str, frames_dir: Optional[str] = None) -> dict:
   """A COCO keypoints dict of `labels` (one split), as the strict reader expects.
 
@@ -574,25 +627,8 @@ def labels_to_coco(labels, source_path: str, frames_dir: Optional[str] = None) -
   """
   _check_skeleton(labels, source_path)
   skeleton = labels.skeleton
-  frames_dir = frames_dir or os.path.join(cache_dir(source_path), "frames")
-  video_index = {id(v): i for i, v in enumerate(labels.videos)}
-  sizes = _FrameSizes(labels)
-  located = []                                         # (frame, image path, (w, h))
-  for frame in labels.labeled_frames:
-    if not frame.user_instances:
-      continue
-    path = _video_file(frame.video, frame.frame_idx)
-    if path is not None:
-      size = sizes(frame.video, path)
-      if size is None:
-        raise LabelsError(f"{source_path}: image {path} not found and no other frame of "
-                          "its video tells the image size")
-    else:
-      path, size = _extract_frame(frame.video, video_index.get(id(frame.video), 0),
-                                  frame.frame_idx, frames_dir, source_path)
-    located.append((frame, path, size))
-  if not located:
-    raise LabelsError(f"{source_path}: no frame has a labelled (user) instance")
+  located = _locate_frames(labels, source_path, frames_dir or
+                           os.path.join(cache_dir(source_path), "frames"))
   root = labels.provenance.get("image_root") or os.path.commonpath(
       [os.path.dirname(path) for _, path, _ in located])
   images, annotations = [], []

@@ -88,8 +88,7 @@ def total(rows):
   keys = ("id_switches", "matches", "misses", "false_positives", "objects",
           "frames_with_two_tracks", "frames")
   summed = {key: sum(row[key] for row in rows) for key in keys}
-  errors = summed["misses"] + summed["false_positives"] + summed["id_switches"]
-  summed["mota"] = round(1 - errors / summed["objects"], 4)
+  summed["mota"] = round(mot.mota(summed), 4)
   return summed
 
 

@@ -18,7 +18,7 @@ from mamkpd_jax import inference
 from mamkpd_jax.commands import predict, track
 from mamkpd_jax.data_pipelines import labels as labels_lib
 from mamkpd_jax.data_pipelines import metadata
-from mamkpd_jax.inference import detectors, label_files, tracking
+from mamkpd_jax.inference import detectors, label_files, labelled_frames, tracking
 
 sio = pytest.importorskip("sleap_io")
 
@@ -357,8 +357,9 @@ def test_predict_on_labels_prints_pck_and_writes_one_pose_per_instance(tmp_path,
 def test_labels_with_other_keypoints_are_refused(tmp_path):
   with pytest.raises(ValueError, match=r"labels.slp: the labels' keypoints \['a', 'b'\] are "
                      "not the model's"):
-    predict.keypoint_order(NAMES, ["a", "b"], str(tmp_path / "labels.slp"))
-  np.testing.assert_array_equal(predict.keypoint_order(NAMES, NAMES[::-1], "x"), [3, 2, 1, 0])
+    labelled_frames.keypoint_order(NAMES, ["a", "b"], str(tmp_path / "labels.slp"))
+  np.testing.assert_array_equal(labelled_frames.keypoint_order(NAMES, NAMES[::-1], "x"),
+                                [3, 2, 1, 0])
 
 
 def test_a_video_analysis_table_is_refused_as_training_labels(tmp_path, monkeypatch):

@@ -111,28 +111,27 @@ def touching_pair():
   return frame
 
 
-def test_hinted_splitting_gives_each_hint_its_own_part():
-  """Hints centred at x = 54 and 105 (boundary 79.5): the left rectangle's pixels are
-  the first hint's, the right's the second's, in the hints' order whichever it is."""
+def test_hinted_splitting_gives_each_hint_its_own_box():
+  """Two hints on one region of two touching animals: each hint is a box, in the hints'
+  order whichever it is (the predicted boxes carry the motion); without hints the
+  shape-only k-means split."""
   left, right = [24, 40, 60, 20], [75, 40, 60, 20]
-  # pull 1: each box is its hint's size centred on its part's mean (49.5 / 109.5, 49.5;
-  # the blur and opening round the corners a little)
-  found = two_blob_detector(hint_pull=1.0)(touching_pair(), hints=np.array([right, left]))
-  np.testing.assert_allclose(found.boxes, [[79.5, 39.5, 60, 20], [19.5, 39.5, 60, 20]],
-                             atol=0.2)
-  # pull 0 (the default): the hints themselves (the predicted boxes carry the motion)
   found = two_blob_detector()(touching_pair(), hints=np.array([left, right]))
   np.testing.assert_allclose(found.boxes, [left, right])
+  found = two_blob_detector()(touching_pair(), hints=np.array([right, left]))
+  np.testing.assert_allclose(found.boxes, [right, left])
   # no hints: the shape-only k-means split, as before
   np.testing.assert_allclose(sorted(two_blob_detector()(touching_pair()).boxes.tolist()),
                              [[20, 40, 60, 20], [80, 40, 60, 20]])
+  # a third hint off the region is dropped; max_tracks caps the boxes
+  far = [160, 0, 20, 20]
+  found = two_blob_detector()(touching_pair(), hints=np.array([left, far, right]))
+  np.testing.assert_allclose(found.boxes, [left, right])
   # detect() passes hints to detectors using them only
   assert len(detectors.detect(two_blob_detector(), touching_pair(),
                               hints=np.array([left, right])).boxes) == 2
   assert len(detectors.detect(lambda image: np.zeros((0, 4)), touching_pair(),
                               hints=np.array([left])).boxes) == 0
-  with pytest.raises(ValueError, match="hint_pull must be in"):
-    two_blob_detector(hint_pull=1.5)
 
 
 def test_two_hints_on_one_animal_sized_region_keep_two_boxes():
@@ -195,6 +194,17 @@ def test_the_matching_maximises_the_total_iou_and_bad_input_is_named():
   with pytest.raises(ValueError, match="ground-truth frame 0, id a: a box"):
     mot.clear_mot([{"a": (0, 0, -1, 10)}], [{}])
   assert np.isnan(mot.clear_mot([{}], [{}])["mota"])
+
+
+def test_match_boxes_pairs_overlapping_boxes_one_to_one():
+  """detectors.match_boxes, shared by mot.match_frame and predict --input=LABELS: box 0
+  overlaps 1 (IoU 50/150 = 1/3) and 0 (IoU 0: they only touch), box 1 overlaps 0 alone."""
+  boxes = [[0, 0, 10, 10], [20, 0, 10, 10]]
+  others = [[20, 0, 10, 10], [5, 0, 10, 10]]
+  assert detectors.match_boxes(boxes, others, min_iou=0.0) == [(0, 1), (1, 0)]
+  assert detectors.match_boxes(boxes, others, min_iou=0.5) == [(1, 0)]
+  assert detectors.match_boxes([[0, 0, 10, 10]], [[10, 0, 10, 10]], min_iou=0.0) == []
+  assert detectors.match_boxes(np.zeros((0, 4)), others) == []
 
 
 # ------------------------------------------------------------------ the tracker

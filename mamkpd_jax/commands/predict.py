@@ -17,8 +17,9 @@ checkpoint's config is the workdir's config.json unless --config names a config 
 Without --boxes each image (frame) is one box, the whole image. --boxes is a json list
 of {"image_id" or "file_name", "bbox": [x, y, w, h], optional "score"} (a COCO
 detections file), or a COCO dict whose "annotations" carry the boxes and whose "images"
-map ids to file names (read by data_pipelines.sources.read_boxes_file). An image's id is its file stem when that is a number (COCO), else its index in sorted
-order; a video frame's id is its index.
+map ids to file names (read by data_pipelines.sources.read_boxes_file). An image's id
+is its file stem when that is a number (COCO), else its index in sorted order; a video
+frame's id is its index.
 
 Writes to --output: an annotated PNG per image (or OUTPUT/<video stem>.mp4) and
 predictions.json in COCO results format (image_id, category_id, keypoints [x, y, s] * K,
@@ -38,7 +39,8 @@ label file data_pipelines/labels.py reads) predicts on the labelled frames, in t
 labelled boxes (keypoints' box, 10% a side) unless --boxes or --detector give others,
 prints PCK@0.1 against the labelled points (evaluation.pck.bbox_pck) and writes
 predictions.json and predictions.slp (one predicted instance per labelled instance, the
-labels' skeleton, videos and frames); no drawings (predict_labels).
+labels' skeleton, videos and frames); no drawings (predict_labels; reading, matching
+and scoring the frames: inference/labelled_frames.py).
 
 From Python, `predict(estimator, input_path, output_dir, boxes=..., detector=...)` does
 the same with an Estimator in hand; `main` only reads the flags.
@@ -51,16 +53,13 @@ import os
 import sys
 import time
 
-import numpy as np
 from absl import app, flags, logging
-from scipy.optimize import linear_sum_assignment
 
 from mamkpd_jax import inference
 from mamkpd_jax import progress as progress_lib
 from mamkpd_jax.commands import model_flags
-from mamkpd_jax.data_pipelines import labels as labels_lib
 from mamkpd_jax.evaluation import pck
-from mamkpd_jax.inference import detectors, label_files, video
+from mamkpd_jax.inference import detectors, label_files, labelled_frames, video
 from mamkpd_jax.inference.detectors import boxes_for
 from mamkpd_jax.training import checkpointing
 
@@ -183,18 +182,13 @@ def check_label_outputs(input_path, output_dir, formats):
 
 
 def write_label_files(results, input_path, output_dir, info, formats):
-  """The label files of predict's COCO results (label_files); {format: path}."""
+  """The label files of predict's COCO results (label_files.write_records); {format:
+  path}."""
   paths = label_paths(output_dir, formats)
   if not paths:                                 # coco alone: the json is written
     return {}
-  if is_video(input_path):
-    frames = label_files.frames_of_records(results, input_path, frame_key="image_id")
-  else:
-    frames = label_files.frames_of_records(results, [p for _, p in list_images(input_path)])
-  written = label_files.write(label_files.to_labels(frames, info), paths)
-  for path in written.values():
-    logging.info("wrote %s", path)
-  return written
+  source = input_path if is_video(input_path) else [p for _, p in list_images(input_path)]
+  return label_files.write_records(results, source, info, paths, frame_key="image_id")
 
 
 def predict_images(estimator, images, all_boxes, output, detector=None, drawing=Drawing()):
@@ -306,91 +300,29 @@ def predict(estimator, input_path, output_dir, boxes=None, detector=None,
 # ------------------------------------------------------------------ labelled frames
 
 
-PCK_THRESHOLD = 0.1      # of the labelled box's longer side (evaluation.pck.bbox_pck)
+def predict_labelled(estimator, labelled, all_boxes, detector, drawing, order):
+  """Poses on every labelled frame (inference.labelled_frames): (COCO results with
+  file_name relative to the labels' image root, matched poses per frame, points
+  (M_i, K, 2) per frame for PCK). The labelled boxes unless boxes or a detector give
+  others."""
+  results, poses, points = [], [], []
+  progress = progress_lib.Progress(len(labelled.images), drawing.log_every)
+  for chunk in video.batches(range(len(labelled.images)), drawing.batch_images):
+    pixels = [inference.load_image(labelled.images[i]) for i in chunk]
+    found = [(labelled.boxes[i], None) if all_boxes is None and detector is None else
+             boxes_of(all_boxes, detector, image, i + 1, labelled.images[i])
+             for image, i in zip(pixels, chunk)]
+    predictions = estimator.predict_batch(pixels, [b for b, _ in found],
+                                          pad_to=drawing.batch_images)
+    for i, prediction, (_, box_scores) in zip(chunk, predictions, found):
+      name = os.path.relpath(labelled.images[i], labelled.root)
+      results += results_of(prediction, box_scores, i + 1, name, drawing.category_id)
+      pose, frame_points = labelled_frames.matched_poses(labelled.boxes[i], prediction, order)
+      poses.append(pose)
+      points.append(frame_points)
+    progress.add(len(chunk))
+  return results, poses, points
 
-
-def labels_kind(path):
-  """The label format (data_pipelines.labels.detect_format) when --input is another
-  tool's labels (a .slp, a DeepLabCut project or CollectedData file, ...), else None
-  (an image, a folder of images, a video)."""
-  if not os.path.exists(path) or is_video(path) or \
-      path.lower().endswith(video.IMAGE_EXTENSIONS):
-    return None
-  try:
-    return labels_lib.detect_format(path)
-  except labels_lib.LabelsError:          # a folder of images, ...
-    return None
-
-
-@dataclasses.dataclass
-class LabelledFrames:
-  """The labelled frames of a label file, as predict_labels reads them."""
-
-  labels: object              # sio.Labels (data_pipelines.labels.read_labels)
-  frames: list                # sio.LabeledFrame per image, in coco["images"] order
-  images: list                # image path per frame (video frames extracted as PNGs)
-  gt: list                    # (M_i, K, 3) labelled x, y, v per frame, the labels' order
-  boxes: list                 # (M_i, 4) xywh: labelled keypoints' box, 10% a side
-  root: str                   # the folder the images' COCO file names are relative to
-
-
-def read_labelled(path):
-  """LabelledFrames of a label file or project (data_pipelines.labels: read_labels,
-  labels_to_coco: one image per frame with labelled instances, in the labels' order)."""
-  if labels_kind(path) == "coco":
-    raise ValueError(f"{path}: a COCO json; give its image folder as --input and the json "
-                     "as --boxes, or evaluate with `mamkpd eval`")
-  labels = labels_lib.read_labels(path)
-  coco = labels_lib.labels_to_coco(labels, path)
-  frames = [frame for frame in labels.labeled_frames if frame.user_instances]
-  if len(frames) != len(coco["images"]):
-    raise ValueError(f"{path}: {len(coco['images'])} converted images for {len(frames)} "
-                     "labelled frames")
-  root = coco["info"]["image_root"]
-  by_image = {}
-  for annotation in coco["annotations"]:
-    by_image.setdefault(annotation["image_id"], []).append(annotation)
-  num_keypoints = len(labels.skeleton.node_names)
-  gt, boxes = [], []
-  for image in coco["images"]:
-    annotations = by_image.get(image["id"], [])
-    gt.append(np.array([a["keypoints"] for a in annotations], np.float32).reshape(
-        -1, num_keypoints, 3))
-    boxes.append(np.array([a["bbox"] for a in annotations], np.float32).reshape(-1, 4))
-  return LabelledFrames(labels, frames, [os.path.join(root, i["file_name"])
-                                         for i in coco["images"]], gt, boxes, root)
-
-
-def keypoint_order(model_names, label_names, path):
-  """Indices taking the model's keypoints to the labels' node order; a ValueError naming
-  both when they are not the same names."""
-  if sorted(model_names) != sorted(label_names):
-    raise ValueError(f"{path}: the labels' keypoints {list(label_names)} are not the "
-                     f"model's {list(model_names)}")
-  return np.array([list(model_names).index(name) for name in label_names])
-
-
-def match_to_labels(label_boxes, prediction):
-  """Index of the predicted pose of each labelled box (M,), -1 where none: the same
-  boxes one to one; other boxes (--boxes, --detector) by the best IoU > 0 (Hungarian)."""
-  if len(prediction.boxes) == len(label_boxes) and np.allclose(prediction.boxes, label_boxes):
-    return np.arange(len(label_boxes))
-  iou = detectors.box_iou(label_boxes, prediction.boxes)                   # (M, P)
-  matched = np.full(len(label_boxes), -1)
-  if iou.size:
-    for row, col in zip(*linear_sum_assignment(-iou)):
-      if iou[row, col] > 0:
-        matched[row] = col
-  return matched
-
-
-def predicted_labels(labelled, poses):
-  """sio.Labels of the predictions (one PredictedInstance per matched labelled instance)
-  on the labels' own videos, frames and skeleton (label_files.to_labels)."""
-  frames = [label_files.FramePoses(frame.video, frame.frame_idx, keypoints, scores,
-                                   instance_scores)
-            for frame, (keypoints, scores, instance_scores) in zip(labelled.frames, poses)]
-  return label_files.to_labels(frames, labelled.labels.skeleton)   # names, edges
 
 def predict_labels(estimator, labels_path, output_dir, boxes=None, detector=None,
                    drawing=Drawing(), formats=("slp", "coco")):
@@ -405,42 +337,21 @@ def predict_labels(estimator, labels_path, output_dir, boxes=None, detector=None
   formats = label_files.parse_formats(formats)
   paths = label_paths(output_dir, formats)
   label_files.check_outputs(paths, [labels_path])
-  labelled = read_labelled(labels_path)
-  order = keypoint_order(estimator.info.keypoint_names,
-                         labelled.labels.skeleton.node_names, labels_path)
+  labelled = labelled_frames.read_labelled(labels_path)
+  order = labelled_frames.keypoint_order(estimator.info.keypoint_names,
+                                         labelled.labels.skeleton.node_names, labels_path)
   if "nwb" in formats and any(isinstance(v.filename, list) for v in labelled.labels.videos):
     label_files.check_images(formats)
   all_boxes = read_boxes(boxes)
   detector = make_detector(detector, os.path.dirname(labelled.images[0]))
   os.makedirs(output_dir, exist_ok=True)
-  poses, results, pred, progress = [], [], [], progress_lib.Progress(len(labelled.images),
-                                                                      drawing.log_every)
-  for start in range(0, len(labelled.images), drawing.batch_images):
-    chunk = range(start, min(start + drawing.batch_images, len(labelled.images)))
-    pixels = [inference.load_image(labelled.images[i]) for i in chunk]
-    found = [(labelled.boxes[i], None) if all_boxes is None and detector is None else
-             boxes_of(all_boxes, detector, image, i + 1, labelled.images[i])
-             for image, i in zip(pixels, chunk)]
-    predictions = estimator.predict_batch(pixels, [b for b, _ in found],
-                                          pad_to=drawing.batch_images)
-    for i, prediction, (_, box_scores) in zip(chunk, predictions, found):
-      name = os.path.relpath(labelled.images[i], labelled.root)
-      results += results_of(prediction, box_scores, i + 1, name, drawing.category_id)
-      matched = match_to_labels(labelled.boxes[i], prediction)             # (M,)
-      keep = matched[matched >= 0]
-      poses.append((prediction.keypoints[keep][:, order],
-                    prediction.keypoint_scores[keep][:, order], prediction.scores[keep]))
-      points = np.full((len(matched), len(order), 2), np.nan, np.float32)   # (M, K, 2)
-      points[matched >= 0] = poses[-1][0]
-      pred.append(points)
-    progress.add(len(chunk))
-  gt = np.concatenate(labelled.gt)                                           # (N, K, 3)
-  score = pck.bbox_pck(np.concatenate(pred), gt[..., :2], gt[..., 2] > 0,
-                       np.concatenate(labelled.boxes), PCK_THRESHOLD)
+  results, poses, points = predict_labelled(estimator, labelled, all_boxes, detector,
+                                            drawing, order)
   write_results(results, output_dir)
-  written = label_files.write(predicted_labels(labelled, poses), paths)
-  return {**score, "instances": len(gt), "matched": sum(len(p[2]) for p in poses),
-          "labels": written}
+  written = label_files.write(labelled_frames.predicted_labels(labelled, poses), paths)
+  return {**labelled_frames.score(labelled, points),
+          "instances": sum(len(gt) for gt in labelled.gt),
+          "matched": sum(len(pose[2]) for pose in poses), "labels": written}
 
 
 # ------------------------------------------------------------------ the command
@@ -451,7 +362,7 @@ def run(input_path, output_dir, model, boxes_path="", detector_spec="",
   """The command's work from plain values: model = (checkpoint, weights, config);
   formats: --formats (None: slp when sleap-io is installed, and the json). An input
   that is another tool's labels runs run_labels."""
-  if labels_kind(input_path) is not None:
+  if labelled_frames.labels_kind(input_path) is not None:
     return run_labels(input_path, output_dir, model, boxes_path, detector_spec,
                       fast_compile, drawing, formats)
   chosen = label_files.parse_formats(formats)
@@ -482,7 +393,7 @@ def run_labels(labels_path, output_dir, model, boxes_path="", detector_spec="",
   estimator = inference.load_estimator(*model, compiler_options=options)
   summary = predict_labels(estimator, labels_path, output_dir, all_boxes,
                            detector_spec or None, drawing, chosen)
-  key = pck.pck_key(PCK_THRESHOLD)
+  key = pck.pck_key(labelled_frames.PCK_THRESHOLD)
   print(f"{key} {summary[key]:.3f} on {summary['instances']} labelled instances of "
         f"{labels_path} ({summary['matched']} with a pose)")
   written = ", ".join([os.path.join(output_dir, "predictions.json"),

@@ -110,16 +110,10 @@ def write_label_files(result, source, output_dir, info, formats):
   with open(result["json"], encoding="utf-8") as f:
     records = json.load(f)
   if video.webcam_index(source) is not None:
-    frames = label_files.frames_of_records(records, os.path.splitext(result["json"])[0] +
-                                           ".mp4", frame_key="frame_index")
+    source = os.path.splitext(result["json"])[0] + ".mp4"
   elif os.path.isdir(str(source)):
-    frames = label_files.frames_of_records(records, video.list_image_files(source))
-  else:
-    frames = label_files.frames_of_records(records, source, frame_key="frame_index")
-  written = label_files.write(label_files.to_labels(frames, info), paths)
-  for path in written.values():
-    logging.info("wrote %s", path)
-  return written
+    source = video.list_image_files(source)
+  return label_files.write_records(records, source, info, paths, frame_key="frame_index")
 
 
 def run(source, output_dir, model, detector_spec="", classes=("person",),

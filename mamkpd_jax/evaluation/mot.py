@@ -20,7 +20,6 @@ so a track drifting onto another object counts as the switch it is.
 """
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from mamkpd_jax.inference import detectors
 
@@ -47,13 +46,9 @@ def match_frame(gt, hypotheses, iou_threshold=0.5):
   """[(gt id, hypothesis id)] of one frame: the assignment of {id: box} gt to
   hypotheses maximising the summed IoU over pairs with IoU >= iou_threshold."""
   gt_ids, hyp_ids = list(gt), list(hypotheses)
-  if not gt_ids or not hyp_ids:
-    return []
-  iou = detectors.box_iou(np.array([gt[i] for i in gt_ids]),
-                          np.array([hypotheses[i] for i in hyp_ids]))      # (G, H)
-  allowed = iou >= iou_threshold
-  rows, cols = linear_sum_assignment(np.where(allowed, -iou, 1.0))
-  return [(gt_ids[r], hyp_ids[c]) for r, c in zip(rows, cols) if allowed[r, c]]
+  pairs = detectors.match_boxes([gt[i] for i in gt_ids], [hypotheses[i] for i in hyp_ids],
+                                iou_threshold)
+  return [(gt_ids[r], hyp_ids[c]) for r, c in pairs]
 
 
 def clear_mot(gt_frames, hypothesis_frames, iou_threshold=0.5):
@@ -89,11 +84,17 @@ def clear_mot(gt_frames, hypothesis_frames, iou_threshold=0.5):
     counts["misses"] += len(gt) - len(pairs)
     counts["false_positives"] += len(hyp) - len(pairs)
     counts["objects"] += len(gt)
-  errors = counts["misses"] + counts["false_positives"] + counts["id_switches"]
-  counts["mota"] = 1.0 - errors / counts["objects"] if counts["objects"] else float("nan")
+  counts["mota"] = mota(counts)
   counts["switch_frames"] = switches
   counts["matched_ids"] = {k: sorted(v) for k, v in matched_ids.items()}
   return counts
+
+
+def mota(counts):
+  """MOTA of counts {"misses", "false_positives", "id_switches", "objects"} (those of
+  clear_mot, or their sums over several sequences); NaN without objects."""
+  errors = counts["misses"] + counts["false_positives"] + counts["id_switches"]
+  return 1.0 - errors / counts["objects"] if counts["objects"] else float("nan")
 
 
 def id_switches(gt_frames, hypothesis_frames, iou_threshold=0.5):

@@ -21,6 +21,7 @@ import os
 
 import cv2
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from mamkpd_jax.data_pipelines import sources
 from mamkpd_jax.inference import video
@@ -117,6 +118,18 @@ def box_iou(boxes, others):
   inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)     # (N, M)
   union = boxes[..., 2] * boxes[..., 3] + others[..., 2] * others[..., 3] - inter
   return inter / np.maximum(union, 1e-12)
+
+
+def match_boxes(boxes, others, min_iou=0.5):
+  """[(i, j)]: boxes (N, 4) matched one to one to others (M, 4) xywh, over pairs that
+  overlap (IoU > 0) by at least min_iou, by an optimal (Hungarian) assignment maximising
+  the summed IoU (a pair below min_iou costs 1, so fewer pairs are left unmatched)."""
+  iou = box_iou(boxes, others)                                        # (N, M)
+  if not iou.size:
+    return []
+  allowed = (iou > 0) & (iou >= min_iou)
+  rows, cols = linear_sum_assignment(np.where(allowed, -iou, 1.0))
+  return [(int(r), int(c)) for r, c in zip(rows, cols) if allowed[r, c]]
 
 
 def nms(boxes, scores, class_ids, iou_threshold):
@@ -332,19 +345,16 @@ class StaticBackgroundDetector:
   uses_hints = True          # detect() passes a tracker's predicted boxes (__call__)
 
   def __init__(self, frames, blur=5, opening=5, min_contrast=20, min_area=0.001,
-               max_tracks=1, animal_area=None, hint_pull=0.0, contact_tolerance=0.25,
-               background=None):
+               max_tracks=1, animal_area=None, contact_tolerance=0.25, background=None):
     """frames: a sample (N, H, W, 3) RGB uint8 of the video (N >= 3; a few dozen);
     min_contrast: grey levels; min_area: the smallest animal, as a fraction of the
     frame's area; max_tracks: the number of animals (None: unknown); animal_area: one
     animal's area in pixels (None: the median area of the max_tracks largest regions of
-    each sampled frame, most of which show the animals apart); hint_pull: how far (0..1)
-    a split box moves from a hint towards its part of the region (split_by_hints);
-    contact_tolerance: a region's area may differ from animal_area by this fraction and
-    still be one animal alone (in_contact);
-    background: the empty arena (H, W, 3) RGB uint8 when known (None: the median of
-    frames, which is the arena only where each pixel is free of animals in most of
-    them)."""
+    each sampled frame, most of which show the animals apart); contact_tolerance: a
+    region's area may differ from animal_area by this fraction and still be one animal
+    alone (contact_boxes); background: the empty arena (H, W, 3) RGB uint8 when known
+    (None: the median of frames, which is the arena only where each pixel is free of
+    animals in most of them)."""
     frames = [np.asarray(frame) for frame in frames]
     if len(frames) < 3:
       raise ValueError(f"StaticBackgroundDetector needs at least 3 frames, got {len(frames)}")
@@ -360,10 +370,7 @@ class StaticBackgroundDetector:
       self.background = np.median(np.stack([_gray(f) for f in frames]),
                                   axis=0).astype(np.uint8)
     self.blur, self.min_contrast, self.min_area = blur, min_contrast, min_area
-    if not 0 <= hint_pull <= 1:
-      raise ValueError(f"StaticBackgroundDetector: hint_pull must be in [0, 1], got "
-                       f"{hint_pull!r}")
-    self.max_tracks, self.hint_pull = max_tracks, hint_pull
+    self.max_tracks = max_tracks
     self.contact_tolerance = contact_tolerance
     self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (opening, opening))
     self.animal_area = animal_area
@@ -411,10 +418,11 @@ class StaticBackgroundDetector:
     Without hints, or while the hinted animals are apart (`in_contact`), every region
     is a box, a region k animals large split in k by its shape (`split_region`). While
     two hinted animals touch or cover each other, the regions the hints lie on are
-    split among those hints instead (`split_by_hints`): each hint keeps one box, sized
-    like the animal's last box and placed at its predicted centre (moved by hint_pull
-    towards its part of the pixels), so a track keeps its own animal's motion through
-    the contact, where boxes of the blob's halves would stall and swap."""
+    shared among those hints instead (`contact_boxes`): each hint is one box, sized like
+    the animal's last box and placed at its predicted centre. While two animals touch,
+    k-means drifts to the blob's halves whichever its seeds, so boxes bounding the
+    halves stall at the middle and the tracks swap; the hints (a tracker's
+    constant-velocity predictions) carry each animal's motion through the contact."""
     labels, areas, boxes, values = self.regions(image)
     if self.max_tracks is None:
       return Detections.of_boxes(boxes)
@@ -449,9 +457,10 @@ class StaticBackgroundDetector:
 
   def contact_boxes(self, labels, areas, boxes, values, hints, on_region):
     """Boxes (<= max_tracks, 4) while hinted animals touch: a region with one hint and
-    one animal's area (within contact_tolerance) is that animal's box; the pixels of
-    the other hinted regions are split among their hints and the hints on no region
-    whose box reaches them (split_by_hints); a hint on nothing else is dropped."""
+    one animal's area (within contact_tolerance) is that animal's box; the other
+    hinted regions are shared by the hints on them and the hints on no region whose box
+    reaches their pixels' extent, each such hint being its own box; a hint on nothing
+    else is dropped."""
     found, rest, taken = [], [], set()
     for area, box, value, mine in zip(areas, boxes, values, on_region):
       if len(mine) == 1 and abs(area / self.animal_area - 1) <= self.contact_tolerance:
@@ -461,12 +470,12 @@ class StaticBackgroundDetector:
       taken.update(mine.tolist())
     if rest:
       ys, xs = np.nonzero(np.isin(labels, rest))
-      points = np.stack([xs, ys], 1)                                       # (P, 2)
-      extent = np.array([_extent(points)], np.float32)
-      shared = [i for i in range(len(hints)) if i not in taken or any(
-          i in mine for value, mine in zip(values, on_region) if value in rest)]
-      shared = [i for i in shared if i in taken or box_iou(hints[i], extent)[0, 0] > 0]
-      found.extend(split_by_hints(points, hints[shared], self.hint_pull))
+      extent = np.array([_extent(np.stack([xs, ys], 1))], np.float32)     # (1, 4)
+      on_rest = {i for value, mine in zip(values, on_region) if value in rest
+                 for i in mine.tolist()}
+      shared = [i for i in range(len(hints)) if i in on_rest or
+                i not in taken and box_iou(hints[i], extent)[0, 0] > 0]
+      found.extend(hints[shared])
     return np.array(found, np.float32).reshape(-1, 4)[:self.max_tracks]
 
   def hints_on_regions(self, labels, values, hints):
@@ -501,49 +510,23 @@ def _extent(points):
   return [*low, *(high - low)]
 
 
-def split_region(points, count, iterations=10, seeds=None):
+def split_region(points, count, iterations=10):
   """Boxes (count, 4) xywh of one region's pixels (points (P, 2) x, y) split in count by
-  k-means: Lloyd's iterations from seeds (count, 2) x, y, or (None) from centres at
-  evenly spaced quantiles along the region's principal axis (deterministic). Each box
-  bounds its cluster's pixels (+1: a pixel is 1 wide, as cv2.boundingRect); an empty
-  cluster gives no box."""
+  k-means: Lloyd's iterations from centres at evenly spaced quantiles along the region's
+  principal axis (deterministic). Each box bounds its cluster's pixels (+1: a pixel is 1
+  wide, as cv2.boundingRect); an empty cluster gives no box."""
   points = np.asarray(points, np.float64)
-  if seeds is not None:
-    centers = np.asarray(seeds, np.float64).reshape(count, 2)
-  else:
-    centred = points - points.mean(0)
-    _, _, axes = np.linalg.svd(centred, full_matrices=False)           # (2, 2) rows
-    along = centred @ axes[0]                                          # (P,)
-    starts = np.quantile(along, (np.arange(count) + 0.5) / count)      # (k,)
-    centers = points[np.argmin(np.abs(along[:, None] - starts[None]), 0)]  # (k, 2)
+  centred = points - points.mean(0)
+  _, _, axes = np.linalg.svd(centred, full_matrices=False)             # (2, 2) rows
+  along = centred @ axes[0]                                            # (P,)
+  starts = np.quantile(along, (np.arange(count) + 0.5) / count)        # (k,)
+  centers = points[np.argmin(np.abs(along[:, None] - starts[None]), 0)]  # (k, 2)
   for _ in range(iterations):
     nearest = _nearest(points, centers)                                # (P,)
     centers = np.stack([points[nearest == c].mean(0) if np.any(nearest == c)
                         else centers[c] for c in range(count)])
   nearest = _nearest(points, centers)
   boxes = [_extent(points[nearest == c]) for c in range(count) if np.any(nearest == c)]
-  return np.array(boxes, np.float32).reshape(-1, 4)
-
-
-def split_by_hints(points, hints, pull=0.0):
-  """Boxes (k, 4) xywh, one per hint (k, 4) xywh, of one region (points (P, 2) x, y)
-  holding k touching animals: box i is hint i's size, centred at its centre moved by
-  pull (0..1) towards the mean of the pixels nearer to it than to any other hint.
-
-  While two animals touch, their pixels' partition drifts to the blob's halves (k-means
-  converges there whichever the seeds), so boxes bounding the halves stall at the
-  middle and lose the animals' motion; the hints (a tracker's constant-velocity
-  predictions, sized like each animal's last box) carry it through the contact, and
-  pull lets the image correct them."""
-  points = np.asarray(points, np.float64)
-  hints = np.asarray(hints, np.float64).reshape(-1, 4)
-  centers = hints[:, :2] + hints[:, 2:] / 2                            # (k, 2)
-  nearest = _nearest(points, centers)
-  boxes = []
-  for c, (center, hint) in enumerate(zip(centers, hints)):
-    mine = points[nearest == c]
-    moved = center + pull * (mine.mean(0) - center) if len(mine) else center
-    boxes.append([*(moved - hint[2:] / 2), *hint[2:]])
   return np.array(boxes, np.float32).reshape(-1, 4)
 
 

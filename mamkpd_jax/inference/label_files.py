@@ -3,7 +3,9 @@
     formats = label_files.parse_formats("slp,dlc")        # before any model loads
     frames = label_files.frames_of_records(records, video)     # COCO results -> FramePoses
     labels = label_files.to_labels(frames, estimator.info)     # -> sleap_io.Labels
-    label_files.write(labels, label_files.output_paths("/tmp/pred/predictions", formats))
+    paths = label_files.output_paths("/tmp/pred/predictions", formats)
+    label_files.write(labels, paths)
+    label_files.write_records(records, video, estimator.info, paths)   # the three in one
 
 `to_labels` makes a `sleap_io.Labels`: one `PredictedInstance` per pose (points with
 their scores, the instance score), one `Track` per track id ("track_N", as SLEAP's
@@ -41,6 +43,7 @@ import os
 from typing import Optional, Union
 
 import numpy as np
+from absl import logging
 
 from mamkpd_jax.inference import video as video_lib
 
@@ -48,7 +51,7 @@ EXTRA = 'pip install "mamkpd-jax[labels]"'
 FORMATS = ("slp", "dlc", "nwb", "coco")          # --formats choices
 EXTENSIONS = {"slp": ".slp", "dlc": ".dlc.csv", "nwb": ".nwb", "coco": ".json"}
 # The files of a format, keyed as output_paths keys them: dlc is DeepLabCut's csv and .h5.
-FILES = {"dlc": {"dlc": ".dlc.csv", "dlc_h5": ".dlc.h5"}}
+FILES = {"dlc": {"dlc": EXTENSIONS["dlc"], "dlc_h5": ".dlc.h5"}}
 NEEDS_SLEAP_IO = ("slp", "dlc", "nwb")           # coco is the commands' own json
 NEEDS_TABLES = ("dlc",)                          # the .h5 is a pandas HDFStore (PyTables)
 # DeepLabCut/DeepLabCut deeplabcut/pose_estimation_pytorch/apis/analyze_videos.py uses it:
@@ -388,3 +391,12 @@ def write(labels, paths):
     written[name] = path
   return written
 
+
+def write_records(records, video, skeleton, paths, frame_key="image_id"):
+  """The label files of COCO results records (frames_of_records on video, to_labels with
+  skeleton, write to paths: output_paths'), each logged; {file key: path} written."""
+  frames = frames_of_records(records, video, frame_key=frame_key)
+  written = write(to_labels(frames, skeleton), paths)
+  for path in written.values():
+    logging.info("wrote %s", path)
+  return written
