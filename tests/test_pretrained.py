@@ -188,7 +188,7 @@ def test_shipped_weights_export_again_to_the_one_schema(tmp_path):
   committed = model_only(metadata.read(str(COMMITTED)))
   assert model_only(metadata.read(str(tmp_path / "w"))) == committed
   assert model_only(metadata.read(str(tmp_path / "j"))) == committed
-  crops = np.random.default_rng(0).integers(0, 256, (2, 128, 128, 3), np.uint8)
+  crops = np.random.default_rng(0).integers(0, 256, (2, *shipped.input_size, 3), np.uint8)
   want = shipped.crop_heatmaps(crops)
   reloaded = inference.Estimator.from_pretrained(tmp_path / "w",
                                                  compiler_options=inference.FAST_COMPILE_CPU)
