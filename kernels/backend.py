@@ -1,27 +1,36 @@
-"""The one place that knows the Pallas GPU backends: their shape rules, parameters, choice.
+"""The one place that knows the Pallas kernel backends: their shape rules, parameters, choice.
 
-Two backends build the same scan kernels (kernels/README.md):
+Three backends build the same scan kernels (kernels/README.md), two for GPUs and one for TPUs:
 
 * "triton": Pallas's Triton lowering (`jax.experimental.pallas.triton`), a `pallas_call`
   selected by its `CompilerParams`. Power-of-two in-kernel arrays; deprecated by JAX 0.11.
 * "mosaic_gpu": Pallas Mosaic GPU (`jax.experimental.pallas.mosaic_gpu`), a
   `plgpu.kernel` with Warpgroup lowering. 128-channel rows, one channel per lane.
+* "mosaic_tpu": Pallas Mosaic TPU (`jax.experimental.pallas.tpu`), a `pallas_call` with
+  `pltpu.CompilerParams`. 128-channel lanes, tokens on sublanes, blocks in VMEM.
 
-`default_gpu_backend()` picks the backend that `impl="pallas"` means, by feature
+`default_backend()` is the backend `impl="pallas"` means: on a TPU "mosaic_tpu", elsewhere
+`default_gpu_backend()`, which picks the backend that `impl="pallas"` means, by feature
 detection (which modules import), never by a JAX version number. Mosaic GPU becomes the
 preferred one only once a GPU run has validated it (`MOSAIC_GPU_VALIDATED`).
 """
 
+import contextlib
+import contextvars
 import importlib
 
 import jax
 
 TRITON = "triton"
 MOSAIC_GPU = "mosaic_gpu"
-BACKENDS = (TRITON, MOSAIC_GPU)
+MOSAIC_TPU = "mosaic_tpu"
+BACKENDS = (TRITON, MOSAIC_GPU, MOSAIC_TPU)
+GPU_BACKENDS = (TRITON, MOSAIC_GPU)
+MERGING_BACKENDS = (MOSAIC_GPU, MOSAIC_TPU)   # sum SS2D's four directions in the kernel
 MAX_D_STATE = 16          # state sizes the kernels are tiled for
-CHUNK = 16                # tokens per unrolled chunk; the backward's checkpoint stride
+CHUNK = 16                # tokens per chunk; the backward's checkpoint stride
 MOSAIC_GPU_LANES = 128    # one Mosaic GPU thread = one warpgroup of 128 lanes
+TPU_LANES = 128           # a TPU vector register is (8 sublanes, 128 lanes)
 # False until `scripts/gpu_check.py` has shown Mosaic GPU correct and faster on a GPU;
 # then `pallas` prefers it where it is available.
 MOSAIC_GPU_VALIDATED = False
@@ -53,6 +62,14 @@ def _mosaic_gpu_features():
           and _interpret_params_class() is not None)
 
 
+def _mosaic_tpu_features():
+  """The Pallas TPU names the kernel uses (its interpreter runs it on a CPU)."""
+  if not _imports("jax.experimental.pallas.tpu"):
+    return False
+  from jax.experimental.pallas import tpu as pltpu
+  return all(hasattr(pltpu, name) for name in ("CompilerParams", "InterpretParams", "VMEM"))
+
+
 def _on_rocm():
   """Mosaic GPU targets NVIDIA only."""
   if jax.default_backend() != "gpu":
@@ -62,17 +79,29 @@ def _on_rocm():
 
 
 def available_backends():
-  """Backends whose Pallas module imports here (and, on a GPU, that can target it)."""
+  """Backends whose Pallas module imports here and that can run here: interpreted on a
+  CPU, the GPU ones on a GPU (Mosaic GPU not on ROCm), the TPU one on a TPU."""
+  platform = jax.default_backend()
   found = []
-  if _imports("jax.experimental.pallas.triton"):
+  if platform != "tpu" and _imports("jax.experimental.pallas.triton"):
     found.append(TRITON)
-  if _mosaic_gpu_features() and not _on_rocm():
+  if platform != "tpu" and _mosaic_gpu_features() and not _on_rocm():
     found.append(MOSAIC_GPU)
+  if platform != "gpu" and _mosaic_tpu_features():
+    found.append(MOSAIC_TPU)
   return tuple(found)
 
 
+def default_backend():
+  """The backend `impl="pallas"` uses: the TPU's kernel on a TPU, else the GPU default."""
+  if jax.default_backend() == "tpu":
+    check_backend(MOSAIC_TPU)
+    return MOSAIC_TPU
+  return default_gpu_backend()
+
+
 def default_gpu_backend():
-  """The backend `impl="pallas"` uses: the preferred one among those available."""
+  """The GPU backend `impl="pallas"` uses off a TPU: the preferred one available."""
   preference = (MOSAIC_GPU, TRITON) if MOSAIC_GPU_VALIDATED else (TRITON, MOSAIC_GPU)
   available = available_backends()
   for name in preference:
@@ -92,10 +121,28 @@ def check_backend(name):
                      f" on {jax.default_backend()}; available: {available or 'none'}")
 
 
+_COMPILED = contextvars.ContextVar("mamkpd_pallas_compiled", default=False)
+
+
+@contextlib.contextmanager
+def compiled_kernels():
+  """Inside: interpret=None means the compiled kernel even on a CPU host.
+
+  For lowering a whole model for an accelerator from a CPU host (`jax.export` with
+  `platforms=["tpu"]`, tests): the model's scan calls leave `interpret` at None.
+  """
+  token = _COMPILED.set(True)
+  try:
+    yield
+  finally:
+    _COMPILED.reset(token)
+
+
 def resolve_interpret(interpret):
-  """None -> interpret when the default backend is the CPU (tests, CI, laptops)."""
+  """None -> interpret when the default backend is the CPU (tests, CI, laptops), unless
+  inside `compiled_kernels()`."""
   if interpret is None:
-    return jax.default_backend() == "cpu"
+    return jax.default_backend() == "cpu" and not _COMPILED.get()
   return bool(interpret)
 
 
@@ -104,7 +151,7 @@ def resolve_interpret(interpret):
 
 
 def padded_d_state(name, d_state):
-  """Triton's in-kernel arrays are powers of two; Mosaic GPU keeps N rows as they are."""
+  """Triton's in-kernel arrays are powers of two; Mosaic GPU and TPU keep N as it is."""
   return next_power_of_two(d_state) if name == TRITON else int(d_state)
 
 
@@ -113,10 +160,13 @@ def channel_tile(name, per_group, padded_state):
 
   Triton: a power of two, smaller when the state is large (the backward keeps CHUNK
   states of (padded_state, tile) float32 in registers): 64 channels for N <= 4, 32
-  above. Mosaic GPU: one 128-lane row, one channel per lane of the warpgroup.
+  above. Mosaic GPU: one 128-lane row, one channel per lane of the warpgroup. Mosaic
+  TPU: the 128 lanes of a vector register.
   """
   if name == MOSAIC_GPU:
     return MOSAIC_GPU_LANES
+  if name == MOSAIC_TPU:
+    return TPU_LANES
   limit = 64 if padded_state <= 4 else 32
   return min(limit, next_power_of_two(per_group))
 

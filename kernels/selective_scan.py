@@ -7,10 +7,12 @@ benchmark-only); every capability query (`SCAN_IMPLS`, `PURE_JAX_IMPLS`,
 pure-JAX definition, "chunked" the fast pure-JAX one (time-major, checkpointed chunks),
 "onnx" the loop-free pure-JAX one that ONNX export needs, "cpu_ffi" SS2D's scan as one
 compiled CPU kernel (XLA FFI, built on first use); the Pallas kernels (interpreted on a
-CPU) are "pallas_triton", "pallas_mosaic" (Mosaic GPU) and "pallas", the default GPU
-backend (`backend.default_gpu_backend`). "identity" (y = D*u) is benchmark-only.
+CPU) are "pallas_triton", "pallas_mosaic" (Mosaic GPU), "pallas_tpu" (Mosaic TPU) and
+"pallas", this accelerator's backend (`backend.default_backend`: the TPU kernel on a TPU,
+else the default GPU backend). "identity" (y = D*u) is benchmark-only.
 `AUTO` ("auto", the model's default) picks by backend the fastest measured there: on a
-CPU "cpu_ffi" where a C++ compiler can build it, else "chunked"; "pallas" on a GPU. An
+CPU "cpu_ffi" where a C++ compiler can build it, else "chunked"; "pallas" on a GPU;
+"pallas_tpu" on a TPU (unmeasured: the only kernel there). An
 unknown name, or a backend this JAX lacks, is an error naming what is available, never
 a silent fallback.
 """
@@ -60,12 +62,22 @@ class ScanImpl:
   benchmark_only: bool = False           # timing only: not for configs, never "auto"
 
 
-def _pallas(name, gpu_backend=None):
-  """A Pallas entry, pinned to one GPU backend or (None) the default one."""
-  pin = {} if gpu_backend is None else {"gpu_backend": gpu_backend}
+def _backend_usable(kernel_backend):
+  """Whether the pinned backend (None: this accelerator's) can run here."""
+  try:
+    name = kernel_backend or backend.default_backend()
+  except ValueError:                     # no backend for impl="pallas" on this device
+    return False
+  return name in backend.available_backends()
+
+
+def _pallas(name, kernel_backend=None, platforms=("cpu", "gpu"), auto_on=()):
+  """A Pallas entry, pinned to one kernel backend or (None) this accelerator's."""
+  pin = {} if kernel_backend is None else {"kernel_backend": kernel_backend}
+  available = lambda: _backend_usable(kernel_backend)
   return ScanImpl(name, functools.partial(cross_selective_scan_pallas, **pin),
-                  functools.partial(selective_scan_pallas, **pin), platforms=("cpu", "gpu"),
-                  takes_interpret=True, auto_on=("gpu",) if gpu_backend is None else ())
+                  functools.partial(selective_scan_pallas, **pin), platforms=platforms,
+                  takes_interpret=True, auto_on=auto_on, available=available)
 
 
 # Registration order is "auto"'s preference where two entries claim a backend. "auto"
@@ -76,9 +88,10 @@ def _pallas(name, gpu_backend=None):
 _ENTRIES = (
     ScanImpl("reference", cross_selective_scan_reference, selective_scan_reference,
              pure_jax=True, low_rank_delta=True),
-    _pallas("pallas"),
+    _pallas("pallas", platforms=ALL_PLATFORMS, auto_on=("gpu",)),
     _pallas("pallas_triton", backend.TRITON),
     _pallas("pallas_mosaic", backend.MOSAIC_GPU),
+    _pallas("pallas_tpu", backend.MOSAIC_TPU, platforms=("cpu", "tpu"), auto_on=("tpu",)),
     ScanImpl("chunked", cross_selective_scan_chunked, selective_scan_chunked,
              pure_jax=True, low_rank_delta=True),
     ScanImpl("onnx", cross_selective_scan_onnx, selective_scan_onnx, pure_jax=True,

@@ -1,9 +1,9 @@
 """The selective scan as Pallas kernels, forward and backward, with SS2D's cross-scan fused.
 
-Same math as `selective_scan_ref` (see its docstring). This module holds what both GPU
-backends share (plan, kernel layout, padding, custom VJP, sums of partials) and the
-Triton kernel bodies; the Mosaic GPU bodies are in `selective_scan_mosaic`, the per-token
-math of both in `scan_math`. Design (kernels/README.md):
+Same math as `selective_scan_ref` (see its docstring). This module holds what the three
+kernel backends share (plan, kernel layout, padding, custom VJP, sums of partials) and
+the Triton kernel bodies; the Mosaic GPU bodies are in `selective_scan_mosaic`, the
+Mosaic TPU bodies in `selective_scan_tpu`, the per-token math of all three in `scan_math`. Design (kernels/README.md):
 
 * Layout. Token-major: each step reads one contiguous row of a channel tile.
   Kernel view: u, delta (b, Lp, G*Pp); B, C (b, Lp, G, Np); A transposed (G, Np, Pp);
@@ -34,7 +34,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from mamkpd_jax.kernels import backend, batch_parallel, scan_math, selective_scan_mosaic
+from mamkpd_jax.kernels import (backend, batch_parallel, scan_math, selective_scan_mosaic,
+                                selective_scan_tpu)
 
 F32 = jnp.float32
 
@@ -52,7 +53,7 @@ class _Plan:
   width: int
   delta_softplus: bool
   interpret: bool
-  gpu_backend: str       # a name of `backend.BACKENDS`: which kernel bodies run
+  kernel_backend: str    # a name of `backend.BACKENDS`: which kernel bodies run
 
   @property
   def chunk(self):
@@ -68,11 +69,11 @@ class _Plan:
 
   @property
   def padded_d_state(self):
-    return backend.padded_d_state(self.gpu_backend, self.d_state)
+    return backend.padded_d_state(self.kernel_backend, self.d_state)
 
   @property
   def tile(self):
-    return backend.channel_tile(self.gpu_backend, self.per_group, self.padded_d_state)
+    return backend.channel_tile(self.kernel_backend, self.per_group, self.padded_d_state)
 
   @property
   def padded_per_group(self):
@@ -88,8 +89,9 @@ class _Plan:
 
   @property
   def merges_in_kernel(self):
-    """Mosaic GPU sums the four directions into y (and du) itself; Triton leaves it to XLA."""
-    return self.cross and self.gpu_backend == backend.MOSAIC_GPU
+    """Mosaic GPU and TPU sum the four directions into y (and du) themselves; Triton
+    leaves it to XLA."""
+    return self.cross and self.kernel_backend in backend.MERGING_BACKENDS
 
   @property
   def output_groups(self):
@@ -233,6 +235,8 @@ def _input_specs(plan):
 
 
 _BATCHED_INPUTS = (True, True, True, True, False, False, False)  # u, delta, B, C; A, D, bias
+# The backends whose bodies live in their own module (Triton's are above).
+_BODIES = {backend.MOSAIC_GPU: selective_scan_mosaic, backend.MOSAIC_TPU: selective_scan_tpu}
 
 
 def _forward(plan, inputs, save_states):
@@ -265,8 +269,8 @@ def _forward_local(*args):
   if save_states:
     out_specs.append(s["states"])
     out_shapes.append(jax.ShapeDtypeStruct((b, g, plan.num_chunks, np_, pp), F32))
-  if plan.gpu_backend == backend.MOSAIC_GPU:
-    return selective_scan_mosaic.forward(plan, inputs, out_shapes)
+  if plan.kernel_backend in _BODIES:
+    return _BODIES[plan.kernel_backend].forward(plan, inputs, out_shapes)
   return _call(_forward_kernel, plan, _input_specs(plan), out_specs, out_shapes, *inputs)
 
 
@@ -289,8 +293,8 @@ def _backward_local(*args):
       jax.ShapeDtypeStruct((b, g, pp), F32),                      # dD per batch
       jax.ShapeDtypeStruct((b, g, pp), F32),                      # d(delta_bias) per batch
   ]
-  if plan.gpu_backend == backend.MOSAIC_GPU:
-    return selective_scan_mosaic.backward(plan, inputs, states, dy, out_shapes)
+  if plan.kernel_backend in _BODIES:
+    return _BODIES[plan.kernel_backend].backward(plan, inputs, states, dy, out_shapes)
   return _call(_backward_kernel, plan, in_specs, out_specs, out_shapes,
                *inputs, states, dy)
 
@@ -377,27 +381,29 @@ def _check_d_state(d_state):
                      f"got {d_state} (use impl='reference')")
 
 
-def _gpu_backend(name):
-  """None -> the default GPU backend; a named one must be available here."""
+def _kernel_backend(name):
+  """None -> this accelerator's backend (`backend.default_backend`); a named one must be
+  available here."""
   if name is None:
-    return backend.default_gpu_backend()
+    return backend.default_backend()
   backend.check_backend(name)
   return name
 
 
 def selective_scan_pallas(u, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
-                          interpret=None, gpu_backend=None):
+                          interpret=None, kernel_backend=None):
   """Pallas selective scan; shapes as `selective_scan_reference`, checked by the caller.
 
   interpret: None runs the kernel interpreted when the default backend is the CPU.
-  gpu_backend: "triton" or "mosaic_gpu"; None: `backend.default_gpu_backend()`.
+  kernel_backend: "triton", "mosaic_gpu" or "mosaic_tpu"; None: `backend.default_backend()`
+    (on a TPU its kernel, elsewhere the default GPU backend).
   """
   batch, length, channels = u.shape
   groups, d_state = B.shape[2:]
   _check_d_state(d_state)
   plan = _Plan(batch, length, groups, channels // groups, d_state, 0, 0,
                bool(delta_softplus), backend.resolve_interpret(interpret),
-               _gpu_backend(gpu_backend))
+               _kernel_backend(kernel_backend))
   y = _core(plan, *_kernel_inputs(plan, _channels_in(plan, u), delta, A, B, C, D,
                                   delta_bias))
   y = y.reshape(batch, plan.padded_length, groups, plan.padded_per_group)
@@ -405,12 +411,12 @@ def selective_scan_pallas(u, delta, A, B, C, D, delta_bias, *, delta_softplus=Tr
 
 
 def cross_selective_scan_pallas(x, delta, A, B, C, D, delta_bias, *, delta_softplus=True,
-                                interpret=None, gpu_backend=None):
+                                interpret=None, kernel_backend=None):
   """SS2D's cross-scan -> selective scan -> cross-merge in one kernel call.
 
   Args as `cross_selective_scan_reference`: x (b, H, W, P); delta (b, H, W, K, P);
   B, C (b, H, W, K, N); A (K*P, N); D, delta_bias (K*P,). Returns (b, H, W, P) float32.
-  interpret, gpu_backend: as `selective_scan_pallas`.
+  interpret, kernel_backend: as `selective_scan_pallas`.
   """
   batch, height, width, per_group = x.shape
   groups, d_state = B.shape[3:]
@@ -418,7 +424,7 @@ def cross_selective_scan_pallas(x, delta, A, B, C, D, delta_bias, *, delta_softp
   length = height * width
   plan = _Plan(batch, length, groups, per_group, d_state, height, width,
                bool(delta_softplus), backend.resolve_interpret(interpret),
-               _gpu_backend(gpu_backend))
+               _kernel_backend(kernel_backend))
   u = _pad_axis(_pad_axis(x.reshape(batch, length, per_group), 2, plan.padded_per_group),
                 1, plan.padded_length)                                 # (b, Lp, Pp)
   merged = _core(plan, *_kernel_inputs(

@@ -17,8 +17,8 @@ import numpy_refs
 from conftest import jitted_forward, with_config
 from mamkpd_jax import kernels
 from mamkpd_jax.kernels import selective_scan_chunked  # the function (kernels/__init__)
-from scan_inputs import cross_inputs, scan_inputs
-from test_pallas_scan import CASES, CROSS_CASES, RTOL, assert_close, values_and_grads
+from scan_inputs import CASES, CROSS_CASES, cross_inputs, scan_inputs, values_and_grads
+from test_pallas_scan import RTOL, assert_close
 from conftest import largest_intermediate
 
 

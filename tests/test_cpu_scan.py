@@ -18,9 +18,9 @@ import pytest
 import numpy_refs
 from mamkpd_jax import kernels
 from mamkpd_jax.kernels import cpu_kernels, selective_scan_cpu
-from scan_inputs import cross_inputs
+from scan_inputs import CROSS_CASES, cross_inputs
 from test_chunked_scan import compare, compare_low_rank
-from test_pallas_scan import CROSS_CASES, RTOL
+from test_pallas_scan import RTOL
 
 
 @pytest.fixture(scope="module", autouse=True)

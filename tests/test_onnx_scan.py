@@ -17,9 +17,9 @@ import numpy_refs
 from mamkpd_jax import kernels
 from mamkpd_jax.kernels import selective_scan_onnx  # the function (kernels/__init__)
 selective_scan_onnx_module = importlib.import_module("mamkpd_jax.kernels.selective_scan_onnx")
-from scan_inputs import cross_inputs, scan_inputs
+from scan_inputs import CASES, CROSS_CASES, cross_inputs, scan_inputs
 from test_chunked_scan import compare
-from test_pallas_scan import CASES, CROSS_CASES, RTOL
+from test_pallas_scan import RTOL
 
 
 @pytest.mark.parametrize("batch,length,channels,groups,d_state,dtype", CASES)

@@ -2,8 +2,9 @@
 
 Outputs and the gradients of every input are compared; the GPU lowering of the kernels
 is checked from this CPU host so that a change that breaks it fails CI. Both GPU backends
-are tested: Triton over the whole case table, Mosaic GPU (slow to interpret) on a few
-tiny shapes; both lower for CUDA over a dtype x d_state x groups table.
+are tested: Triton over the whole case table (`scan_inputs.CASES`), Mosaic GPU (slow to
+interpret) on a few tiny shapes; both lower for CUDA over a dtype x d_state x groups
+table. The TPU kernel's tests are in test_tpu_scan.py.
 """
 
 import jax
@@ -16,31 +17,11 @@ from mamkpd_jax.kernels import backend, tolerances
 from mamkpd_jax.kernels.tolerances import assert_close
 from conftest import make_config
 from cuda_lowering import lower_for_cuda
-from scan_inputs import cross_inputs, scan_inputs
+from scan_inputs import CASES, CROSS_CASES, cross_inputs, scan_inputs, values_and_grads
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 
 
-def values_and_grads(fn, inputs, seed=7):
-  """fn(**inputs) and the gradient of sum(w * fn) for every input (w fixed, random)."""
-  args = [inputs[n] for n in inputs]
-  y = fn(*args)
-  weights = jnp.asarray(np.random.default_rng(seed).standard_normal(y.shape), jnp.float32)
-  grads = jax.grad(lambda *a: jnp.sum(weights * fn(*a)), argnums=tuple(range(len(args))))(*args)
-  return y, dict(zip(inputs, grads))
-
-
-# (batch, L, channels, G, N, dtype). Tiles hold 64 channels (32 when N > 4) per group.
-CASES = [
-    (2, 1, 8, 1, 1, jnp.float32),        # one token: a single, padded chunk
-    (1, 7, 12, 4, 3, jnp.float32),       # L < chunk; 3 channels a group; N padded 3 -> 4
-    (2, 48, 8, 4, 16, jnp.float32),      # 3 whole chunks, d_state 16
-    (1, 768, 96, 1, 1, jnp.float32),     # 48 chunks; 96 channels: 2 tiles, second padded
-    (1, 768, 40, 4, 3, jnp.float32),     # 4 groups of 10 channels, many chunks
-    (2, 50, 100, 4, 16, jnp.float32),    # 25 channels a group: padded to a 32 tile
-    (2, 48, 8, 4, 1, jnp.bfloat16),      # bfloat16 u, delta, B, C; MamKPD's N = 1
-    (1, 100, 72, 1, 16, jnp.bfloat16),   # bfloat16, 3 tiles of 32 (last padded), N 16
-]
 # The kernels' tolerances against the reference (kernels/tolerances.py; gpu_check uses
 # them on the GPU too).
 OUTPUT_RTOL = tolerances.OUTPUT_RTOL
@@ -71,14 +52,6 @@ def test_kernel_without_softplus():
   assert_close(y, y_ref, OUTPUT_RTOL)
   for name in NAMES:
     assert_close(grads[name], grads_ref[name], RTOL[jnp.float32], name)
-
-
-# (batch, H, W, P, N): the fused SS2D op against cross-scan -> scan -> merge.
-CROSS_CASES = [
-    (2, 5, 7, 6, 3),      # odd map, L = 35 padded to 48, channels padded 6 -> 8
-    (1, 16, 12, 32, 1),   # the tiny model's stage 1 at 64x48 input
-    (1, 4, 4, 70, 16),    # square map, 3 tiles of 32, N 16
-]
 
 
 @pytest.mark.parametrize("batch,height,width,per_group,d_state", CROSS_CASES)

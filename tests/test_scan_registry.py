@@ -14,9 +14,9 @@ from mamkpd_jax.kernels import selective_scan_cpu, tolerances
 from mamkpd_jax.models import ModelConfig, model_config
 from scan_inputs import cross_inputs
 
-CONFIGURABLE = {"reference", "pallas", "pallas_triton", "pallas_mosaic", "chunked", "onnx",
-                "cpu_ffi"}
-PALLAS = {"pallas", "pallas_triton", "pallas_mosaic"}
+CONFIGURABLE = {"reference", "pallas", "pallas_triton", "pallas_mosaic", "pallas_tpu",
+                "chunked", "onnx", "cpu_ffi"}
+PALLAS = {"pallas", "pallas_triton", "pallas_mosaic", "pallas_tpu"}
 
 
 def test_capability_lists_are_the_registry_answers():
@@ -26,8 +26,10 @@ def test_capability_lists_are_the_registry_answers():
   assert set(kernels.LOW_RANK_DELTA_IMPLS) == {"reference", "chunked", "onnx", "cpu_ffi"}
   assert {n for n in kernels.SCAN_IMPLS if kernels.SCAN_IMPLS[n].takes_interpret} == PALLAS
   assert set(kernels.runs_on("cpu")) == CONFIGURABLE
-  assert set(kernels.runs_on("gpu")) == CONFIGURABLE - {"cpu_ffi"}
-  assert set(kernels.runs_on("tpu")) == {"reference", "chunked", "onnx"}
+  assert set(kernels.runs_on("gpu")) == CONFIGURABLE - {"cpu_ffi", "pallas_tpu"}
+  # "pallas" is the kernel of the device at hand: the TPU's on a TPU.
+  assert set(kernels.runs_on("tpu")) == {"reference", "chunked", "onnx", "pallas",
+                                         "pallas_tpu"}
 
 
 @pytest.mark.parametrize("compiler", [True, False])
@@ -35,7 +37,7 @@ def test_auto_picks_by_backend(monkeypatch, compiler):
   monkeypatch.setattr(selective_scan_cpu, "available", lambda: compiler)
   assert kernels.resolve_impl("auto", "cpu") == ("cpu_ffi" if compiler else "chunked")
   assert kernels.resolve_impl("auto", "gpu") == "pallas"
-  assert kernels.resolve_impl("auto", "tpu") == "chunked"
+  assert kernels.resolve_impl("auto", "tpu") == "pallas_tpu"
   for name in CONFIGURABLE:                                  # explicit names stay
     assert kernels.resolve_impl(name, "gpu") == name
 
