@@ -1,21 +1,30 @@
-"""One command that turns an available GPU into committed evidence (about 7 minutes).
+"""One command that turns an available GPU or TPU into committed evidence (about 7 minutes).
 
-    python scripts/gpu_check.py                       # on a GPU: benchmarks/<date>-<device>/
+    python scripts/gpu_check.py                       # on a GPU or a Cloud TPU VM:
+                                                      #   benchmarks/<date>-<device>/
     python scripts/gpu_check.py --dry_run             # the same code on a CPU, tiny shapes
     python scripts/gpu_check.py --sections=environment,correctness --budget_s=120
 
-Sections, in this order (each one's rows are written the moment they exist, so a run
-killed half-way still leaves its files):
-  environment   device, driver, JAX / jaxlib / Python versions, `nvidia-smi`
-  correctness   every scan implementation in kernels.SCAN_IMPLS against "reference" on
-                the device: MamKPD-B/L stage shapes at batch 8, float32 and bfloat16,
+The same sections run on a GPU and on a TPU (JAX's default backend decides); each takes
+the scan implementations that run there (`kernels.runs_on(backend)`: on a TPU the pure-JAX
+scans and the Pallas TPU kernel, never the GPU kernels). Sections, in this order (each
+one's rows are written the moment they exist, so a run killed half-way still leaves its
+files):
+  environment   device, driver (GPU) or libtpu (TPU), JAX / jaxlib / Python versions,
+                `nvidia-smi` (GPU) or the device list (TPU); the published peaks of the
+                device kind (HBM GB/s, bfloat16 TFLOP/s; roofline.TPU_CHIPS, GPU: HBM only) and the
+                measured ones: a copy's GB/s and a square matmul's TFLOP/s
+  correctness   every scan implementation that runs here against "reference" on the
+                device: MamKPD-B/L stage shapes at batch 8, float32 and bfloat16,
                 the output and the gradient of every input, tests' tolerances
   scan          the fused SS2D scan alone, stage 1 of MamKPD-B at batch 64: forward and
-                forward+backward, ms, GB/s implied by the minimum bytes, % of HBM peak
+                forward+backward, ms, GB/s implied by the minimum bytes, fraction of the
+                published HBM peak (none where unknown) and of the measured copy
   inference     MamKPD-S/B/L (then HRVMamba-T/S/B, first to be skipped when the budget
                 is short) images/s and latency, bfloat16 and float32, batch 1/64/256,
                 each scan implementation
-  peers         HRNet-W32, ViTPose-B, RTMPose-m (PyTorch, when importable), same batches
+  peers         HRNet-W32, ViTPose-B, RTMPose-m (PyTorch, when importable), same batches;
+                skipped on a TPU (PyTorch would run them on the host CPU)
   train_speed   images/s of MamKPD-B train steps (mamkpd_jax/training/train.py), global batch 64,
                 synthetic data, bfloat16 and float32
   train_real    about 2 minutes of training MamKPD-tiny on the bundled open-field video
@@ -28,12 +37,15 @@ and skipped for the rest of that section; nothing aborts the run.
 
 Outputs in --output_dir (default benchmarks/<date>-<device>, a new folder each run):
 results.jsonl (one json object per row: section, status ok / failed / skipped, fields),
-environment.json, nvidia-smi.txt, summary.md (rewritten after every section),
-inference.png (images/s against batch), learning_curve.png (train_real).
+environment.json, nvidia-smi.txt (tpu-devices.txt on a TPU), summary.md (rewritten after
+every section), inference.png (images/s against batch), learning_curve.png (train_real).
+Run it on one host (a single-host TPU VM: v5e/v6e up to 8 chips, v4-8, v5p-8).
 """
 
 import dataclasses
 import datetime
+import functools
+import importlib.metadata
 import json
 import os
 import platform
@@ -69,13 +81,19 @@ SECTIONS = ("environment", "correctness", "scan", "inference", "peers", "train_s
 SHARES = {"environment": 0.0, "correctness": 0.18, "scan": 0.08, "inference": 0.3,
           "peers": 0.08, "train_speed": 0.1, "train_real": 0.36}
 
-_BUDGET = flags.DEFINE_float("budget_s", 420.0, "Seconds for the whole run, compilation "
-                             "included; what would not fit is skipped and said so.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Tiny shapes and few repeats: the same code "
-                             "path on a CPU in under 2 minutes.")
-_SECTIONS = flags.DEFINE_list("sections", list(SECTIONS), f"A subset of {SECTIONS}.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "", "Default: benchmarks/<date>-<device> "
-                                  "(-dry_run appended with --dry_run); never overwritten.")
+FLAGS = flags.FLAGS
+
+
+@functools.cache
+def define_flags():
+  """The script's flags (defined when it runs, not on import: tests import it)."""
+  flags.DEFINE_float("budget_s", 420.0, "Seconds for the whole run, compilation included; "
+                     "what would not fit is skipped and said so.")
+  flags.DEFINE_bool("dry_run", False, "Tiny shapes and few repeats: the same code path on "
+                    "a CPU in under 2 minutes.")
+  flags.DEFINE_list("sections", list(SECTIONS), f"A subset of {SECTIONS}.")
+  flags.DEFINE_string("output_dir", "", "Default: benchmarks/<date>-<device> (-dry_run "
+                      "appended with --dry_run); never overwritten.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +120,12 @@ class Plan:
   dtypes: tuple[str, ...] = ("bfloat16", "float32")
   num_keypoints: int = 17
   untimed_impls: tuple[str, ...] = ()              # checked for correctness, never timed
+  dry_run: bool = False                            # timings meaningless (tiny shapes, CPU)
+  matmul_size: int = 8192                          # n of the measured n x n x n matmul
+  copy_mib: int = 1024                             # MiB of the array the copy reads
 
 
+# A GPU's and a TPU's plan: the same shapes on either accelerator.
 GPU_PLAN = Plan(input_size=(256, 192), correctness_variants=("base", "large"),
                 correctness_stages=(1, 2, 3), correctness_batch=8, scan_variant="base",
                 scan_batch=64, inference_variants=("base", "small", "large", "hrvmamba-tiny",
@@ -122,7 +144,61 @@ DRY_RUN_PLAN = Plan(input_size=(32, 32), correctness_variants=("tiny",),
                     # Interpreted on a CPU, the Mosaic GPU kernel takes ~20 s per call and
                     # its compile ~25 s: a third of the dry run's time for a meaningless
                     # number. Its correctness row still runs the kernel.
-                    untimed_impls=("pallas_mosaic",))
+                    untimed_impls=("pallas_mosaic",), dry_run=True, matmul_size=256,
+                    copy_mib=8)
+
+
+# ------------------------------------------------------------------ the device
+
+
+def _backend():
+  """JAX's default backend ("cpu", "gpu", "tpu"); tests fake it."""
+  return jax.default_backend()
+
+
+def _devices():
+  """The devices this process sees; tests fake them."""
+  return jax.devices()
+
+
+def measured_rates(plan):
+  """What the device achieves here, each the median of plan.timing's repeats: a
+  plan.copy_mib MiB float32 copy (GB/s) and a plan.matmul_size^3 matmul in bfloat16 and
+  float32 (TFLOP/s, at JAX's default precision, as the models run)."""
+  rates = dict(copy_mib=plan.copy_mib, copy_gbps=_copy_gbps(plan.copy_mib, plan.timing),
+               matmul_size=plan.matmul_size)
+  for dtype in ("bfloat16", "float32"):
+    rates[f"matmul_{dtype}_tflops"] = _matmul_tflops(plan.matmul_size, dtype, plan.timing)
+  return rates
+
+
+def _copy_gbps(mib, timing):
+  """GB/s of y = x + 1 over `mib` MiB of float32: x read once, y written once."""
+  import jax.numpy as jnp   # pylint: disable=g-import-not-at-top
+  x = jnp.zeros((mib * 2 ** 20 // 4,), jnp.float32)
+  add_one = jax.jit(lambda a: a + 1)
+  _, seconds = timing_lib.time_calls(lambda: add_one(x), jax.block_until_ready, timing)
+  return float(f"{2 * x.nbytes / seconds / 1e9:.4g}")
+
+
+def _matmul_tflops(size, dtype, timing):
+  """TFLOP/s of a size^3 matmul in `dtype` (not roofline's cached call: these arrays are
+  freed when it returns)."""
+  import jax.numpy as jnp   # pylint: disable=g-import-not-at-top
+  a, b = (jax.random.normal(key, (size, size), jnp.float32).astype(dtype)
+          for key in jax.random.split(jax.random.key(0)))
+  matmul = jax.jit(jnp.matmul)
+  _, seconds = timing_lib.time_calls(lambda: matmul(a, b), jax.block_until_ready, timing)
+  return float(f"{2 * roofline.matmul_gmacs(size) / seconds / 1e3:.4g}")
+
+
+def fractions(peaks, rates):
+  """Measured over published, where both exist (None otherwise; never a guess)."""
+  pairs = {"copy_of_hbm_peak": ("copy_gbps", "hbm_gbps"),
+           "matmul_bfloat16_of_peak": ("matmul_bfloat16_tflops", "bf16_tflops"),
+           "matmul_float32_of_peak": ("matmul_float32_tflops", "f32_tflops")}
+  return {name: roofline.fraction_of_peak(rates.get(got), peaks.get(peak))
+          if rates.get(got) else None for name, (got, peak) in pairs.items()}
 
 
 # ------------------------------------------------------------------ budget and records
@@ -132,6 +208,7 @@ class Budget:
   """Deadlines: the run's, and each section's share of what is left when it starts."""
 
   def __init__(self, total_s):
+    self.total_s = total_s
     self.end = time.monotonic() + total_s
     self.section_end = self.end
 
@@ -149,7 +226,7 @@ class Budget:
     """Why an item estimated to take estimate_s must be skipped, or None if it fits."""
     if self.left() <= 0 or (estimate_s is not None and estimate_s > self.left()):
       return (f"time budget: this section has {max(self.left(), 0):.0f} s left, the item "
-              f"needs about {estimate_s or 0:.0f} s (--budget_s={_BUDGET.value:g})")
+              f"needs about {estimate_s or 0:.0f} s (--budget_s={self.total_s:g})")
     return None
 
 
@@ -211,26 +288,60 @@ def run_items(section, items, budget, recorder):
 
 
 def environment(plan, budget, recorder):
-  """Device, versions, nvidia-smi: environment.json and nvidia-smi.txt."""
-  del plan, budget
+  """Device, versions, published and measured peaks: environment.json, and nvidia-smi.txt
+  (GPU; CPU) or tpu-devices.txt (TPU, where there is no nvidia-smi)."""
+  del budget
   import jaxlib   # pylint: disable=g-import-not-at-top
-  device = jax.devices()[0]
-  smi = shutil.which("nvidia-smi")
-  smi_text = _command_output([smi]) if smi else "nvidia-smi: not found on PATH"
-  with open(recorder.path("nvidia-smi.txt"), "w", encoding="utf-8") as f:
-    f.write(smi_text + "\n")
-  driver = _command_output([smi, "--query-gpu=driver_version", "--format=csv,noheader"]
-                           ) if smi else None
+  devices = _devices()
+  device = devices[0]
+  tpu = device.platform == "tpu"
+  driver = None
+  if tpu:
+    listing_name, listing = "tpu-devices.txt", "\n".join(map(_describe, devices))
+  else:
+    smi = shutil.which("nvidia-smi")
+    listing_name = "nvidia-smi.txt"
+    listing = _command_output([smi]) if smi else "nvidia-smi: not found on PATH"
+    if smi:
+      driver = _command_output([smi, "--query-gpu=driver_version", "--format=csv,noheader"])
+  with open(recorder.path(listing_name), "w", encoding="utf-8") as f:
+    f.write(listing + "\n")
+  peaks = roofline.published_peaks(device)
+  try:
+    rates = measured_rates(plan)
+  except Exception as error:   # pylint: disable=broad-except  (e.g. out of memory)
+    logging.error("measuring the copy and matmul rates failed:\n%s", traceback.format_exc())
+    rates = dict(error=f"{type(error).__name__}: {str(error)[:400]}")
   info = dict(device=device.device_kind, platform=device.platform,
-              device_count=jax.device_count(), driver=driver, jax=jax.__version__,
+              device_count=len(devices), driver=driver,
+              libtpu=_libtpu_version() if tpu else None, jax=jax.__version__,
               jaxlib=jaxlib.__version__, python=platform.python_version(),
-              host=platform.platform(), scan_impls=sorted(kernels.SCAN_IMPLS),
-              peak_gbps=roofline.peak_gbps(device.device_kind),
+              host=platform.platform(), scan_impls=sorted(_impls_here()),
+              peak_gbps=peaks["hbm_gbps"], peak_bf16_tflops=peaks["bf16_tflops"],
+              peak_f32_tflops=peaks["f32_tflops"], peak_source=peaks["source"],
+              measured=rates, fractions=fractions(peaks, rates),
               date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              command=" ".join(["python"] + sys.argv), dry_run=_DRY_RUN.value)
+              command=" ".join(["python"] + sys.argv), dry_run=plan.dry_run)
   with open(recorder.path("environment.json"), "w", encoding="utf-8") as f:
     json.dump(info, f, indent=1)
   recorder.add("environment", "ok", **info)
+
+
+def _describe(device):
+  """One line per TPU device: id, kind, process, chip coordinates, TensorCores."""
+  return (f"{device.id}: {device.device_kind}, process {device.process_index}, coords "
+          f"{getattr(device, 'coords', None)}, core_on_chip "
+          f"{getattr(device, 'core_on_chip', None)}, num_cores "
+          f"{getattr(device, 'num_cores', None)}")
+
+
+def _libtpu_version():
+  for name in ("libtpu", "libtpu-nightly"):
+    try:
+      return f"{name} {importlib.metadata.version(name)}"
+    except importlib.metadata.PackageNotFoundError:
+      continue
+  return None
 
 
 def _command_output(command):
@@ -242,8 +353,10 @@ def _command_output(command):
 
 
 def _impls_here():
-  """The configurable scans that run on this backend (the CPU kernel only on a CPU)."""
-  return list(kernels.runs_on(jax.default_backend()))
+  """The configurable scans that run on this backend: `kernels.runs_on` (the CPU kernel
+  only on a CPU, the GPU kernels only on a GPU, the TPU kernel only on a TPU; all of the
+  Pallas kernels on a CPU, interpreted)."""
+  return list(kernels.runs_on(_backend()))
 
 
 def _kernel_impls():
@@ -292,8 +405,11 @@ def correctness(plan, budget, recorder):
 
 
 def scan(plan, budget, recorder):
-  """The fused SS2D scan alone at stage 1 of plan.scan_variant, each implementation."""
-  peak = roofline.peak_gbps(jax.devices()[0].device_kind)
+  """The fused SS2D scan alone at stage 1 of plan.scan_variant, each implementation;
+  its GB/s as a fraction of the published HBM peak (None where unknown) and of the
+  copy measured by `environment`."""
+  peak = roofline.published_peaks(_devices()[0])["hbm_gbps"]
+  copy_gbps = _env_row(recorder).get("measured", {}).get("copy_gbps")
   shape = scan_lib.scan_stage_shape(plan.scan_variant, 1, plan.scan_batch,
                                     *plan.input_size)
   dtype = "bfloat16"
@@ -309,6 +425,7 @@ def scan(plan, budget, recorder):
                                                    jax.block_until_ready, plan.timing)
         row = scan_lib.scan_row(shape, dtype, pass_name, impl, seconds, peak)
         return dict({k: v for k, v in row.items() if k not in ("impl", "pass_name")},
+                    fraction_of_copy=roofline.fraction_of_peak(row["gbps"], copy_gbps),
                     compile_s=round(compile_s, 2))
 
       items.append((dict(impl=impl, variant=plan.scan_variant, stage=1,
@@ -344,6 +461,10 @@ def inference_speed(plan, budget, recorder):
 
 def peers(plan, budget, recorder):
   """HRNet-W32, ViTPose-B and RTMPose-m in PyTorch at the same input and batches."""
+  if _backend() == "tpu":
+    recorder.add("peers", "skipped", reason="on a TPU PyTorch would run the peers on the "
+                 "host CPU: no comparable numbers")
+    return
   height, width = plan.input_size
   try:
     torch, modules = peers_lib.torch_peers(plan.num_keypoints, height, width)
@@ -454,7 +575,8 @@ COLUMNS = {
     "correctness": ("impl", "variant", "stage", "dtype", "shape", "passed", "worst",
                     "worst_ratio", "interpret"),
     "scan": ("impl", "pass_name", "dtype", "batch", "height", "width", "d_inner", "ms",
-             "min_gbytes", "gbps", "fraction_of_peak", "compile_s", "interpret"),
+             "min_gbytes", "gbps", "fraction_of_peak", "fraction_of_copy", "compile_s",
+             "interpret"),
     "inference": ("model", "dtype", "scan_impl", "batch", "latency_ms", "images_per_s",
                   "compile_s", "ratio_to_hrnet_w32", "ratio_to_vit_b16", "interpret"),
     "peers": ("model", "dtype", "batch", "latency_ms", "images_per_s", "params"),
@@ -474,12 +596,14 @@ def _table(rows, columns):
 
 
 def summary_markdown(recorder):
-  env = next((r for r in recorder.rows if r["section"] == "environment"), {})
+  env = _env_row(recorder)
   lines = [f"# gpu_check: {env.get('device', '?')}", ""]
   if env:
+    runtime = (f"{env.get('libtpu') or 'libtpu ?'}" if env["platform"] == "tpu"
+               else f"driver {env['driver']}")
     lines += [f"JAX {env['jax']} (jaxlib {env['jaxlib']}), Python {env['python']}, "
-              f"driver {env['driver']}, {env['device_count']} device(s), peak HBM "
-              f"{env['peak_gbps']} GB/s, {env['date']}.", "",
+              f"{runtime}, {env['device_count']} device(s), {env['date']}.", "",
+              _peaks_line(env), "",
               f"Command: `{env['command']}`" + (" (dry run: tiny shapes, timings "
                                                 "meaningless)" if env["dry_run"] else ""),
               ""]
@@ -501,6 +625,25 @@ def summary_markdown(recorder):
   return "\n".join(lines) + "\n"
 
 
+def _peaks_line(env):
+  """Published peaks per device (or "unknown") beside the measured rates."""
+  measured = env.get("measured", {})
+  published = (f"published per device: HBM {env['peak_gbps'] or 'unknown'} GB/s, bfloat16 "
+               f"matmul {env['peak_bf16_tflops'] or 'unknown'} TFLOP/s "
+               f"({env['peak_source']})")
+  if "error" in measured:
+    return f"Peaks {published}; measuring failed: {measured['error']}"
+  return (f"Peaks {published}; measured: copy {measured.get('copy_gbps')} GB/s, "
+          f"{measured.get('matmul_size')}^3 matmul bfloat16 "
+          f"{measured.get('matmul_bfloat16_tflops')} / float32 "
+          f"{measured.get('matmul_float32_tflops')} TFLOP/s; fractions "
+          f"{env.get('fractions')}.")
+
+
+def _env_row(recorder):
+  return next((r for r in recorder.rows if r["section"] == "environment"), {})
+
+
 def write_summary(recorder):
   with open(recorder.path("summary.md"), "w", encoding="utf-8") as f:
     f.write(summary_markdown(recorder))
@@ -509,7 +652,7 @@ def write_summary(recorder):
     return
   try:
     plot.plot_throughput(rows, peer_rows, recorder.path("inference.png"),
-                                 f"{jax.devices()[0].device_kind}, JAX {jax.__version__}")
+                         f"{_devices()[0].device_kind}, JAX {jax.__version__}")
   except ImportError as error:       # matplotlib missing on a lent machine: no png
     logging.warning("inference.png not written: %s", error)
 
@@ -517,16 +660,15 @@ def write_summary(recorder):
 # ------------------------------------------------------------------ main
 
 
-def output_directory():
-  """--output_dir, or a new benchmarks/<date>-<device>[-dry_run][-N] (never reused)."""
-  if _OUTPUT_DIR.value:
-    if os.path.exists(_OUTPUT_DIR.value) and os.listdir(_OUTPUT_DIR.value):
-      raise app.UsageError(f"--output_dir={_OUTPUT_DIR.value} is not empty; results are "
-                           "never written over earlier ones: give a new folder")
-    return _OUTPUT_DIR.value
-  device = re.sub(r"[^A-Za-z0-9]+", "-", jax.devices()[0].device_kind).strip("-").lower()
-  name = f"{datetime.date.today().isoformat()}-{device}" + ("-dry_run" if _DRY_RUN.value
-                                                             else "")
+def output_directory(output_dir, dry_run):
+  """`output_dir`, or a new benchmarks/<date>-<device>[-dry_run][-N] (never reused)."""
+  if output_dir:
+    if os.path.exists(output_dir) and os.listdir(output_dir):
+      raise app.UsageError(f"--output_dir={output_dir} is not empty; results are never "
+                           "written over earlier ones: give a new folder")
+    return output_dir
+  device = re.sub(r"[^A-Za-z0-9]+", "-", _devices()[0].device_kind).strip("-").lower()
+  name = f"{datetime.date.today().isoformat()}-{device}" + ("-dry_run" if dry_run else "")
   path, n = os.path.join(REPO, "benchmarks", name), 1
   while os.path.exists(path):
     n += 1
@@ -534,31 +676,43 @@ def output_directory():
   return path
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  unknown = sorted(set(_SECTIONS.value) - set(SECTIONS))
-  if unknown:
-    raise app.UsageError(f"--sections: unknown {unknown}; known: {list(SECTIONS)}")
-  if jax.default_backend() == "cpu" and not _DRY_RUN.value:
-    logging.warning("no GPU: JAX runs on the CPU; full shapes there take hours. Did you "
-                    "mean --dry_run?")
-  checkpointing.quiet_orbax_logs()
-  plan = DRY_RUN_PLAN if _DRY_RUN.value else GPU_PLAN
-  directory = output_directory()
-  os.makedirs(directory, exist_ok=True)
-  print(f"gpu_check: writing to {directory}", flush=True)
-  recorder, budget = Recorder(directory), Budget(_BUDGET.value)
-  chosen = [s for s in SECTIONS if s in _SECTIONS.value or s == "environment"]
+def choose_plan(dry_run):
+  """The dry run's tiny plan, or the accelerator plan (the same on a GPU and a TPU)."""
+  return DRY_RUN_PLAN if dry_run else GPU_PLAN
+
+
+def run_sections(plan, budget, recorder, sections):
+  """Runs `sections` (environment always first) in SECTIONS order, writing the summary
+  after each."""
+  chosen = [s for s in SECTIONS if s in sections or s == "environment"]
   for i, section in enumerate(chosen):
     budget.start_section(section, chosen[i:])
     start = time.monotonic()
     SECTION_FNS[section](plan, budget, recorder)
     logging.info("section %s took %.1f s", section, time.monotonic() - start)
     write_summary(recorder)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  unknown = sorted(set(FLAGS.sections) - set(SECTIONS))
+  if unknown:
+    raise app.UsageError(f"--sections: unknown {unknown}; known: {list(SECTIONS)}")
+  if _backend() == "cpu" and not FLAGS.dry_run:
+    logging.warning("no GPU or TPU: JAX runs on the CPU; full shapes there take hours. "
+                    "Did you mean --dry_run?")
+  checkpointing.quiet_orbax_logs()
+  plan = choose_plan(FLAGS.dry_run)
+  directory = output_directory(FLAGS.output_dir, FLAGS.dry_run)
+  os.makedirs(directory, exist_ok=True)
+  print(f"gpu_check: writing to {directory}", flush=True)
+  recorder = Recorder(directory)
+  run_sections(plan, Budget(FLAGS.budget_s), recorder, FLAGS.sections)
   print(summary_markdown(recorder))
   print(f"gpu_check: wrote {sorted(os.listdir(directory))} to {directory}", flush=True)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from mamkpd_jax.benchmarking import roofline
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 UNTIMED = {"pallas_mosaic"}       # the dry run checks it but does not time it (interpreted)
 
@@ -101,3 +103,130 @@ def test_budget_skips_with_reason_and_output_never_overwritten(dry_run):
 def test_unknown_section_is_an_error_naming_it(tmp_path):
   result = run_gpu_check(f"--output_dir={tmp_path}", "--sections=scan,speed")
   assert result.returncode != 0 and "speed" in result.stderr and "correctness" in result.stderr
+
+
+# ------------------------------------------------------------------ the TPU branch, faked
+# scripts/gpu_check.py imported in this process with JAX's backend and devices faked as
+# a Cloud TPU's (the script reads them through _backend() and _devices()).
+
+GPU_ONLY = {"pallas_triton", "pallas_mosaic", "cpu_ffi"}
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+  """The script as a module (it defines its flags only when run as a script)."""
+  import importlib.util
+  import os
+  with pytest.MonkeyPatch.context() as patch:   # its import-time cache setting stays there
+    patch.setenv("JAX_COMPILATION_CACHE_DIR", os.environ.get("JAX_COMPILATION_CACHE_DIR", ""))
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test",
+                                                  REPO / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    patch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+  return module
+
+
+class FakeDevice:
+  """What the script reads of a jax.Device."""
+
+  def __init__(self, device_kind, platform="tpu", num_cores=None, device_id=0):
+    self.device_kind, self.platform, self.id = device_kind, platform, device_id
+    self.process_index, self.coords, self.core_on_chip = 0, (device_id, 0, 0), 0
+    if num_cores is not None:
+      self.num_cores = num_cores
+
+
+# Google's per-chip figures (cloud.google.com/tpu/docs/<v4, v5e, v5p, v6e, tpu7x>), by hand;
+# a JAX device is one chip except on TPU7x, where each of its 2 TensorCores is one.
+@pytest.mark.parametrize("kind, num_cores, hbm_gbps, bf16_tflops, page", [
+    ("TPU v4", 2, 1200, 275, "v4"),
+    ("TPU v5 lite", 1, 819, 197, "v5e"),            # not v5p, whose kind is "TPU v5"
+    ("TPU v5", 2, 2765, 459, "v5p"),
+    ("TPU v5p", 2, 2765, 459, "v5p"),
+    ("TPU v6 lite", 1, 1638, 918, "v6e"),
+    ("TPU7x", 1, 7380 / 2, 2307 / 2, "tpu7x"),
+    ("TPU7x", None, 7380 / 2, 2307 / 2, "tpu7x"),   # no num_cores: JAX's one core per device
+])
+def test_tpu_peaks_by_device_kind(gpu_check, kind, num_cores, hbm_gbps, bf16_tflops, page):
+  peaks = roofline.published_peaks(FakeDevice(kind, num_cores=num_cores))
+  assert peaks["hbm_gbps"] == pytest.approx(hbm_gbps)
+  assert peaks["bf16_tflops"] == pytest.approx(bf16_tflops)
+  assert peaks["f32_tflops"] is None                 # never published: measured instead
+  assert f"https://cloud.google.com/tpu/docs/{page}" in peaks["source"]
+
+
+def test_tpu_table_agrees_with_jax_own(gpu_check):
+  """JAX's hardware table (jax._src.tpu_info, JAX >= 0.11) is a second source: within 15%
+  (it rounds, and lists v5p at 2.46 TB/s where Google's page says 2765 GB/s)."""
+  tpu_info = pytest.importorskip("jax._src.tpu_info")
+  for kind, chip in roofline.TPU_CHIPS.items():
+    version = tpu_info.chip_version_from_device_kind(kind)
+    assert version is not None, kind                 # the kind strings are JAX's
+    info = tpu_info.get_tpu_info_for_chip(version, 1)
+    cores = version.num_physical_tensor_cores_per_chip
+    assert chip.tensor_cores == cores, kind
+    assert chip.hbm_gbps * 1e9 == pytest.approx(info.mem_bw_bytes_per_second * cores, rel=0.15)
+    assert chip.bf16_tflops * 1e12 == pytest.approx(info.bf16_ops_per_second * cores, rel=0.15)
+
+
+def test_unknown_kinds_report_measured_rates_only(gpu_check):
+  for device in (FakeDevice("TPU v99"), FakeDevice("TPU v2"), FakeDevice("TPU v4 lite")):
+    peaks = roofline.published_peaks(device)
+    assert (peaks["hbm_gbps"], peaks["bf16_tflops"]) == (None, None)
+    assert "unknown TPU kind" in peaks["source"] and device.device_kind in peaks["source"]
+    rates = {"copy_gbps": 700.0, "matmul_bfloat16_tflops": 150.0, "matmul_float32_tflops": 50.0}
+    assert set(gpu_check.fractions(peaks, rates).values()) == {None}   # no fraction of unknown
+  known = roofline.published_peaks(FakeDevice("TPU v5 lite", num_cores=1))
+  assert gpu_check.fractions(known, rates) == {
+      "copy_of_hbm_peak": round(700 / 819, 3), "matmul_bfloat16_of_peak": round(150 / 197, 3),
+      "matmul_float32_of_peak": None}
+  # A GPU keeps its bandwidth from benchmarking.roofline.
+  gpu = roofline.published_peaks(FakeDevice("NVIDIA H100 80GB HBM3", platform="gpu"))
+  assert gpu["hbm_gbps"] == 3350.0 and gpu["bf16_tflops"] is None
+
+
+def test_tpu_run_has_every_section_and_only_tpu_scans(gpu_check, monkeypatch,
+                                                      tmp_path):
+  """The whole kit on a faked v6e host with no time left: every item is listed and skipped
+  (nothing is compiled), so the rows say what a TPU would run."""
+  devices = [FakeDevice("TPU v6 lite", num_cores=1, device_id=i) for i in range(4)]
+  monkeypatch.setattr(gpu_check, "_backend", lambda: "tpu")
+  monkeypatch.setattr(gpu_check, "_devices", lambda: devices)
+
+  def no_command(command):
+    raise AssertionError(f"ran {command} on a TPU")
+
+  monkeypatch.setattr(gpu_check, "_command_output", no_command)
+  assert gpu_check.choose_plan(dry_run=False) is gpu_check.GPU_PLAN
+  recorder = gpu_check.Recorder(str(tmp_path))
+  gpu_check.run_sections(gpu_check.DRY_RUN_PLAN, gpu_check.Budget(0), recorder,
+                         gpu_check.SECTIONS)
+  rows = read_rows(tmp_path)
+  assert {r["section"] for r in rows} == set(gpu_check.SECTIONS)
+  from mamkpd_jax import kernels
+  tpu_impls = set(kernels.runs_on("tpu"))
+  assert "pallas_tpu" in tpu_impls and not tpu_impls & GPU_ONLY
+
+  env = json.loads((tmp_path / "environment.json").read_text())
+  assert (env["platform"], env["device"], env["device_count"]) == ("tpu", "TPU v6 lite", 4)
+  assert env["driver"] is None and env["scan_impls"] == sorted(tpu_impls)
+  assert (env["peak_gbps"], env["peak_bf16_tflops"]) == (1638.0, 918.0)
+  assert env["measured"]["copy_gbps"] > 0 and env["measured"]["matmul_float32_tflops"] > 0
+  assert not (tmp_path / "nvidia-smi.txt").exists()
+  assert (tmp_path / "tpu-devices.txt").read_text().count("TPU v6 lite") == 4
+
+  def impls(section):
+    return {r["impl"] for r in rows if r["section"] == section}
+
+  assert impls("correctness") == tpu_impls - {"reference"}
+  assert impls("scan") == tpu_impls
+  assert impls("inference") == tpu_impls - {"onnx"}
+  timed = [r for r in rows if r["section"] not in ("environment", "peers")]
+  assert timed and all(r["status"] == "skipped" and "time budget" in r["reason"]
+                       for r in timed)
+  [peers] = [r for r in rows if r["section"] == "peers"]
+  assert peers["status"] == "skipped" and "TPU" in peers["reason"]
+  summary = (tmp_path / "summary.md").read_text()
+  assert "# gpu_check: TPU v6 lite" in summary and "libtpu" in summary
+  assert "HBM 1638.0 GB/s" in summary and "driver" not in summary

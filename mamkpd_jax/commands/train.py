@@ -10,7 +10,8 @@ HRVMamba); the work is in mamkpd_jax.training.train and mamkpd_jax.evaluation.ev
 Re-running on the same workdir resumes from its latest checkpoint. Any config field can
 be overridden: `--config.model.dtype=bfloat16`, `--config.init_from=OTHER_WORKDIR`.
 Multi-host: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on every
-host (or a cluster environment JAX detects, with `--num_processes`).
+host (or a cluster environment JAX detects, with `--num_processes`). A multi-host Cloud
+TPU slice is joined with no flag; `--num_processes=1` says "one process, join nothing".
 
 From Python: `run(config, workdir, mode=..., checkpoint=...)`; `main` only reads the
 flags.
@@ -43,7 +44,8 @@ def define_flags():
                       "step folder (default: --workdir's latest).")
   flags.DEFINE_string("coordinator_address", "", "Multi-host: HOST:PORT of process 0 "
                       "(jax.distributed.initialize).")
-  flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
+  flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes (0: one, or "
+                       "every host of a Cloud TPU slice, found by JAX; 1: one, always).")
   flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index.")
   flags.mark_flags_as_required(["config", "workdir"])
 

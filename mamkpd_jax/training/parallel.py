@@ -11,10 +11,17 @@ likewise taken over the global batch (synchronised BN). We chose this over
 code, nothing else changes between one CPU and many hosts, and the same function serves
 evaluation.
 
-Multi-host: `initialize_distributed` calls `jax.distributed.initialize` (flags or the
-cluster environment); each process loads its own share of every batch (Grain shards by
-JAX process) and `global_batch` assembles the global array with
-`jax.make_array_from_process_local_data`.
+Multi-host: `initialize_distributed` calls `jax.distributed.initialize` (flags, or with
+no arguments on a multi-host Cloud TPU slice, which JAX detects itself); each process
+loads its own share of every batch (Grain shards by JAX process) and `global_batch`
+assembles the global array with `jax.make_array_from_process_local_data`.
+
+Cloud TPU: `import jax` marks a Cloud TPU VM (libtpu installed and TPU chips on the PCI
+bus: jax/_src/cloud_tpu_init.py, no network). Only there are the slice's hosts counted,
+the way `jax.distributed.initialize()` counts them (jax/_src/clusters/cloud_tpu_cluster.py):
+on GKE from TPU_WORKER_HOSTNAMES / TPU_PROCESS_ADDRESSES, on a TPU VM from the metadata
+server (`worker-network-endpoints`), times MEGASCALE_NUM_SLICES. More than one host:
+`jax.distributed.initialize()`. A single-host TPU VM, a CPU or a GPU machine: nothing.
 """
 
 import jax
@@ -27,12 +34,15 @@ DATA_AXIS = "data"
 
 
 def initialize_distributed(coordinator_address="", num_processes=0, process_id=-1):
-  """Joins the JAX distributed runtime when asked to (several hosts or processes).
+  """Joins the JAX distributed runtime when there are several processes.
 
-  With a coordinator address, the three values define the job; with none, a cluster
-  environment JAX recognises (SLURM, Open MPI, Cloud TPU, ...) is auto-detected when
-  `JAX_COORDINATOR_ADDRESS` or such variables are set; otherwise this is one process
-  and nothing happens.
+  With a coordinator address, the three values define the job. With num_processes > 1
+  and no address, JAX auto-detects the rest from a cluster environment it recognises
+  (SLURM, Open MPI, Cloud TPU). With neither (the flags' defaults), a multi-host Cloud
+  TPU slice is detected (`cloud_tpu_process_count`) and joined with
+  `jax.distributed.initialize()`, no arguments: `python main.py ...` on every host of a
+  pod slice needs no extra flag. num_processes=1 says "one process": nothing is detected
+  or joined.
   """
   if coordinator_address:
     if num_processes < 1 or not 0 <= process_id < num_processes:
@@ -42,9 +52,57 @@ def initialize_distributed(coordinator_address="", num_processes=0, process_id=-
   elif num_processes > 1:
     jax.distributed.initialize(num_processes=num_processes,
                                process_id=process_id if process_id >= 0 else None)
+  elif num_processes == 0 and not jax.distributed.is_initialized():
+    hosts = cloud_tpu_process_count()
+    if hosts is None or hosts > 1:       # None: JAX's own detection decides
+      logging.info("Cloud TPU slice of %s hosts: jax.distributed.initialize()", hosts or "?")
+      jax.distributed.initialize()
   logging.info("JAX process %d of %d; %d local of %d devices: %s", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.local_devices())
+
+
+def on_cloud_tpu_vm():
+  """Whether `import jax` found this is a Cloud TPU VM (libtpu and TPU chips on the PCI
+  bus; no network) and JAX_PLATFORMS does not leave the TPU out."""
+  platforms = jax.config.jax_platforms
+  if platforms and "tpu" not in platforms.split(","):
+    return False
+  from jax._src import cloud_tpu_init   # pylint: disable=g-import-not-at-top
+  return bool(getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False))
+
+
+def cloud_tpu_process_count():
+  """The JAX processes of the Cloud TPU slice(s) this host belongs to: 0 off a Cloud
+  TPU VM (nothing asked of the network), else hosts per slice x slices, counted by JAX's
+  own TPU cluster environments (jax/_src/clusters/cloud_tpu_cluster.py), in the order
+  it tries them: a TPU VM (its metadata server), then GKE (environment variables). None
+  where this JAX no longer has those (private) classes: `jax.distributed.initialize()`
+  then decides.
+
+  Raises RuntimeError, naming the flags that avoid the question, when the count fails.
+  """
+  if not on_cloud_tpu_vm():
+    return 0
+  try:
+    from jax._src import clusters as jax_clusters   # pylint: disable=g-import-not-at-top
+    from jax._src.clusters import cloud_tpu_cluster   # pylint: disable=g-import-not-at-top
+    tpu_clusters = [c for c in jax_clusters.ClusterEnv._cluster_types   # JAX's order
+                    if issubclass(c, cloud_tpu_cluster.BaseTpuCluster)
+                    and not getattr(c, "opt_in_only_method", False)]
+  except (ImportError, AttributeError) as error:
+    logging.warning("JAX's Cloud TPU cluster classes are not where they were (%s)", error)
+    return None
+  try:
+    for cluster in tpu_clusters:
+      if cluster.is_env_present():
+        return cluster.get_process_count()
+    return 1
+  except Exception as error:      # pylint: disable=broad-except  (metadata server, files)
+    raise RuntimeError(
+        f"on a Cloud TPU VM, counting the slice's hosts as jax.distributed does failed "
+        f"({type(error).__name__}: {error}); on one host pass --num_processes=1, on several "
+        f"--coordinator_address=HOST:PORT --num_processes=N --process_id=I") from error
 
 
 def make_mesh():
