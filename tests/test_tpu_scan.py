@@ -10,6 +10,7 @@ tiles, supported primitives); Mosaic's layout passes run only inside a TPU's com
 """
 
 import importlib
+import importlib.util
 import itertools
 import os
 
@@ -185,24 +186,30 @@ def test_tpu_kernel_is_not_offered_on_a_gpu(monkeypatch):
     kernels.selective_scan(**scan_inputs(0, 1, 8, 4, 1, 1), impl=IMPL)
 
 
-def test_vmem_need_is_checked_against_the_chip(monkeypatch):
-  """On a TPU the VMEM limit is capped by the chip's capacity, and a sequence that cannot
-  fit is an error naming the length and the need, before Mosaic compiles."""
+def test_vmem_limit_follows_the_estimate_and_the_chip(monkeypatch, caplog):
+  """The VMEM asked of Mosaic is 1.25 x the estimate, capped by the chip's VMEM on a TPU;
+  an estimate above the chip's VMEM warns, naming the length and the fallback."""
   import types
   from jax.experimental.pallas import tpu as pltpu
   plan = selective_scan_pallas._Plan(1, 6912, 4, 192, 1, 96, 72, True, False,
                                      backend.MOSAIC_TPU)
-  need = selective_scan_tpu.vmem_bytes(plan, (jnp.float32,) * 2, backward=True)
-  assert 40 << 20 < need < 60 << 20                   # 46 MiB: 7 full-length blocks x 2
+  f32 = (jnp.float32,) * 2
+  need = selective_scan_tpu.vmem_bytes(plan, f32, backward=True)
+  # Seven (6912, 128) f32 blocks, double-buffered, plus states, B, C and their gradients;
+  # v4's compiler reported 24.3 MiB used, so the estimate is an upper bound.
+  assert 24 << 20 < need < 60 << 20
+  assert selective_scan_tpu._vmem_limit(plan, f32, True) == int(need * 1.25)   # host
   monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
   chip = lambda mib: types.SimpleNamespace(vmem_capacity_bytes=mib << 20)
   monkeypatch.setattr(pltpu, "get_tpu_info", lambda: chip(128))
-  assert selective_scan_tpu._vmem_limit(plan, (jnp.float32,) * 2, True) == int(need * 1.25)
+  assert selective_scan_tpu._vmem_limit(plan, f32, True) == int(need * 1.25)
   monkeypatch.setattr(pltpu, "get_tpu_info", lambda: chip(48))
-  assert selective_scan_tpu._vmem_limit(plan, (jnp.float32,) * 2, True) == 48 << 20
+  assert selective_scan_tpu._vmem_limit(plan, f32, True) == 48 << 20
+  assert "VMEM" not in caplog.text
   monkeypatch.setattr(pltpu, "get_tpu_info", lambda: chip(16))
-  with pytest.raises(ValueError, match=r"6912 tokens need about 4\d MiB.*16 MiB.*chunked"):
-    selective_scan_tpu._vmem_limit(plan, (jnp.float32,) * 2, True)
+  with caplog.at_level("WARNING"):
+    assert selective_scan_tpu._vmem_limit(plan, f32, True) == 16 << 20
+  assert "6912 tokens" in caplog.text and "scan_impl='chunked'" in caplog.text
 
 
 def test_tpu_kernel_is_registered_for_cpu_and_tpu():
@@ -210,3 +217,37 @@ def test_tpu_kernel_is_registered_for_cpu_and_tpu():
   assert entry.platforms == ("cpu", "tpu") and entry.takes_interpret
   assert IMPL in registry.runs_on("tpu") and IMPL not in registry.runs_on("gpu")
   assert "pallas" in registry.runs_on("tpu")              # "pallas": this device's kernel
+
+
+# ----------------------------------------------------------------------------------
+# Compiling for TPU without one (scripts/tpu_compile_check.py; needs libtpu, a separate
+# venv: the script's docstring). Mosaic's layout passes run there, not in lowering.
+
+
+def test_compile_check_without_libtpu_says_how_to_install_it():
+  import subprocess
+  import sys
+  if importlib.util.find_spec("libtpu") is not None:
+    pytest.skip("libtpu is installed here")
+  result = subprocess.run([sys.executable, "scripts/tpu_compile_check.py"],
+                          capture_output=True, text=True, check=False,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode != 0 and "libtpu is not installed" in result.stderr
+  assert "jax[tpu]" in result.stderr
+
+
+def test_kernel_compiles_for_a_tpu_topology_with_libtpu():
+  """With libtpu (not in CI): the kernel's forward and backward through Mosaic's own
+  passes for one v5e chip, with no TPU attached."""
+  pytest.importorskip("libtpu")
+  spec = importlib.util.spec_from_file_location(
+      "tpu_compile_check", os.path.join(os.path.dirname(__file__), "..", "scripts",
+                                        "tpu_compile_check.py"))
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  device = script.topology_device("v5e:2x2")
+  for name, fn in script.kernel_functions("cross").items():
+    row = script.attempt("v5e:2x2", device, name, fn,
+                         script.scan_args("cross", (1, 8, 6, 130), 3, "bfloat16"))
+    assert row.ok, row.error
+    assert row.tpu_kernels == (1 if name == "forward" else 2)
