@@ -21,9 +21,9 @@ zero-padded with pixel centres at integers (grid_sample, align_corners=False). A
 (docs/hrvmamba.md §4, from DCNv4's `forward_kernel_dcn_reg`.)
 
 How. Sampling is a row gather: V is viewed as (N*H*W*G, D) rows and each bilinear corner
-of a kernel point reads one row per (query pixel, group). A `lax.scan` over the K points
-adds each point's four weighted corner gathers, (N, Q, G, D) each with Q = H_out*W_out,
-into a (N, Q, G, D) sum, so nothing larger than one point's samples is ever alive. The
+of a kernel point reads one row per (group, query pixel). A `lax.scan` over the K points
+adds each point's four weighted corner gathers, (N, G, Q, D) each with Q = H_out*W_out,
+into a (N, G, Q, D) sum, so nothing larger than one point's samples is ever alive. The
 gradient is a custom VJP: a second scan over the points re-gathers the corners (nothing
 per point is stored), scatter-adds d_out into a float32 d V, and forms d x, d y, d m from
 d_out . V(corner), a dot over D. (Autodiff of the same forward ran 1.5-4x slower on the
@@ -31,12 +31,20 @@ CPU at 64x48 maps: XLA fuses the gathers into its reductions, which it does badl
 Positions, weights and the sum are float32 for float32, bfloat16 or float16 inputs
 (float64 only under x64 with a float64 input, for tests); the output has value's dtype.
 
+Layout. Every per-point array keeps its largest axis minor: positions, bilinear weights,
+masks and row indices are (K, N, G, Q) / (N, G, Q) with the Q pixels last, the gathered
+rows, the sum and the scatter updates (N, G, Q, D) with the D channels last; the sum is
+transposed to (N, Q, G, D) once, after the scan (free for G = 1). XLA:TPU stores arrays
+in (r, 128) tiles of their two minor axes: with G minor, as (K, N, Q, G) had it, the
+positions of a G = 2 branch took 64x their size (docs/hrvmamba.md, "DCNv4 on
+accelerators").
+
 Implementations (`impl`, IMPLS):
 
     jax       the pure-JAX scan above: any backend, exportable, differentiable
     cpu_ffi   `dcnv4_cpu.cc` through XLA's FFI (built with the other CPU kernels,
               cpu_kernels.py): per output row, each (pixel, group) sums its K points'
-              corner rows in registers; no (N, Q, G, D) intermediate is written. XLA:CPU
+              corner rows in registers; no (N, G, Q, D) intermediate is written. XLA:CPU
               runs the gathers of the scan ~10x slower than this. Forward only: its
               backward is the pure-JAX backward at the same inputs (`jax.custom_vjp`).
               float32 sums as `jax` (bfloat16 / float16 inputs are cast to float32 first)
@@ -95,16 +103,16 @@ def _check_args(value, offset_mask, groups, kernel_size, stride, padding, dilati
 
 
 def split_offset_mask(offset_mask, groups, num_points, dtype=jnp.float32):
-  """(N, H_out, W_out, P) -> dx, dy, m, each (K, N, Q=H_out*W_out, G) in `dtype`.
+  """(N, H_out, W_out, P) -> dx, dy, m, each (K, N, G, Q=H_out*W_out) in `dtype`.
 
-  Point-major, for the scan over kernel points. Lanes past 3*K*G (DCNv4's padding to a
-  multiple of 8) are dropped.
+  Point-major, for the scan over kernel points, with the pixels minor (module docstring,
+  "Layout"). Lanes past 3*K*G (DCNv4's padding to a multiple of 8) are dropped.
   """
   batch, out_h, out_w, _ = offset_mask.shape
   lanes = offset_mask[..., :3 * num_points * groups].astype(dtype)
   lanes = lanes.reshape(batch, out_h * out_w, groups, 3 * num_points)  # (N, Q, G, 3K)
-  lanes = jnp.moveaxis(lanes, -1, 0)                                   # (3K, N, Q, G)
-  offsets = lanes[:2 * num_points]                                     # (2K, N, Q, G)
+  lanes = jnp.transpose(lanes, (3, 0, 2, 1))                           # (3K, N, G, Q)
+  offsets = lanes[:2 * num_points]                                     # (2K, N, G, Q)
   return offsets[0::2], offsets[1::2], lanes[2 * num_points:]
 
 
@@ -121,16 +129,16 @@ def _grid_origin(out_size, stride, padding, dilation, kernel_size, offset_scale,
 
 def sampling_positions(dx, dy, out_h, out_w, kernel_size, stride, padding, dilation,
                        offset_scale):
-  """x, y (K, N, Q, G): where each kernel point samples, in input pixels.
+  """x, y (K, N, G, Q): where each kernel point samples, in input pixels.
 
-  dx, dy: (K, N, Q, G) offsets; query q = h_o*W_out + w_o; point k = i*kernel_size + j
+  dx, dy: (K, N, G, Q) offsets; query q = h_o*W_out + w_o; point k = i*kernel_size + j
   sits at grid offset (i*dilation, j*dilation) in (x, y).
   """
   grid = functools.partial(_grid_origin, stride=stride, padding=padding, dilation=dilation,
                            kernel_size=kernel_size, offset_scale=offset_scale,
                            dtype=dx.dtype)
-  origin_x = jnp.tile(grid(out_w), out_h)[:, None]                    # (Q, 1)
-  origin_y = jnp.repeat(grid(out_h), out_w)[:, None]
+  origin_x = jnp.tile(grid(out_w), out_h)                             # (Q,)
+  origin_y = jnp.repeat(grid(out_h), out_w)
   points = jnp.arange(kernel_size**2)
   grid_x = (points // kernel_size * dilation).astype(dx.dtype)[:, None, None, None]
   grid_y = (points % kernel_size * dilation).astype(dx.dtype)[:, None, None, None]
@@ -139,15 +147,15 @@ def sampling_positions(dx, dy, out_h, out_w, kernel_size, stride, padding, dilat
 
 
 def _gather(value_rows, rows):
-  """value_rows (R, D) at rows (N, Q, G) int32 (in range) -> (N, Q, G, D)."""
+  """value_rows (R, D) at rows (N, G, Q) int32 (in range) -> (N, G, Q, D)."""
   return value_rows.at[rows].get(mode="promise_in_bounds")
 
 
 def _corners(x, y, height, width):
-  """The four bilinear corners of positions x, y (N, Q, G) on an H x W map.
+  """The four bilinear corners of positions x, y (N, G, Q) on an H x W map.
 
   Returns four (rows, weight, d weight/dx, d weight/dy) for the corners (y0, x0),
-  (y0, x0+1), (y0+1, x0), (y0+1, x0+1). rows (N, Q, G) int32 index the (N*H*W*G, D) value
+  (y0, x0+1), (y0+1, x0), (y0+1, x0+1). rows (N, G, Q) int32 index the (N*H*W*G, D) value
   rows (clipped into range); a corner outside the map gets weight and derivatives 0
   (zero padding). Weights are DCNv4's (1-ly)(1-lx), (1-ly)lx, ly(1-lx), ly*lx. Like
   DCNv4, a position is used only when -1 < x < W and -1 < y < H: that changes no value
@@ -155,14 +163,14 @@ def _corners(x, y, height, width):
   exactly x = -1 or y = -1, where every sampling point of the border pixels sits when
   the offsets are zero (their initial value in HRVMamba).
   """
-  batch, _, groups = x.shape
+  batch, groups, _ = x.shape
   x0, y0 = jnp.floor(x), jnp.floor(y)
   lx, ly = x - x0, y - y0
   hx, hy = 1 - lx, 1 - ly
   x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
   image = jnp.arange(batch, dtype=jnp.int32)[:, None, None]
-  group = jnp.arange(groups, dtype=jnp.int32)
-  sampled = (x > -1) & (x < width) & (y > -1) & (y < height)           # (N, Q, G)
+  group = jnp.arange(groups, dtype=jnp.int32)[:, None]
+  sampled = (x > -1) & (x < width) & (y > -1) & (y < height)           # (N, G, Q)
   corners = []
   for cy, cx, weight, dw_dx, dw_dy in ((y0, x0, hy * hx, -hy, -hx),
                                        (y0, x0 + 1, hy * lx, hy, -lx),
@@ -176,7 +184,7 @@ def _corners(x, y, height, width):
 
 
 def _sample_point(value_rows, x, y, mask, height, width):
-  """mask * bilinear(V, y, x): (N, Q, G, D) in x's dtype; x, y, mask (N, Q, G)."""
+  """mask * bilinear(V, y, x): (N, G, Q, D) in x's dtype; x, y, mask (N, G, Q)."""
   bilinear = sum(weight[..., None] * _gather(value_rows, rows).astype(x.dtype)
                  for rows, weight, _, _ in _corners(x, y, height, width))
   return mask[..., None] * bilinear
@@ -185,13 +193,13 @@ def _sample_point(value_rows, x, y, mask, height, width):
 def _point_grads(value_rows, x, y, mask, d_out, height, width):
   """Gradients of one point's sum(d_out * mask * bilinear(V, y, x)).
 
-  Returns four (rows (N, Q, G), update (N, Q, G, D)) pairs, one per corner, to
-  scatter-add into d value, and d_x, d_y, d_mask (N, Q, G).
+  Returns four (rows (N, G, Q), update (N, G, Q, D)) pairs, one per corner, to
+  scatter-add into d value, and d_x, d_y, d_mask (N, G, Q); d_out is (N, G, Q, D).
   """
   updates, d_x, d_y, d_mask = [], 0, 0, 0
   for rows, weight, dw_dx, dw_dy in _corners(x, y, height, width):
-    corner = _gather(value_rows, rows).astype(x.dtype)                # (N, Q, G, D)
-    along = jnp.einsum("nqgd,nqgd->nqg", corner, d_out,
+    corner = _gather(value_rows, rows).astype(x.dtype)                # (N, G, Q, D)
+    along = jnp.einsum("ngqd,ngqd->ngq", corner, d_out,
                        precision=jax.lax.Precision.HIGHEST)            # d_out . V(corner)
     d_mask = d_mask + weight * along
     d_x = d_x + dw_dx * along
@@ -202,15 +210,15 @@ def _point_grads(value_rows, x, y, mask, d_out, height, width):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _deform_sample(value_rows, x, y, masks, height, width):
-  """sum_k masks[k] * bilinear(V, y[k], x[k]) -> (N, Q, G, D) in x's dtype.
+  """sum_k masks[k] * bilinear(V, y[k], x[k]) -> (N, G, Q, D) in x's dtype.
 
-  value_rows (N*H*W*G, D); x, y, masks (K, N, Q, G). A scan over the K points keeps one
+  value_rows (N*H*W*G, D); x, y, masks (K, N, G, Q). A scan over the K points keeps one
   point's gathers alive at a time.
   """
-  batch, queries, groups = x.shape[1:]
+  batch, groups, queries = x.shape[1:]
   def add_point(total, point):
     return total + _sample_point(value_rows, *point, height, width), None
-  total = jnp.zeros((batch, queries, groups, value_rows.shape[1]), x.dtype)
+  total = jnp.zeros((batch, groups, queries, value_rows.shape[1]), x.dtype)
   return jax.lax.scan(add_point, total, (x, y, masks))[0]
 
 
@@ -220,7 +228,8 @@ def _deform_sample_fwd(value_rows, x, y, masks, height, width):
 
 def _deform_sample_bwd(height, width, residuals, d_out):
   """Second scan over the points: re-gathers the corners (nothing per point was stored),
-  scatter-adds into a float32 d value, and returns d x, d y, d masks (K, N, Q, G)."""
+  scatter-adds into a float32 d value, and returns d x, d y, d masks (K, N, G, Q);
+  d_out is (N, G, Q, D)."""
   value_rows, x, y, masks = residuals
   def point_grads(d_value, point):
     updates, d_x, d_y, d_mask = _point_grads(value_rows, *point, d_out, height, width)
@@ -242,11 +251,12 @@ def _dcnv4_jax(value, offset_mask, groups, kernel_size, stride, padding, dilatio
   _, out_h, out_w, _ = offset_mask.shape
   # float32, or float64 when the caller enabled x64 and passes float64 (tests).
   dtype = jnp.result_type(jnp.float32, value.dtype, offset_mask.dtype)
-  dx, dy, masks = split_offset_mask(offset_mask, groups, kernel_size**2, dtype)  # (K,N,Q,G)
+  dx, dy, masks = split_offset_mask(offset_mask, groups, kernel_size**2, dtype)  # (K,N,G,Q)
   x, y = sampling_positions(dx, dy, out_h, out_w, kernel_size, stride, padding, dilation,
                             offset_scale)
   value_rows = value.reshape(batch * height * width * groups, channels // groups)
-  out = _deform_sample(value_rows, x, y, masks, height, width)       # (N, Q, G, D)
+  out = _deform_sample(value_rows, x, y, masks, height, width)       # (N, G, Q, D)
+  out = jnp.swapaxes(out, 1, 2)                                        # (N, Q, G, D)
   return out.reshape(batch, out_h, out_w, channels).astype(value.dtype)
 
 

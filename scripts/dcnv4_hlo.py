@@ -11,6 +11,10 @@ it prints, forward and forward+backward (jax.grad w.r.t. value and offset_mask):
   row                one gathered slice: D contiguous channels (bytes at the value dtype)
   rows/call          N*Q*G*K*4 rows gathered per call (Q = H*W, 4 bilinear corners)
   largest            the module's largest tensor over its largest input (elements)
+  G or K minor       arrays of >= N*Q*G elements in the scans (carried, in the bodies and
+                     what they call) whose minor axis is not Q or D (lane_sparse): 0
+  --tpu_topology     also XLA:TPU's gathers, scatters, fusions, its largest array as
+                     stored in (r, 128) tiles, and memory_analysis() temp and peak bytes
 
     python scripts/dcnv4_hlo.py                           # HRVMamba-T, 256x192, batch 1, 8
     python scripts/dcnv4_hlo.py --variant=base --batch=8 --dtype=bfloat16
@@ -162,6 +166,78 @@ def stablehlo_facts(text):
   return facts
 
 
+def _functions(lines):
+  """{name: its lines} for every func.func of a StableHLO module (2-space indented)."""
+  functions, name = {}, None
+  for line in lines:
+    match = re.match(r"  func\.func (?:public|private) @([\w.$-]+)\(", line)
+    if match:
+      name = match.group(1)
+      functions[name] = []
+    elif line.startswith("  }"):
+      name = None
+    elif name:
+      functions[name].append(line)
+  return functions
+
+
+def _while_bodies(lines):
+  """The lines of each `stablehlo.while`'s carried types and `do { ... }` region."""
+  bodies = []
+  for start, line in enumerate(lines):
+    if "stablehlo.while(" not in line:
+      continue
+    indent = len(line) - len(line.lstrip())
+    body, inside = [line], False
+    for inner in lines[start + 1:]:
+      closing = inner.startswith(" " * indent + "}") and len(inner) - len(inner.lstrip()) == indent
+      if closing and "do {" in inner:
+        inside = True
+      elif closing:
+        break
+      elif inside:
+        body.append(inner)
+    bodies.append(body)
+  return bodies
+
+
+def scan_body_shapes(text):
+  """Shapes of every tensor in the module's while loops (the scans over kernel points):
+  their carried values, their bodies and the functions those call, transitively.
+
+  Returns a set of (shape, dtype). ValueError for text without a StableHLO @main.
+  """
+  lines = [re.sub(r"\s*loc\(.*$", "", line) for line in text.splitlines()
+           if not line.startswith("#loc")]
+  functions = _functions(lines)
+  if "main" not in functions:
+    raise ValueError("not a StableHLO module: no `func.func public @main`")
+  pending = [line for body in _while_bodies(functions["main"]) for line in body]
+  seen, shapes = set(), set()
+  while pending:
+    line = pending.pop()
+    shapes.update(_tensor(found.group(0)) for found in TENSOR.finditer(line))
+    for callee in re.findall(r"call @([\w.$-]+)\(", line):
+      if callee not in seen and callee in functions:
+        seen.add(callee)
+        pending.extend(functions[callee])
+  return shapes
+
+
+def lane_sparse(shapes, min_elements, minor_ok):
+  """The (shape, dtype)s of at least `min_elements` whose minor axis (trailing size-1
+  axes dropped: they take no lanes) is not in `minor_ok`. XLA:TPU stores the two minor
+  axes in (r, 128) tiles, so a (..., Q, G) array takes 128/G times its size."""
+  sparse = []
+  for shape, dtype in sorted(shapes):
+    dims = list(shape)
+    while len(dims) > 1 and dims[-1] == 1:
+      dims.pop()
+    if len(dims) > 1 and math.prod(dims) >= min_elements and dims[-1] not in minor_ok:
+      sparse.append((shape, dtype))
+  return sparse
+
+
 def compiled_facts(text):
   """Counts in XLA's optimised HLO text (.compile().as_text()).
 
@@ -201,15 +277,16 @@ def tiled_padding(text):
 
 
 def compile_tpu(topology, fn, *args):
-  """XLA:TPU's optimised HLO of `fn` for one chip of `topology` (e.g. "v5e:2x2"),
-  compiled on this host without a TPU (needs libtpu)."""
+  """XLA:TPU's optimised HLO text and memory_analysis() of `fn` for one chip of
+  `topology` (e.g. "v5e:2x2"), compiled on this host without a TPU (needs libtpu)."""
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")   # else libtpu asks a TPU VM
   devices = topologies.get_topology_desc(topology_name=topology, platform="tpu").devices
   sharding = NamedSharding(Mesh(np.array(devices[:1]), ("x",)), PartitionSpec())
   args = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding) for a in args]
-  return jax.jit(fn).lower(*args).compile().as_text()
+  compiled = jax.jit(fn).lower(*args).compile()
+  return compiled.as_text(), compiled.memory_analysis()
 
 
 def row_summary(facts):
@@ -235,6 +312,7 @@ def report(variant, batches, dtypes, platforms, tpu_topology=None, input_hw=(256
   """Prints one block per (branch, batch, dtype): per-call sizes, then per platform and
   direction what the lowered (and compiled) module holds."""
   lower = {"tpu": lower_tpu, "cuda": lower_cuda, "cpu": lower_cpu}
+  mib = lambda size: f"{size / 2**20:.1f} MiB"
   sites = branches(variant, *input_hw)
   print(f"HRVMamba-{variant} at {input_hw[0]}x{input_hw[1]}: DCNv4 calls per forward "
         + ", ".join(f"branch {b.index} {b.calls}" for b in sites)
@@ -254,20 +332,26 @@ def report(variant, batches, dtypes, platforms, tpu_topology=None, input_hw=(256
         for direction, fn in (("forward", forward_fn(site.groups)),
                               ("fwd+bwd", gradient_fn(site.groups))):
           for platform in platforms:
-            facts = stablehlo_facts(lower[platform](fn, *args))
-            print(f"  {direction:8s}{platform:5s} {row_summary(facts)}")
+            text = lower[platform](fn, *args)
+            queries = site.height * site.width
+            sparse = lane_sparse(scan_body_shapes(text), batch * queries * site.groups,
+                                 (queries, d))
+            print(f"  {direction:8s}{platform:5s} {row_summary(stablehlo_facts(text))}, "
+                  f"scan arrays with G or K minor: {len(sparse)}")
           if "cpu" in platforms:
             text = jax.jit(fn).lower(*args).compile().as_text()
             print(f"  {direction:8s}cpu optimised: {_compiled_summary(compiled_facts(text))}")
           if tpu_topology:
-            text = compile_tpu(tpu_topology, fn, *args)
+            text, memory = compile_tpu(tpu_topology, fn, *args)
             stored = {key: factor * math.prod(key[1]) * _bytes(key[0])
                       for key, factor in tiled_padding(text).items()}
             (dtype_, shape), size = max(stored.items(), key=lambda item: item[1])
             print(f"  {direction:8s}{tpu_topology} optimised: "
                   f"{_compiled_summary(compiled_facts(text))}; largest stored array "
-                  f"{dtype_}{list(shape)}: {size / 2**20:.1f} MiB in (r, 128) tiles, "
-                  f"{size / math.prod(shape) / _bytes(dtype_):.0f}x its logical size")
+                  f"{dtype_}{list(shape)}: {mib(size)} in (r, 128) tiles, "
+                  f"{size / math.prod(shape) / _bytes(dtype_):.0f}x its logical size; "
+                  f"memory_analysis temp {mib(memory.temp_size_in_bytes)}, "
+                  f"peak {mib(memory.peak_memory_in_bytes)}")
 
 
 def _compiled_summary(facts):

@@ -20,6 +20,12 @@ files):
   scan          the fused SS2D scan alone, stage 1 of MamKPD-B at batch 64: forward and
                 forward+backward, ms, GB/s implied by the minimum bytes, fraction of the
                 published HBM peak (none where unknown) and of the measured copy
+  dcnv4         HRVMamba-T's DCNv4 (kernels/dcnv4.py, impl="jax") at each branch's shape
+                (docs/hrvmamba.md §10), batch 8 and 64, bfloat16 and float32: forward and
+                forward+backward ms beside a depth-wise 3x3 conv of the same map (the
+                grouped lax.conv a GPU or TPU runs), and their ratio; on a GPU also
+                whether XLA_FLAGS has -nvptx-allow-ftz-atomics and whether the jaxlib is
+                one whose float32 scatter-add atomics are CAS loops (0.10.2 to 0.11.0)
   inference     MamKPD-S/B/L (then HRVMamba-T/S/B, first to be skipped when the budget
                 is short) images/s and latency, bfloat16 and float32, batch 1/64/256,
                 each scan implementation
@@ -74,12 +80,17 @@ from mamkpd_jax.benchmarking import timing as timing_lib
 from mamkpd_jax.training import checkpointing, train, workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTIONS = ("environment", "correctness", "scan", "inference", "peers", "train_speed",
-            "train_real")
+SECTIONS = ("environment", "correctness", "scan", "dcnv4", "inference", "peers",
+            "train_speed", "train_real")
 # Each section's share of the time budget (environment needs none). Time a section
 # leaves unused passes on to the next ones.
-SHARES = {"environment": 0.0, "correctness": 0.18, "scan": 0.08, "inference": 0.3,
-          "peers": 0.08, "train_speed": 0.1, "train_real": 0.36}
+SHARES = {"environment": 0.0, "correctness": 0.18, "scan": 0.08, "dcnv4": 0.08,
+          "inference": 0.3, "peers": 0.08, "train_speed": 0.1, "train_real": 0.36}
+# jaxlib releases whose XLA:GPU emits float32 scatter-add atomics as compare-and-swap
+# loops (jax-ml/jax#38806, openxla/xla#46225; docs/hrvmamba.md §10): DCNv4's backward
+# is such a scatter-add. The flag below restores native atomics.
+CAS_ATOMICS_JAXLIB = ((0, 10, 2), (0, 11, 0))
+FTZ_ATOMICS_FLAG = "-nvptx-allow-ftz-atomics"
 
 FLAGS = flags.FLAGS
 
@@ -118,6 +129,9 @@ class Plan:
   real_max_steps: int
   timing: timing_lib.Timing
   dtypes: tuple[str, ...] = ("bfloat16", "float32")
+  dcnv4_variant: str = "tiny"                      # HRVMamba variant whose branches run
+  dcnv4_branches: tuple[int, ...] = (0, 1, 2, 3)   # of its branches, these
+  dcnv4_batches: tuple[int, ...] = (8, 64)
   num_keypoints: int = 17
   untimed_impls: tuple[str, ...] = ()              # checked for correctness, never timed
   dry_run: bool = False                            # timings meaningless (tiny shapes, CPU)
@@ -145,7 +159,7 @@ DRY_RUN_PLAN = Plan(input_size=(32, 32), correctness_variants=("tiny",),
                     # its compile ~25 s: a third of the dry run's time for a meaningless
                     # number. Its correctness row still runs the kernel.
                     untimed_impls=("pallas_mosaic",), dry_run=True, matmul_size=256,
-                    copy_mib=8)
+                    copy_mib=8, dcnv4_branches=(0, 1), dcnv4_batches=(1,))
 
 
 # ------------------------------------------------------------------ the device
@@ -433,6 +447,108 @@ def scan(plan, budget, recorder):
   run_items("scan", items, budget, recorder)
 
 
+def dcnv4(plan, budget, recorder):
+  """DCNv4 (impl="jax") against a depth-wise 3x3 conv of the same (N, H, W, C), per
+  HRVMamba branch, batch and dtype: forward and forward+backward, timed in turns."""
+  gpu_fields = _atomics_fields(_backend(), os.environ.get("XLA_FLAGS", ""))
+  sites = [site for site in _dcnv4_hlo().branches(plan.dcnv4_variant, *plan.input_size)
+           if site.index in plan.dcnv4_branches]
+  model = models.variant_title(f"hrvmamba-{plan.dcnv4_variant}")
+  items = []
+  for dtype in plan.dtypes:
+    for batch in plan.dcnv4_batches:
+      for site in sites:
+        fields = dict(model=model, branch=site.index, height=site.height,
+                      width=site.width, channels=site.channels, groups=site.groups,
+                      batch=batch, dtype=dtype, **gpu_fields)
+        items.append((fields, functools.partial(_time_dcnv4_and_conv, site, batch, dtype,
+                                                plan.timing)))
+  run_items("dcnv4", items, budget, recorder)
+
+
+@functools.cache
+def _dcnv4_hlo():
+  """scripts/dcnv4_hlo.py as a module: its branches() are HRVMamba's DCNv4 call sites,
+  checked against docs/hrvmamba.md by tests/test_dcnv4_lowering.py."""
+  import importlib.util   # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      "dcnv4_hlo", os.path.join(REPO, "scripts", "dcnv4_hlo.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _atomics_fields(backend, xla_flags):
+  """On a GPU: the jaxlib version, whether it emits CAS-loop float32 atomics
+  (CAS_ATOMICS_JAXLIB) and whether XLA_FLAGS has FTZ_ATOMICS_FLAG; elsewhere nothing."""
+  if backend != "gpu":
+    return {}
+  import jaxlib   # pylint: disable=g-import-not-at-top
+  version = tuple(int(n) for n in re.findall(r"\d+", jaxlib.__version__)[:3])
+  low, high = CAS_ATOMICS_JAXLIB
+  return dict(jaxlib=jaxlib.__version__, cas_atomics_jaxlib=low <= version <= high,
+              ftz_atomics_flag=FTZ_ATOMICS_FLAG in xla_flags)
+
+
+def _dcnv4_inputs(site, batch, dtype):
+  """value (N, H, W, C), offset_mask (N, H, W, P) with offsets uniform in +-1 pixel
+  (around the 3x3 window, as HRVMamba's start at 0) and standard-normal masks, and a
+  cotangent (N, H, W, C), all in `dtype`."""
+  import jax.numpy as jnp   # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(site.index)
+  shape, points = (batch, site.height, site.width), _dcnv4_hlo().KERNEL_POINTS
+  value, cotangent = (rng.normal(size=(*shape, site.channels)) for _ in range(2))
+  offset_mask = rng.uniform(-1.0, 1.0, (*shape, site.lanes))
+  for g in range(site.groups):                     # group g's masks: lanes 3Kg+2K .. 3Kg+3K
+    masks = slice(3 * points * g + 2 * points, 3 * points * (g + 1))
+    offset_mask[..., masks] = rng.normal(size=(*shape, points))
+  return [jnp.asarray(a, dtype) for a in (value, offset_mask, cotangent)]
+
+
+def _vjp_call(fn):
+  """jit of (*args, cotangent) -> the output and every argument's gradient."""
+  def forward_backward(*args):
+    out, vjp = jax.vjp(fn, *args[:-1])
+    return out, vjp(args[-1])
+  return jax.jit(forward_backward)
+
+
+def dcnv4_calls(site, batch, dtype):
+  """{name: (jitted fn, args)}: DCNv4 (impl="jax") and HRVMamba's depth-wise 3x3 conv
+  (models.common.depthwise_conv: C channels, bias) of the same (N, H, W, C) map, forward
+  and forward+backward (the output and the gradient of every argument). Trace them
+  within common.depthwise_conv_mode("grouped"): the grouped lax.conv a GPU or TPU runs."""
+  from flax import nnx   # pylint: disable=g-import-not-at-top
+  from mamkpd_jax.kernels.dcnv4 import dcnv4 as dcnv4_op   # pylint: disable=g-import-not-at-top
+  from mamkpd_jax.models import common   # pylint: disable=g-import-not-at-top
+  value, offset_mask, cotangent = _dcnv4_inputs(site, batch, dtype)
+  sample = lambda v, om: dcnv4_op(v, om, groups=site.groups, impl="jax")
+  module = common.depthwise_conv(site.channels, 3, np.dtype(value.dtype), nnx.Rngs(0))
+  graphdef, params = nnx.split(module)
+  conv = lambda p, x: nnx.merge(graphdef, p)(x)
+  return {"dcnv4_forward": (jax.jit(sample), (value, offset_mask)),
+          "dcnv4_forward_backward": (_vjp_call(sample), (value, offset_mask, cotangent)),
+          "conv_forward": (jax.jit(conv), (params, value)),
+          "conv_forward_backward": (_vjp_call(conv), (params, value, cotangent))}
+
+
+def _time_dcnv4_and_conv(site, batch, dtype, timing):
+  """ms of DCNv4 and of the depth-wise conv, forward and forward+backward, in turns."""
+  from mamkpd_jax.models import common   # pylint: disable=g-import-not-at-top
+  calls = dcnv4_calls(site, batch, dtype)
+  with common.depthwise_conv_mode("grouped"):      # traced on the first call, in here
+    results = timing_lib.time_in_turns(
+        {name: (functools.partial(fn, *args), jax.block_until_ready)
+         for name, (fn, args) in calls.items()}, timing)
+  ms = {f"{name}_ms": float(f"{seconds * 1e3:.4g}")
+        for name, (_, seconds) in results.items()}
+  return dict(ms, conv_form="grouped lax.conv",
+              ratio_forward=round(ms["dcnv4_forward_ms"] / ms["conv_forward_ms"], 2),
+              ratio_forward_backward=round(ms["dcnv4_forward_backward_ms"]
+                                           / ms["conv_forward_backward_ms"], 2),
+              compile_s=round(sum(c for c, _ in results.values()), 2))
+
+
 def inference_speed(plan, budget, recorder):
   """images/s and latency of each variant x dtype x scan implementation x batch."""
   height, width = plan.input_size
@@ -564,8 +680,8 @@ def train_real(plan, budget, recorder):
 
 
 SECTION_FNS = {"environment": environment, "correctness": correctness, "scan": scan,
-               "inference": inference_speed, "peers": peers, "train_speed": train_speed,
-               "train_real": train_real}
+               "dcnv4": dcnv4, "inference": inference_speed, "peers": peers,
+               "train_speed": train_speed, "train_real": train_real}
 
 
 # ------------------------------------------------------------------ summary
@@ -577,6 +693,11 @@ COLUMNS = {
     "scan": ("impl", "pass_name", "dtype", "batch", "height", "width", "d_inner", "ms",
              "min_gbytes", "gbps", "fraction_of_peak", "fraction_of_copy", "compile_s",
              "interpret"),
+    "dcnv4": ("model", "branch", "height", "width", "channels", "groups", "batch", "dtype",
+              "dcnv4_forward_ms", "conv_forward_ms", "ratio_forward",
+              "dcnv4_forward_backward_ms", "conv_forward_backward_ms",
+              "ratio_forward_backward", "compile_s", "jaxlib", "cas_atomics_jaxlib",
+              "ftz_atomics_flag"),
     "inference": ("model", "dtype", "scan_impl", "batch", "latency_ms", "images_per_s",
                   "compile_s", "ratio_to_hrnet_w32", "ratio_to_vit_b16", "interpret"),
     "peers": ("model", "dtype", "batch", "latency_ms", "images_per_s", "params"),

@@ -6,7 +6,9 @@ K = 9 kernel points with four row gathers (one per bilinear corner, rows of D
 contiguous channels) and no scatter; the custom VJP adds a second scan that re-gathers
 the four corners, contracts d_out with them over D and scatter-adds four float32
 updates into d value. No intermediate is larger than the largest input (a
-(N, Q, K, 4, D) corner tensor would be). Lowering needs no TPU or GPU
+(N, Q, K, 4, D) corner tensor would be), and every large array in the scans has the
+pixels Q or the channels D as its minor axis, never the groups G or the points K (which
+XLA:TPU would pad to 128 lanes: 64x for G = 2). Lowering needs no TPU or GPU
 (tests/tpu_lowering.py, tests/cuda_lowering.py); the counts are read from the StableHLO
 text by scripts/dcnv4_hlo.py, whose shape table is checked against docs/hrvmamba.md §4.
 """
@@ -60,13 +62,13 @@ def gradient(value, offset_mask):
 def check_row_gathers(facts, count, dtype, batch=BATCH, height=HEIGHT, width=WIDTH,
                       groups=GROUPS, group_dim=GROUP_DIM):
   """`count` gathers, each of whole rows of D channels from the (N*H*W*G, D) value rows
-  into (N, Q, G, D); no tensor larger than the largest input."""
+  into (N, G, Q, D); no tensor larger than the largest input."""
   assert facts["ops"]["gather"] == count, facts["ops"]
   rows = batch * height * width * groups
   for operand, operand_dtype, slice_sizes, result in facts["gathers"]:
     assert operand == (rows, group_dim) and operand_dtype == dtype
     assert slice_sizes == (1, group_dim)
-    assert result == (batch, height * width, groups, group_dim)
+    assert result == (batch, groups, height * width, group_dim)
   assert facts["largest"] <= max(facts["inputs"]), (facts["largest"], facts["inputs"])
 
 
@@ -88,7 +90,7 @@ def test_backward_regathers_and_scatter_adds_float32_rows(platform, dtype, name)
   assert facts["ops"]["dot_general"] == CORNERS           # d_out . V(corner), over D
   assert facts["ops"]["scatter"] == CORNERS
   rows = BATCH * HEIGHT * WIDTH * GROUPS
-  update = (BATCH, HEIGHT * WIDTH, GROUPS, GROUP_DIM)
+  update = (BATCH, GROUPS, HEIGHT * WIDTH, GROUP_DIM)
   assert facts["scatters"] == [((rows, GROUP_DIM), "f32", update, ("add",))] * CORNERS
 
 
@@ -129,6 +131,51 @@ def test_a_materialised_corner_tensor_fails_the_checks():
   with pytest.raises(AssertionError):
     check_row_gathers(facts, CORNERS, "f32")
   assert facts["largest"] > 2 * max(facts["inputs"])
+
+
+def check_lanes(text, batch=BATCH, queries=HEIGHT * WIDTH, groups=GROUPS,
+                group_dim=GROUP_DIM):
+  """No array in the scans of >= N*Q*G elements has a minor axis other than Q or D."""
+  shapes = HLO.scan_body_shapes(text)
+  assert ((batch, groups, queries, group_dim), "f32") in shapes  # the body was found
+  sparse = HLO.lane_sparse(shapes, batch * queries * groups, (queries, group_dim))
+  assert not sparse, f"arrays with G or K minor in the scans: {sparse}"
+
+
+@pytest.mark.parametrize("platform", ["tpu", "cuda"])
+@pytest.mark.parametrize("function", [forward, gradient])
+def test_scan_arrays_keep_pixels_or_channels_minor(platform, function):
+  """Positions, weights, masks and row indices (K, N, G, Q) / (N, G, Q); corners, sum and
+  scatter updates (N, G, Q, D). Q = 48, D = 8, G = 4, K = 9 here: all distinct."""
+  check_lanes(LOWER[platform](function, *inputs()))
+
+
+def test_hrvmamba_branch_with_two_groups_keeps_pixels_minor():
+  """Branch 1 of HRVMamba-T at batch 8 (G = 2, Q = 768, D = 32), forward+backward, in
+  bfloat16: where (K, N, Q, G) positions took 64x their size on XLA:TPU."""
+  site = HLO.branches("tiny")[1]
+  text = lower_for_tpu(HLO.gradient_fn(site.groups), *site.inputs(8, jnp.bfloat16))
+  check_lanes(text, batch=8, queries=site.height * site.width, groups=site.groups,
+              group_dim=site.channels // site.groups)
+
+
+def test_a_groups_minor_scan_fails_the_lane_check():
+  """The check has teeth: a scan over (3K, N, Q, G) point arrays (the layout before
+  (K, N, G, Q)) is caught, as is one over (Q, N, G, 3K); one over (3K, N, G, Q) is not."""
+  def sparse_in_scan_over(order):
+    def fn(value, offset_mask):
+      lanes = offset_mask[..., :3 * POINTS * GROUPS].reshape(
+          BATCH, HEIGHT * WIDTH, GROUPS, 3 * POINTS)                    # (N, Q, G, 3K)
+      body = lambda total, point: (total + jnp.sum(jnp.sin(point)), None)
+      return jax.lax.scan(body, jnp.zeros(()), jnp.transpose(lanes, order))[0] + \
+          jnp.sum(value)
+    shapes = HLO.scan_body_shapes(lower_for_tpu(fn, *inputs()))
+    return HLO.lane_sparse(shapes, BATCH * HEIGHT * WIDTH * GROUPS,
+                           (HEIGHT * WIDTH, GROUP_DIM))
+  assert {((27, 1, 48, 4), "f32"), ((1, 48, 4), "f32")} <= set(sparse_in_scan_over(
+      (3, 0, 1, 2)))                               # carried (3K, N, Q, G), one point's
+  assert ((48, 1, 4, 27), "f32") in sparse_in_scan_over((1, 0, 2, 3))  # (Q, N, G, 3K)
+  assert sparse_in_scan_over((3, 0, 2, 1)) == []
 
 
 def test_hrvmamba_tiny_call_sites_match_the_docs():
@@ -186,3 +233,5 @@ def test_bad_variant_and_text_are_named():
     HLO.branches("huge")
   with pytest.raises(ValueError, match="not a StableHLO module"):
     HLO.stablehlo_facts("HloModule jit_f")
+  with pytest.raises(ValueError, match="not a StableHLO module"):
+    HLO.scan_body_shapes("HloModule jit_f")

@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from mamkpd_jax.benchmarking import roofline
@@ -36,7 +37,7 @@ def test_dry_run_writes_every_section(dry_run):
   directory, rows = dry_run
   from mamkpd_jax import kernels
   sections = {row["section"] for row in rows}
-  assert sections == {"environment", "correctness", "scan", "inference", "peers",
+  assert sections == {"environment", "correctness", "scan", "dcnv4", "inference", "peers",
                       "train_speed", "train_real"}
   failed = [row for row in rows if row["status"] == "failed"]
   assert not failed, failed
@@ -66,6 +67,17 @@ def test_dry_run_writes_every_section(dry_run):
       tokens, p, n = r["batch"] * r["height"] * r["width"], r["d_inner"], r["d_state"]
       min_bytes = tokens * (4 * (2 * p + 2 * n) * 2 + 4 * p)
       assert r["gbps"] == pytest.approx(min_bytes / 1e9 / (r["ms"] / 1e3), rel=0.01)
+  # DCNv4 beside the depth-wise conv: HRVMamba-T's branches 0 and 1 at 32x32 (8x8 and
+  # 4x4 maps), batch 1; each ratio is its two times' (to their rounding).
+  dcn = [r for r in rows if r["section"] == "dcnv4"]
+  assert [(r["status"], r["branch"], r["height"], r["channels"], r["groups"], r["batch"])
+          for r in dcn] == [("ok", 0, 8, 32, 1, 1), ("ok", 1, 4, 64, 2, 1)]
+  for r in dcn:
+    for pass_name in ("forward", "forward_backward"):
+      dcnv4_ms, conv_ms = r[f"dcnv4_{pass_name}_ms"], r[f"conv_{pass_name}_ms"]
+      assert dcnv4_ms > 0 and conv_ms > 0
+      assert r[f"ratio_{pass_name}"] == pytest.approx(dcnv4_ms / conv_ms, abs=0.01)
+    assert r["conv_form"] == "grouped lax.conv" and "ftz_atomics_flag" not in r  # no GPU
   speeds = [r for r in rows if r["section"] == "inference" and r["status"] == "ok"]
   # every implementation but "onnx" (export only: its unrolled scan is not a serving path)
   assert {r["scan_impl"] for r in speeds} == set(kernels.SCAN_IMPLS) - {"onnx"} - UNTIMED
@@ -77,7 +89,7 @@ def test_dry_run_writes_every_section(dry_run):
   assert [r["stage"] for r in real] == ["probe", "run"]
   assert 0 <= real[-1]["PCK@0.1"] <= 1 and real[-1]["steps"] >= 2
   summary = (directory / "summary.md").read_text()
-  for heading in ("## correctness", "## scan", "## inference", "## train_speed",
+  for heading in ("## correctness", "## scan", "## dcnv4", "## inference", "## train_speed",
                   "## train_real"):
     assert heading in summary
   assert (directory / "inference.png").stat().st_size > 5000
@@ -103,6 +115,51 @@ def test_budget_skips_with_reason_and_output_never_overwritten(dry_run):
 def test_unknown_section_is_an_error_naming_it(tmp_path):
   result = run_gpu_check(f"--output_dir={tmp_path}", "--sections=scan,speed")
   assert result.returncode != 0 and "speed" in result.stderr and "correctness" in result.stderr
+
+
+def test_dcnv4_section_times_the_jax_op_and_the_grouped_conv(gpu_check):
+  """What the dcnv4 section times: DCNv4's pure-JAX op, equal to the float64 numpy loop
+  of docs/hrvmamba.md §4 on the section's inputs, and one grouped lax.conv (3x3,
+  feature_group_count = C), the form a GPU or TPU runs; forward+backward returns the
+  output and a gradient for every argument."""
+  import jax
+  import numpy_refs
+  from mamkpd_jax.models import common
+  site = gpu_check._dcnv4_hlo().branches("tiny", 32, 32)[1]        # 4x4, C = 64, G = 2
+  calls = gpu_check.dcnv4_calls(site, 2, "float32")
+  fn, (value, offset_mask) = calls["dcnv4_forward"]
+  want = numpy_refs.dcnv4(np.float64(value), np.float64(offset_mask), groups=site.groups)
+  np.testing.assert_allclose(fn(value, offset_mask), want, rtol=1e-5, atol=1e-5)
+  with common.depthwise_conv_mode("grouped"):
+    jaxprs = {name: str(jax.make_jaxpr(fn)(*args)) for name, (fn, args) in calls.items()}
+  for name in ("conv_forward", "conv_forward_backward"):
+    assert "conv_general_dilated" in jaxprs[name]
+    assert f"feature_group_count={site.channels}" in jaxprs[name], name
+  for name in ("dcnv4_forward", "dcnv4_forward_backward"):
+    assert "scan" in jaxprs[name] and "mamkpd_dcnv4_forward" not in jaxprs[name]
+  out, grads = calls["dcnv4_forward_backward"][0](*calls["dcnv4_forward_backward"][1])
+  assert out.shape == value.shape and [g.shape for g in grads] == [value.shape,
+                                                                   offset_mask.shape]
+
+
+@pytest.mark.parametrize("backend, version, xla_flags, want", [
+    ("gpu", "0.10.2", "", dict(cas_atomics_jaxlib=True, ftz_atomics_flag=False)),
+    ("gpu", "0.11.0", "--xla_backend_extra_options=-nvptx-allow-ftz-atomics",
+     dict(cas_atomics_jaxlib=True, ftz_atomics_flag=True)),
+    ("gpu", "0.10.1", "", dict(cas_atomics_jaxlib=False, ftz_atomics_flag=False)),
+    ("gpu", "0.11.1", "", dict(cas_atomics_jaxlib=False, ftz_atomics_flag=False)),
+    ("gpu", "0.12.1.dev20270101", "", dict(cas_atomics_jaxlib=False, ftz_atomics_flag=False)),
+    ("tpu", "0.10.2", "", {}),
+    ("cpu", "0.10.2", "-nvptx-allow-ftz-atomics", {}),
+])
+def test_dcnv4_rows_record_the_gpu_atomics_setting(gpu_check, monkeypatch, backend, version,
+                                                   xla_flags, want):
+  """jaxlib 0.10.2 to 0.11.0 emit CAS-loop float32 atomics (jax-ml/jax#38806); on a GPU
+  the rows say whether this jaxlib is one and whether XLA_FLAGS has the workaround."""
+  import jaxlib
+  monkeypatch.setattr(jaxlib, "__version__", version)
+  fields = gpu_check._atomics_fields(backend, xla_flags)
+  assert fields == ({**want, "jaxlib": version} if want else {})
 
 
 # ------------------------------------------------------------------ the TPU branch, faked
