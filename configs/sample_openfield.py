@@ -10,7 +10,7 @@ Why these settings: at 128x128 and learning rate 1e-3, tiny put snout and both e
 one point, the head's centre (their heatmaps correlate 0.999), and held-out PCK@0.1
 stayed at 0.74-0.83 whatever the sigma, augmentation, batch or input size; a 64x64 step
 costs a fifth as much, and with the higher rate and 1000 steps the ears separate
-(benchmarks/cpu_2026-12-07_first_run.md).
+(benchmarks/README.md, "The first command").
 
     python main.py --config=configs/sample_openfield.py --workdir=/tmp/sample_openfield
     python main.py --config=configs/sample_openfield.py --workdir=/tmp/sample_openfield \

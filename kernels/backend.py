@@ -10,8 +10,8 @@ Three backends build the same scan kernels (kernels/README.md), two for GPUs and
   `pltpu.CompilerParams`. 128-channel lanes, tokens on sublanes, blocks in VMEM.
 
 `default_backend()` is the backend `impl="pallas"` means: on a TPU "mosaic_tpu", elsewhere
-`default_gpu_backend()`, which picks the backend that `impl="pallas"` means, by feature
-detection (which modules import), never by a JAX version number. Mosaic GPU becomes the
+`default_gpu_backend()`, which picks by feature detection (which modules import), never
+by a JAX version number. Mosaic GPU becomes the
 preferred one only once a GPU run has validated it (`MOSAIC_GPU_VALIDATED`).
 """
 
@@ -25,7 +25,6 @@ TRITON = "triton"
 MOSAIC_GPU = "mosaic_gpu"
 MOSAIC_TPU = "mosaic_tpu"
 BACKENDS = (TRITON, MOSAIC_GPU, MOSAIC_TPU)
-GPU_BACKENDS = (TRITON, MOSAIC_GPU)
 MERGING_BACKENDS = (MOSAIC_GPU, MOSAIC_TPU)   # sum SS2D's four directions in the kernel
 MAX_D_STATE = 16          # state sizes the kernels are tiled for
 CHUNK = 16                # tokens per chunk; the backward's checkpoint stride

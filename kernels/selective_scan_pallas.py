@@ -3,7 +3,8 @@
 Same math as `selective_scan_ref` (see its docstring). This module holds what the three
 kernel backends share (plan, kernel layout, padding, custom VJP, sums of partials) and
 the Triton kernel bodies; the Mosaic GPU bodies are in `selective_scan_mosaic`, the
-Mosaic TPU bodies in `selective_scan_tpu`, the per-token math of all three in `scan_math`. Design (kernels/README.md):
+Mosaic TPU bodies in `selective_scan_tpu`, the per-token math of all three in
+`scan_math`. Design (kernels/README.md):
 
 * Layout. Token-major: each step reads one contiguous row of a channel tile.
   Kernel view: u, delta (b, Lp, G*Pp); B, C (b, Lp, G, Np); A transposed (G, Np, Pp);

@@ -24,66 +24,23 @@ Facts and what they mean: docs/hrvmamba.md, "DCNv4 on accelerators".
 """
 
 import collections
-import dataclasses
 import math
-import os
 import re
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
-from jax.sharding import AbstractDevice, AbstractMesh, use_abstract_mesh
 
+from mamkpd_jax.benchmarking import lowering
 from mamkpd_jax.kernels.dcnv4 import dcnv4
 from mamkpd_jax.models.hrvmamba import dcn, variants
 
-KERNEL_POINTS = 9                                   # 3x3
+KERNEL_POINTS = dcn.KERNEL_POINTS                   # 3x3
 CORNERS = 4                                         # bilinear
-H100 = AbstractDevice(device_kind="NVIDIA H100 80GB HBM3", num_cores=132, platform="cuda")
 COUNTED = ("gather", "scatter", "while", "dynamic_slice", "dynamic_update_slice",
            "dot_general", "custom_call")
 TENSOR = re.compile(r"tensor<((?:\d+x)*)([a-z]+\d+)>")
 SIGNATURE = re.compile(r":\s*\(([^()]*)\)\s*->\s*(tensor<[^>]*>)")
-
-
-@dataclasses.dataclass(frozen=True)
-class Branch:
-  """One DCNv4 call site of HRVMamba: a branch's map and widths."""
-
-  index: int           # HR branch 0..3 (1/4 .. 1/32 of the input)
-  height: int
-  width: int
-  channels: int        # d_inner = 2 * branch width = G * D
-  groups: int          # G = ceil(width / 16)
-  lanes: int           # P, offset_mask width (3*K*G rounded up to 8)
-  calls: int           # DCNv4 calls on this branch per forward pass
-
-  def inputs(self, batch, dtype):
-    """value (N, H, W, G*D), offset_mask (N, H, W, P) as ShapeDtypeStructs."""
-    value = jax.ShapeDtypeStruct((batch, self.height, self.width, self.channels), dtype)
-    offset_mask = jax.ShapeDtypeStruct((batch, self.height, self.width, self.lanes), dtype)
-    return value, offset_mask
-
-
-def branches(variant, input_height=256, input_width=192):
-  """HRVMamba `variant`'s DCNv4 call sites (variants.VARIANTS), from the model config."""
-  if variant not in variants.VARIANTS:
-    raise ValueError(f"unknown HRVMamba variant {variant!r}; known: "
-                     f"{sorted(variants.VARIANTS)}")
-  if input_height % variants.INPUT_STRIDE or input_width % variants.INPUT_STRIDE:
-    raise ValueError(f"input {input_height}x{input_width}: both sides must be multiples "
-                     f"of {variants.INPUT_STRIDE}")
-  cfg = variants.HRVMambaConfig.from_config(variants.model_config(variant))
-  sites = []
-  for index, width in enumerate(cfg.widths):
-    stride = 4 * 2**index
-    groups = cfg.dt_rank(width)
-    modules = sum(m for stage, m in enumerate(cfg.num_modules) if stage + 2 > index)
-    sites.append(Branch(index, input_height // stride, input_width // stride,
-                        cfg.d_inner(width), groups, dcn.offset_mask_width(groups),
-                        cfg.num_blocks * modules))
-  return sites
 
 
 def forward_fn(groups):
@@ -95,17 +52,6 @@ def gradient_fn(groups):
   forward = forward_fn(groups)
   loss = lambda v, om: jnp.sum(jnp.square(forward(v, om).astype(jnp.float32)))
   return jax.grad(loss, argnums=(0, 1))
-
-
-def lower_tpu(fn, *args):
-  """StableHLO of `fn` exported for TPU (what tests/tpu_lowering.py does)."""
-  return jax.export.export(jax.jit(fn), platforms=["tpu"])(*args).mlir_module()
-
-
-def lower_cuda(fn, *args):
-  """StableHLO of `fn` lowered for CUDA under an abstract H100 (tests/cuda_lowering.py)."""
-  with use_abstract_mesh(AbstractMesh((1,), ("x",), abstract_device=H100)):
-    return jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
 
 
 def lower_cpu(fn, *args):
@@ -279,13 +225,7 @@ def tiled_padding(text):
 def compile_tpu(topology, fn, *args):
   """XLA:TPU's optimised HLO text and memory_analysis() of `fn` for one chip of
   `topology` (e.g. "v5e:2x2"), compiled on this host without a TPU (needs libtpu)."""
-  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
-  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")   # else libtpu asks a TPU VM
-  devices = topologies.get_topology_desc(topology_name=topology, platform="tpu").devices
-  sharding = NamedSharding(Mesh(np.array(devices[:1]), ("x",)), PartitionSpec())
-  args = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding) for a in args]
-  compiled = jax.jit(fn).lower(*args).compile()
+  compiled = lowering.compile_for_tpu(lowering.tpu_topology_device(topology), fn, args)
   return compiled.as_text(), compiled.memory_analysis()
 
 
@@ -311,9 +251,9 @@ def _bytes(dtype):
 def report(variant, batches, dtypes, platforms, tpu_topology=None, input_hw=(256, 192)):
   """Prints one block per (branch, batch, dtype): per-call sizes, then per platform and
   direction what the lowered (and compiled) module holds."""
-  lower = {"tpu": lower_tpu, "cuda": lower_cuda, "cpu": lower_cpu}
+  lower = {"tpu": lowering.lower_for_tpu, "cuda": lowering.lower_for_cuda, "cpu": lower_cpu}
   mib = lambda size: f"{size / 2**20:.1f} MiB"
-  sites = branches(variant, *input_hw)
+  sites = dcn.call_sites(variant, *input_hw)
   print(f"HRVMamba-{variant} at {input_hw[0]}x{input_hw[1]}: DCNv4 calls per forward "
         + ", ".join(f"branch {b.index} {b.calls}" for b in sites)
         + f" (total {sum(b.calls for b in sites)})")
@@ -395,7 +335,7 @@ def parse(values):
   for platform in values["platforms"]:
     if platform not in ("tpu", "cuda", "cpu"):
       raise ValueError(f"--platforms: tpu, cuda or cpu; got {platform!r}")
-  branches(values["variant"], *input_hw)          # ValueError naming a bad size
+  dcn.call_sites(values["variant"], *input_hw)    # ValueError naming a bad size
   return dict(variant=values["variant"], batches=batches, dtypes=values["dtype"],
               platforms=values["platforms"], tpu_topology=values["tpu_topology"],
               input_hw=input_hw)

@@ -77,6 +77,7 @@ from mamkpd_jax.benchmarking import models, plot, roofline
 from mamkpd_jax.benchmarking import peers as peers_lib
 from mamkpd_jax.benchmarking import scan as scan_lib
 from mamkpd_jax.benchmarking import timing as timing_lib
+from mamkpd_jax.models.hrvmamba import dcn as hrvmamba_dcn
 from mamkpd_jax.training import checkpointing, train, workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -451,7 +452,7 @@ def dcnv4(plan, budget, recorder):
   """DCNv4 (impl="jax") against a depth-wise 3x3 conv of the same (N, H, W, C), per
   HRVMamba branch, batch and dtype: forward and forward+backward, timed in turns."""
   gpu_fields = _atomics_fields(_backend(), os.environ.get("XLA_FLAGS", ""))
-  sites = [site for site in _dcnv4_hlo().branches(plan.dcnv4_variant, *plan.input_size)
+  sites = [site for site in hrvmamba_dcn.call_sites(plan.dcnv4_variant, *plan.input_size)
            if site.index in plan.dcnv4_branches]
   model = models.variant_title(f"hrvmamba-{plan.dcnv4_variant}")
   items = []
@@ -464,18 +465,6 @@ def dcnv4(plan, budget, recorder):
         items.append((fields, functools.partial(_time_dcnv4_and_conv, site, batch, dtype,
                                                 plan.timing)))
   run_items("dcnv4", items, budget, recorder)
-
-
-@functools.cache
-def _dcnv4_hlo():
-  """scripts/dcnv4_hlo.py as a module: its branches() are HRVMamba's DCNv4 call sites,
-  checked against docs/hrvmamba.md by tests/test_dcnv4_lowering.py."""
-  import importlib.util   # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(
-      "dcnv4_hlo", os.path.join(REPO, "scripts", "dcnv4_hlo.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def _atomics_fields(backend, xla_flags):
@@ -496,7 +485,7 @@ def _dcnv4_inputs(site, batch, dtype):
   cotangent (N, H, W, C), all in `dtype`."""
   import jax.numpy as jnp   # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(site.index)
-  shape, points = (batch, site.height, site.width), _dcnv4_hlo().KERNEL_POINTS
+  shape, points = (batch, site.height, site.width), hrvmamba_dcn.KERNEL_POINTS
   value, cotangent = (rng.normal(size=(*shape, site.channels)) for _ in range(2))
   offset_mask = rng.uniform(-1.0, 1.0, (*shape, site.lanes))
   for g in range(site.groups):                     # group g's masks: lanes 3Kg+2K .. 3Kg+3K

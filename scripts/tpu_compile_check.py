@@ -23,12 +23,13 @@ compile on a CPU.
 import dataclasses
 import datetime
 import json
-import os
 import platform
 import sys
 import time
 
 from absl import app, flags
+
+from mamkpd_jax.benchmarking import lowering
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("topologies", ["v4:2x2x1", "v5e:2x2", "v5p:2x2x1", "v6e:2x2"],
@@ -90,86 +91,36 @@ def kernel_functions(kind):
 
 
 def model_functions(family, variant, batch):
-  """(forward, args), (train step, args) of a model with scan_impl="pallas_tpu", as
-  ShapeDtypeStructs; trace them inside `compile_context()`."""
-  import jax
-  import jax.numpy as jnp
-  import optax
-  from flax import nnx
+  """{name: (fn, args)}: a model's forward and train step with scan_impl="pallas_tpu",
+  abstract (`lowering.train_step_programs`)."""
   from mamkpd_jax import models
   from mamkpd_jax.models import hrvmamba
-  from mamkpd_jax.training import train
   config = (models.model_config if family == "mamkpd" else hrvmamba.model_config)(variant)
   config.scan_impl = "pallas_tpu"
-  model = models.abstract_model(config)
-  model.train()
-  optimizer = nnx.eval_shape(lambda: nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param))
-  (model_graph, model_state), (opt_graph, opt_state) = nnx.split(model), nnx.split(optimizer)
-  specs = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
-  state = specs({"model": model_state, "opt": opt_state})
-  images = jax.ShapeDtypeStruct((batch, 256, 192, 3), jnp.float32)
-  forward = lambda model_state, x: nnx.merge(model_graph, model_state)(x)
-  with compile_context():
-    heatmaps = jax.eval_shape(forward, state["model"], images)
-  step_batch = {"image": images,
-                "heatmaps": jax.ShapeDtypeStruct(heatmaps.shape, jnp.float32),
-                "keypoint_weights": jax.ShapeDtypeStruct((batch, heatmaps.shape[-1]),
-                                                         jnp.float32)}
-  return {"forward": (forward, (state["model"], images)),
-          "train step": (train.make_train_step(model_graph, opt_graph), (state, step_batch))}
-
-
-def compile_context():
-  """What a TPU runs: compiled Pallas kernels, grouped depth-wise convs (on this CPU host
-  the defaults would be the interpreter and the CPU kernels)."""
-  import contextlib
-  from mamkpd_jax.kernels import backend
-  from mamkpd_jax.models import common
-  stack = contextlib.ExitStack()
-  stack.enter_context(common.depthwise_conv_mode("grouped"))
-  stack.enter_context(backend.compiled_kernels())
-  return stack
-
-
-def compile_for(device, fn, args):
-  """(compiled text, temp MiB) of jax.jit(fn) compiled for one TPU `device`."""
-  import jax
-  import numpy as np
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec
-  sharding = NamedSharding(Mesh(np.array([device]), ("x",)), PartitionSpec())
-  placed = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-                        args)
-  with compile_context():
-    compiled = jax.jit(fn).lower(*placed).compile()
-  memory = compiled.memory_analysis()
-  temp = memory.temp_size_in_bytes / 2**20 if memory is not None else None
-  return compiled.as_text(), temp
+  with lowering.accelerator_tracing():
+    return lowering.train_step_programs(config, batch)
 
 
 def attempt(topology, device, what, fn, args):
   """One Row: compile, count Mosaic kernels, or keep the error's first lines."""
   start = time.perf_counter()
   try:
-    text, temp = compile_for(device, fn, args)
+    with lowering.accelerator_tracing():
+      compiled = lowering.compile_for_tpu(device, fn, args)
   except Exception as error:   # pylint: disable=broad-except  (Mosaic / XLA rejections)
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return Row(topology, device.device_kind, what, False, round(time.perf_counter() - start, 1),
                error=" | ".join(lines[:4]))
+  memory = compiled.memory_analysis()
   return Row(topology, device.device_kind, what, True, round(time.perf_counter() - start, 1),
-             text.count('custom_call_target="tpu_custom_call"'),
-             None if temp is None else round(temp, 2))
-
-
-def topology_device(topology):
-  from jax.experimental import topologies
-  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")   # no TPU VM to ask
-  return topologies.get_topology_desc(topology_name=topology, platform="tpu").devices[0]
+             compiled.as_text().count(f'custom_call_target="{lowering.TPU_KERNEL_MARKER}"'),
+             None if memory is None else round(memory.temp_size_in_bytes / 2**20, 2))
 
 
 def run(topologies, model_specs, model_topologies, batch, report=print):
   rows = []
   for topology in topologies:
-    device = topology_device(topology)
+    device = lowering.tpu_topology_device(topology)
     for kind, shape, d_state in KERNEL_CASES:
       for dtype in DTYPES:
         for name, fn in kernel_functions(kind).items():
@@ -210,11 +161,12 @@ def main(argv):
   print(f"{len(rows) - len(failed)} of {len(rows)} compiled")
   if FLAGS.json:
     from importlib import metadata
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")
     with open(FLAGS.json, "w", encoding="utf-8") as f:
-      json.dump({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                     timespec="minutes"), "jax": jax.__version__, "libtpu": metadata.version("libtpu"),
-                 "python": platform.python_version(), "host": platform.processor() or
-                 platform.machine(), "command": " ".join(sys.argv),
+      json.dump({"date": now, "jax": jax.__version__, "libtpu": metadata.version("libtpu"),
+                 "python": platform.python_version(),
+                 "host": platform.processor() or platform.machine(),
+                 "command": " ".join(sys.argv),
                  "rows": [dataclasses.asdict(row) for row in rows]}, f, indent=1)
   sys.exit(1 if failed else 0)
 

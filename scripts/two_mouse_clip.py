@@ -11,9 +11,10 @@ the detector's hints (split_hints, the default) and without (the previous
 behaviour); and counts CLEAR-MOT ID switches, misses, false positives and MOTA against
 the pasted boxes (mamkpd_jax/evaluation/mot.py, box IoU >= 0.5).
 
-    python scripts/two_mouse_clip.py \\
-        --json=benchmarks/cpu_2026-12-07_two_mice.json \\
+    python scripts/two_mouse_clip.py --json=/tmp/two_mice.json \\
         --image=docs/images/two_mice_tracking.png
+
+(benchmarks/README.md, "Several animals", holds the recorded run and its JSON.)
 
 Prints a row per geometry and mode and the totals; --json writes them with the
 command, machine, JAX version and date; --image writes frames before, during and after

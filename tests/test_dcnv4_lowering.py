@@ -9,8 +9,8 @@ updates into d value. No intermediate is larger than the largest input (a
 (N, Q, K, 4, D) corner tensor would be), and every large array in the scans has the
 pixels Q or the channels D as its minor axis, never the groups G or the points K (which
 XLA:TPU would pad to 128 lanes: 64x for G = 2). Lowering needs no TPU or GPU
-(tests/tpu_lowering.py, tests/cuda_lowering.py); the counts are read from the StableHLO
-text by scripts/dcnv4_hlo.py, whose shape table is checked against docs/hrvmamba.md §4.
+(mamkpd_jax/benchmarking/lowering.py); the counts are read from the StableHLO
+text by scripts/dcnv4_hlo.py; the call sites (`dcn.call_sites`) are checked against docs/hrvmamba.md §4.
 """
 
 import importlib.util
@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from cuda_lowering import lower_for_cuda
+from mamkpd_jax.benchmarking.lowering import lower_for_cuda, lower_for_tpu
 from mamkpd_jax.kernels.dcnv4 import dcnv4
-from tpu_lowering import lower_for_tpu
+from mamkpd_jax.models.hrvmamba import dcn
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LOWER = {"tpu": lower_for_tpu, "cuda": lower_for_cuda}
@@ -153,7 +153,7 @@ def test_scan_arrays_keep_pixels_or_channels_minor(platform, function):
 def test_hrvmamba_branch_with_two_groups_keeps_pixels_minor():
   """Branch 1 of HRVMamba-T at batch 8 (G = 2, Q = 768, D = 32), forward+backward, in
   bfloat16: where (K, N, Q, G) positions took 64x their size on XLA:TPU."""
-  site = HLO.branches("tiny")[1]
+  site = dcn.call_sites("tiny")[1]
   text = lower_for_tpu(HLO.gradient_fn(site.groups), *site.inputs(8, jnp.bfloat16))
   check_lanes(text, batch=8, queries=site.height * site.width, groups=site.groups,
               group_dim=site.channels // site.groups)
@@ -182,7 +182,7 @@ def test_hrvmamba_tiny_call_sites_match_the_docs():
   """docs/hrvmamba.md §4, §6: DCNv4 on d_inner = 2C channels, G = ceil(C/16) groups of
   D = 32, P = 8*ceil(27G/8) lanes, maps 64x48 .. 8x6 at 256x192; 2 blocks per branch per
   module, modules (1, 4, 2) over stages with 2, 3, 4 branches."""
-  sites = HLO.branches("tiny")
+  sites = dcn.call_sites("tiny")
   assert [(s.height, s.width) for s in sites] == [(64, 48), (32, 24), (16, 12), (8, 6)]
   assert [s.channels for s in sites] == [32, 64, 128, 256]
   assert [s.groups for s in sites] == [1, 2, 4, 8]
@@ -192,7 +192,7 @@ def test_hrvmamba_tiny_call_sites_match_the_docs():
 
 def test_hrvmamba_tiny_largest_map_gathers_128_byte_rows():
   """Branch 0 at batch 8 (the most rows per call): rows of D = 32 float32 channels."""
-  site = HLO.branches("tiny")[0]
+  site = dcn.call_sites("tiny")[0]
   value, offset_mask = site.inputs(8, jnp.float32)
   fn = lambda v, om: jax.grad(lambda a, b: jnp.sum(jnp.square(dcnv4(
       a, b, groups=site.groups, impl="jax"))), argnums=(0, 1))(v, om)
@@ -230,7 +230,7 @@ def test_script_rejects_bad_arguments(values, message):
 
 def test_bad_variant_and_text_are_named():
   with pytest.raises(ValueError, match="unknown HRVMamba variant 'huge'"):
-    HLO.branches("huge")
+    dcn.call_sites("huge")
   with pytest.raises(ValueError, match="not a StableHLO module"):
     HLO.stablehlo_facts("HloModule jit_f")
   with pytest.raises(ValueError, match="not a StableHLO module"):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mamkpd_jax.benchmarking import roofline
+from mamkpd_jax.models.hrvmamba import dcn
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 UNTIMED = {"pallas_mosaic"}       # the dry run checks it but does not time it (interpreted)
@@ -125,7 +126,7 @@ def test_dcnv4_section_times_the_jax_op_and_the_grouped_conv(gpu_check):
   import jax
   import numpy_refs
   from mamkpd_jax.models import common
-  site = gpu_check._dcnv4_hlo().branches("tiny", 32, 32)[1]        # 4x4, C = 64, G = 2
+  site = dcn.call_sites("tiny", 32, 32)[1]        # 4x4, C = 64, G = 2
   calls = gpu_check.dcnv4_calls(site, 2, "float32")
   fn, (value, offset_mask) = calls["dcnv4_forward"]
   want = numpy_refs.dcnv4(np.float64(value), np.float64(offset_mask), groups=site.groups)

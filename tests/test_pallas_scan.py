@@ -16,7 +16,7 @@ from mamkpd_jax import kernels
 from mamkpd_jax.kernels import backend, tolerances
 from mamkpd_jax.kernels.tolerances import assert_close
 from conftest import make_config
-from cuda_lowering import lower_for_cuda
+from mamkpd_jax.benchmarking.lowering import lower_for_cuda
 from scan_inputs import CASES, CROSS_CASES, cross_inputs, scan_inputs, values_and_grads
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")

@@ -16,17 +16,15 @@ import os
 
 import jax
 import jax.numpy as jnp
-import optax
 import pytest
-from flax import nnx
 
 from mamkpd_jax import kernels, models
+from mamkpd_jax.benchmarking import lowering
+from mamkpd_jax.benchmarking.lowering import TPU_KERNEL_MARKER, lower_for_tpu
 from mamkpd_jax.kernels import backend, selective_scan_tpu, tolerances
 from mamkpd_jax.kernels.tolerances import assert_close
-from mamkpd_jax.models import common, hrvmamba
-from mamkpd_jax.training import train
+from mamkpd_jax.models import hrvmamba
 from scan_inputs import CASES, CROSS_CASES, cross_inputs, scan_inputs, values_and_grads
-from tpu_lowering import TPU_KERNEL_MARKER, lower_for_tpu
 
 # The modules (kernels/__init__ exports functions of the same names).
 registry = importlib.import_module("mamkpd_jax.kernels.selective_scan")
@@ -122,16 +120,6 @@ def test_compiled_kernels_lowers_the_kernel_not_the_interpreter():
   assert backend.resolve_interpret(None) == (jax.default_backend() == "cpu")
 
 
-def _abstract_train_state(config):
-  """Graph definitions and ShapeDtypeStruct state of the model and an AdamW optimiser."""
-  model = models.abstract_model(config)
-  model.train()
-  optimizer = nnx.eval_shape(lambda: nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param))
-  (model_graph, model_state), (opt_graph, opt_state) = nnx.split(model), nnx.split(optimizer)
-  shapes = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
-  return model_graph, opt_graph, shapes({"model": model_state, "opt": opt_state})
-
-
 @pytest.mark.parametrize("family,variant", [("mamkpd", "base"), ("hrvmamba", "tiny")])
 def test_whole_models_lower_for_tpu_with_the_kernel(family, variant):
   """MamKPD-B and HRVMamba-T at 256x192: forward and the project's train step (loss,
@@ -139,26 +127,22 @@ def test_whole_models_lower_for_tpu_with_the_kernel(family, variant):
   SS2D in the forward, two (forward with states, backward) in the step."""
   config = (models.model_config if family == "mamkpd" else hrvmamba.model_config)(variant)
   config.scan_impl = IMPL
-  model_graph, opt_graph, state = _abstract_train_state(config)
-  batch = 2
-  images = jax.ShapeDtypeStruct((batch, 256, 192, 3), jnp.float32)
-  forward = lambda model_state, x: nnx.merge(model_graph, model_state)(x)
-  # Every trace inside the contexts: JAX reuses a trace made outside them.
-  with common.depthwise_conv_mode("grouped"), backend.compiled_kernels():
-    heatmaps = jax.eval_shape(forward, state["model"], images)
-    step_batch = {"image": images,
-                  "heatmaps": jax.ShapeDtypeStruct(heatmaps.shape, jnp.float32),
-                  "keypoint_weights": jax.ShapeDtypeStruct((batch, heatmaps.shape[-1]),
-                                                           jnp.float32)}
-    forward_text = lower_for_tpu(forward, state["model"], images)
-    step_text = lower_for_tpu(train.make_train_step(model_graph, opt_graph), state,
-                              step_batch)
+  # Every trace inside the context: JAX reuses a trace made outside it.
+  with lowering.accelerator_tracing():
+    programs = lowering.train_step_programs(config, batch=2)
+    forward_text = lower_for_tpu(*_flat(programs["forward"]))
+    step_text = lower_for_tpu(*_flat(programs["train step"]))
   blocks = len(_kernel_calls(forward_text))
   assert blocks >= 4                                      # every SS2D: one kernel call
   assert len(_kernel_calls(step_text)) == 2 * blocks
   for text in (forward_text, step_text):                  # no CPU custom call left
     assert "mamkpd_" not in "".join(line for line in text.splitlines()
                                     if "custom_call" in line and "tpu_custom_call" not in line)
+
+
+def _flat(program):
+  fn, args = program
+  return (fn, *args)
 
 
 # ----------------------------------------------------------------------------------
@@ -245,7 +229,7 @@ def test_kernel_compiles_for_a_tpu_topology_with_libtpu():
                                         "tpu_compile_check.py"))
   script = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(script)
-  device = script.topology_device("v5e:2x2")
+  device = lowering.tpu_topology_device("v5e:2x2")
   for name, fn in script.kernel_functions("cross").items():
     row = script.attempt("v5e:2x2", device, name, fn,
                          script.scan_args("cross", (1, 8, 6, 130), 3, "bfloat16"))

@@ -18,13 +18,16 @@ tracing (benchmarks and tests compare the two). Both are read when a function is
 a function already traced under one setting keeps it (jit's cache does not see them).
 """
 
+import dataclasses
 import math
 
+import jax
 from flax import nnx
 
 from mamkpd_jax import kernels
 from mamkpd_jax.kernels.dcnv4 import IMPLS as DCNV4_IMPLS
 from mamkpd_jax.models import common
+from mamkpd_jax.models.hrvmamba import variants
 
 KERNEL_POINTS = 9        # 3x3
 LANE_MULTIPLE = 8        # upstream rounds the offset/mask width up "for tensor cores"
@@ -33,6 +36,45 @@ LANE_MULTIPLE = 8        # upstream rounds the offset/mask width up "for tensor 
 def offset_mask_width(groups):
   """P: 3 lanes (dx, dy, mask) per point and group, rounded up to a multiple of 8."""
   return LANE_MULTIPLE * math.ceil(3 * KERNEL_POINTS * groups / LANE_MULTIPLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class CallSite:
+  """Where HRVMamba calls DCNv4: one branch's map and widths (docs/hrvmamba.md §10)."""
+
+  index: int           # HR branch 0..3 (1/4 .. 1/32 of the input)
+  height: int
+  width: int
+  channels: int        # d_inner = 2 * branch width = G * D
+  groups: int          # G = ceil(width / 16)
+  lanes: int           # P, offset_mask width (3*K*G rounded up to 8)
+  calls: int           # DCNv4 calls on this branch per forward pass
+
+  def inputs(self, batch, dtype):
+    """value (N, H, W, G*D), offset_mask (N, H, W, P) as ShapeDtypeStructs."""
+    value = jax.ShapeDtypeStruct((batch, self.height, self.width, self.channels), dtype)
+    offset_mask = jax.ShapeDtypeStruct((batch, self.height, self.width, self.lanes), dtype)
+    return value, offset_mask
+
+
+def call_sites(variant, input_height=256, input_width=192):
+  """HRVMamba `variant`'s DCNv4 call sites (variants.VARIANTS), from the model config."""
+  if variant not in variants.VARIANTS:
+    raise ValueError(f"unknown HRVMamba variant {variant!r}; known: "
+                     f"{sorted(variants.VARIANTS)}")
+  if input_height % variants.INPUT_STRIDE or input_width % variants.INPUT_STRIDE:
+    raise ValueError(f"input {input_height}x{input_width}: both sides must be multiples "
+                     f"of {variants.INPUT_STRIDE}")
+  cfg = variants.HRVMambaConfig.from_config(variants.model_config(variant))
+  sites = []
+  for index, width in enumerate(cfg.widths):
+    stride = 4 * 2**index
+    groups = cfg.dt_rank(width)
+    modules = sum(m for stage, m in enumerate(cfg.num_modules) if stage + 2 > index)
+    sites.append(CallSite(index, input_height // stride, input_width // stride,
+                          cfg.d_inner(width), groups, offset_mask_width(groups),
+                          cfg.num_blocks * modules))
+  return sites
 
 
 def has_offset_dw_conv(width):
